@@ -88,7 +88,10 @@ impl Reason {
 
     /// Whether a packet with this reason is a drop in enforce mode.
     pub const fn is_drop(self) -> bool {
-        !matches!(self, Reason::Allowed | Reason::Exempt | Reason::AuditWouldDrop)
+        !matches!(
+            self,
+            Reason::Allowed | Reason::Exempt | Reason::AuditWouldDrop
+        )
     }
 }
 
@@ -132,7 +135,7 @@ impl PortKey {
 
 /// Value of the `PORTS` tries: the rule that matched.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortVerdict {
     pub rule: u32,
     /// Reserved for per-rule flags; always zero today.
@@ -229,7 +232,14 @@ mod tests {
 
     #[test]
     fn blocks_cover_exactly_the_range() {
-        for (lo, hi) in [(0, 0), (1, 1), (5, 9), (10000, 20000), (65535, 65535), (3, 65534)] {
+        for (lo, hi) in [
+            (0, 0),
+            (1, 1),
+            (5, 9),
+            (10000, 20000),
+            (65535, 65535),
+            (3, 65534),
+        ] {
             let mut covered = vec![false; 65536];
             port_range_blocks(lo, hi, |p, bits| {
                 let size = 1u32 << (16 - bits);

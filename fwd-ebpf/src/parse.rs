@@ -56,8 +56,14 @@ pub struct L4 {
 pub enum Parsed {
     /// Management traffic that always passes (ARP, IPv6 neighbour/router discovery).
     Exempt,
-    V4 { dst: [u8; 4], l4: L4 },
-    V6 { dst: [u8; 16], l4: L4 },
+    V4 {
+        dst: [u8; 4],
+        l4: L4,
+    },
+    V6 {
+        dst: [u8; 16],
+        l4: L4,
+    },
 }
 
 #[inline(always)]

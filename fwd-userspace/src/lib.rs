@@ -1,1 +1,7 @@
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fwd-ebpf"));
+//! fwd: compiles vendor allowlists into eBPF maps and enforces them at line rate.
+//!
+//! Modules are rooms: `policy` knows nothing of maps, `compile` nothing of aya, and
+//! `datapath` is the only module that talks to the kernel.
+
+pub mod compile;
+pub mod policy;

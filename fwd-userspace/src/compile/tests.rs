@@ -1,0 +1,371 @@
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::policy::{Vendor, VendorPolicy};
+
+fn rule(id: &str, protocols: Vec<Protocol>, ports: Vec<PortRange>, remotes: Vec<Remote>) -> Rule {
+    Rule {
+        id: id.into(),
+        service: id.into(),
+        purpose: None,
+        level: Level::Mandatory,
+        profile: None,
+        region: None,
+        direction: Direction::Egress,
+        protocols,
+        ports,
+        remotes,
+        notes: None,
+        location: Location {
+            file: PathBuf::from("t.toml"),
+            line: 1,
+            col: 1,
+        },
+    }
+}
+
+fn set(rules: Vec<Rule>) -> PolicySet {
+    PolicySet {
+        vendors: vec![VendorPolicy {
+            vendor: Vendor {
+                id: "v".into(),
+                name: "V".into(),
+                source: None,
+                reviewed: None,
+                notes: None,
+            },
+            rules,
+            file: PathBuf::from("t.toml"),
+        }],
+    }
+}
+
+fn nets(list: &[&str]) -> Remote {
+    Remote::Nets(list.iter().map(|s| s.parse().unwrap()).collect())
+}
+
+fn range(lo: u16, hi: u16) -> PortRange {
+    PortRange { lo, hi }
+}
+
+fn tcp(remote: &str, port: u16) -> Probe {
+    Probe {
+        direction: Direction::Egress,
+        protocol: proto::TCP,
+        remote: remote.parse().unwrap(),
+        port,
+    }
+}
+
+#[test]
+fn overlapping_prefixes_carry_every_rule() {
+    let compiled = compile(&set(vec![
+        rule(
+            "wide",
+            vec![Protocol::Tcp],
+            vec![range(443, 443)],
+            vec![nets(&["10.0.0.0/8"])],
+        ),
+        rule(
+            "narrow",
+            vec![Protocol::Tcp],
+            vec![range(8443, 8443)],
+            vec![nets(&["10.1.0.0/16"])],
+        ),
+        rule(
+            "web",
+            vec![Protocol::Tcp],
+            vec![range(80, 80)],
+            vec![Remote::Any],
+        ),
+    ]))
+    .unwrap();
+    let ev = Evaluator::new(&compiled.image);
+    // Inside the /16, both the /8's and the /16's rules apply, and the any rule.
+    assert_eq!(
+        ev.evaluate(&tcp("10.1.2.3", 443)),
+        Verdict::Allow { rule: 0 }
+    );
+    assert_eq!(
+        ev.evaluate(&tcp("10.1.2.3", 8443)),
+        Verdict::Allow { rule: 1 }
+    );
+    assert_eq!(
+        ev.evaluate(&tcp("10.1.2.3", 80)),
+        Verdict::Allow { rule: 2 }
+    );
+    assert!(matches!(
+        ev.evaluate(&tcp("10.2.0.1", 8443)),
+        Verdict::NoPortMatch { .. }
+    ));
+    assert_eq!(
+        ev.evaluate(&tcp("2001:db8::1", 80)),
+        Verdict::Allow { rule: 2 }
+    );
+    assert!(matches!(
+        ev.evaluate(&tcp("2001:db8::1", 443)),
+        Verdict::NoPortMatch { .. }
+    ));
+    assert!(
+        compiled
+            .warnings
+            .iter()
+            .any(|w| matches!(w, Warning::AnyRemote { rule, .. } if rule == "v/web"))
+    );
+}
+
+#[test]
+fn classes_are_deduplicated() {
+    // Pexip-style: one rule set over several networks is one class.
+    let compiled = compile(&set(vec![rule(
+        "media",
+        vec![Protocol::Udp],
+        vec![range(10000, 65535)],
+        vec![nets(&[
+            "176.121.88.0/21",
+            "91.240.204.0/22",
+            "185.94.240.0/22",
+        ])],
+    )]))
+    .unwrap();
+    assert_eq!(compiled.image.classes, 1);
+    assert_eq!(compiled.image.dst4.len(), 3);
+    // 10000-65535 is 8 aligned blocks: 10000/12, 10016/11, 10048/10, 10240/6, 12288/4, 16384/2, 32768/1...
+    assert_eq!(compiled.image.ports.len(), 8);
+}
+
+#[test]
+fn narrowest_port_range_owns_the_port() {
+    let compiled = compile(&set(vec![
+        rule(
+            "media",
+            vec![Protocol::Udp],
+            vec![range(10000, 65535)],
+            vec![Remote::Any],
+        ),
+        rule(
+            "video",
+            vec![Protocol::Udp],
+            vec![range(10000, 10000)],
+            vec![Remote::Any],
+        ),
+        rule(
+            "all",
+            vec![Protocol::Any],
+            vec![],
+            vec![nets(&["192.0.2.0/24"])],
+        ),
+    ]))
+    .unwrap();
+    let ev = Evaluator::new(&compiled.image);
+    let udp = |addr: &str, port| Probe {
+        protocol: proto::UDP,
+        ..tcp(addr, port)
+    };
+    assert_eq!(
+        ev.evaluate(&udp("198.51.100.1", 10000)),
+        Verdict::Allow { rule: 1 }
+    );
+    assert_eq!(
+        ev.evaluate(&udp("198.51.100.1", 10001)),
+        Verdict::Allow { rule: 0 }
+    );
+    assert!(matches!(
+        ev.evaluate(&udp("198.51.100.1", 9999)),
+        Verdict::NoPortMatch { .. }
+    ));
+    // A protocol-specific rule beats `any`; `any` covers what it does not.
+    assert_eq!(
+        ev.evaluate(&udp("192.0.2.9", 10001)),
+        Verdict::Allow { rule: 0 }
+    );
+    assert_eq!(
+        ev.evaluate(&udp("192.0.2.9", 53)),
+        Verdict::Allow { rule: 2 }
+    );
+    let gre = Probe {
+        protocol: 47,
+        port: 0,
+        ..tcp("192.0.2.9", 0)
+    };
+    assert_eq!(ev.evaluate(&gre), Verdict::Allow { rule: 2 });
+    let gre_elsewhere = Probe {
+        remote: "198.51.100.1".parse().unwrap(),
+        ..gre
+    };
+    assert!(matches!(
+        ev.evaluate(&gre_elsewhere),
+        Verdict::NoPortMatch { .. }
+    ));
+}
+
+#[test]
+fn hostnames_warn_and_open_nothing() {
+    let compiled = compile(&set(vec![rule(
+        "sig",
+        vec![Protocol::Tcp],
+        vec![range(443, 443)],
+        vec![Remote::Wildcard("sfu.whereby.com".into())],
+    )]))
+    .unwrap();
+    assert!(compiled.image.dst4.is_empty());
+    assert!(
+        compiled
+            .warnings
+            .iter()
+            .any(|w| w.to_string().contains("*.sfu.whereby.com"))
+    );
+}
+
+#[test]
+fn output_is_deterministic() {
+    let build = || {
+        compile(&set(vec![
+            rule(
+                "a",
+                vec![Protocol::Tcp],
+                vec![range(1, 1000)],
+                vec![nets(&["10.0.0.0/8", "10.9.0.0/16"])],
+            ),
+            rule(
+                "b",
+                vec![Protocol::Udp, Protocol::Tcp],
+                vec![range(500, 600)],
+                vec![nets(&["10.9.9.0/24"])],
+            ),
+        ]))
+        .unwrap()
+        .image
+    };
+    let (x, y) = (build(), build());
+    assert_eq!(x.dst4, y.dst4);
+    assert_eq!(x.ports, y.ports);
+}
+
+/// Brute force: the rule that applies, straight from the rules (no flattening, no LPM).
+fn reference(rules: &[Rule], probe: &Probe) -> Option<u32> {
+    let addr = match probe.remote {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let covering: Vec<(u32, &Rule)> = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.remotes.iter().any(|rem| match rem {
+                Remote::Any => true,
+                Remote::Nets(ns) => ns.iter().any(|n| n.contains(&IpAddr::V4(addr))),
+                _ => false,
+            })
+        })
+        .map(|(i, r)| (i as u32, r))
+        .collect();
+    let specific = covering
+        .iter()
+        .filter_map(|(id, r)| {
+            let proto_ok = r.protocols.iter().any(|p| {
+                matches!(
+                    (p, probe.protocol),
+                    (Protocol::Tcp, proto::TCP) | (Protocol::Udp, proto::UDP)
+                )
+            });
+            if !proto_ok {
+                return None;
+            }
+            r.ports
+                .iter()
+                .filter(|pr| pr.contains(probe.port))
+                .map(|pr| (pr.hi - pr.lo, *id))
+                .min()
+        })
+        .min()
+        .map(|(_, id)| id);
+    specific.or_else(|| {
+        covering
+            .iter()
+            .filter(|(_, r)| r.protocols.contains(&Protocol::Any))
+            .map(|(id, _)| *id)
+            .min()
+    })
+}
+
+fn arb_rule() -> impl Strategy<Value = Rule> {
+    // A small address space (10.0.0.0/24 and a few wider prefixes) so overlaps are common.
+    let prefix = (0u8..=255, 22u8..=32).prop_map(|(host, len)| {
+        let net = Ipv4Net::new(Ipv4Addr::new(10, 0, 0, host), len)
+            .unwrap()
+            .trunc();
+        IpNet::V4(net)
+    });
+    let remote = prop_oneof![
+        1 => Just(Remote::Any),
+        6 => prop::collection::vec(prefix, 1..4).prop_map(Remote::Nets),
+    ];
+    let ports = prop::collection::vec(
+        (0u16..64, 0u16..16).prop_map(|(lo, w)| range(lo, lo + w)),
+        1..3,
+    );
+    let protos = prop_oneof![
+        Just(vec![Protocol::Tcp]),
+        Just(vec![Protocol::Udp]),
+        Just(vec![Protocol::Tcp, Protocol::Udp]),
+        Just(vec![Protocol::Any]),
+    ];
+    (protos, ports, prop::collection::vec(remote, 1..3)).prop_map(|(protocols, ports, remotes)| {
+        let ports = if protocols.contains(&Protocol::Any) {
+            Vec::new()
+        } else {
+            ports
+        };
+        rule("r", protocols, ports, remotes)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn compiled_tables_match_brute_force(
+        rules in prop::collection::vec(arb_rule(), 1..8),
+        probes in prop::collection::vec((0u8..=255, prop::bool::ANY, 0u16..96), 64),
+    ) {
+        let compiled = compile(&set(rules.clone())).unwrap();
+        let ev = Evaluator::new(&compiled.image);
+        for (host, is_tcp, port) in probes {
+            for addr in [Ipv4Addr::new(10, 0, 0, host), Ipv4Addr::new(10, 0, 4, host)] {
+                let probe = Probe {
+                    direction: Direction::Egress,
+                    protocol: if is_tcp { proto::TCP } else { proto::UDP },
+                    remote: IpAddr::V4(addr),
+                    port,
+                };
+                let got = match ev.evaluate(&probe) {
+                    Verdict::Allow { rule } => Some(rule),
+                    _ => None,
+                };
+                prop_assert_eq!(got, reference(&rules, &probe), "probe {:?}", probe);
+            }
+        }
+    }
+
+    #[test]
+    fn range_cover_is_exact(a in any::<u32>(), b in any::<u32>()) {
+        let (lo, hi) = (a.min(b) >> 20 << 20 | (a.min(b) & 0xff), a.max(b) >> 20 << 20 | (a.max(b) & 0xff));
+        let (lo, hi) = (lo.min(hi), lo.max(hi));
+        let text = format!("{}-{}", Ipv4Addr::from(lo), Ipv4Addr::from(hi));
+        let Remote::Nets(nets) = crate::policy::parse_remote(&text).unwrap() else { panic!() };
+        // Disjoint, ascending, and exactly covering [lo, hi].
+        let mut next = u64::from(lo);
+        for n in &nets {
+            let IpNet::V4(n) = n else { panic!() };
+            prop_assert_eq!(u64::from(u32::from(n.network())), next);
+            next = u64::from(u32::from(n.broadcast())) + 1;
+        }
+        prop_assert_eq!(next, u64::from(hi) + 1);
+    }
+}

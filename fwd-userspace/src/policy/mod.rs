@@ -1,0 +1,578 @@
+//! Vendor policy files: format, parsing and validation. Knows nothing of maps or aya.
+//!
+//! One TOML file per vendor (spec: `docs/policy.md`). Every error carries `file:line:col`.
+
+pub mod remote;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use remote::{Remote, parse_remote};
+
+/// Where something was written: file, 1-based line and column.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+    }
+}
+
+/// A mistake in a policy or config file, located.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct PolicyError {
+    pub location: Location,
+    pub message: String,
+}
+
+/// Maps byte offsets of one source text to line and column.
+pub struct SourceMap<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl<'a> SourceMap<'a> {
+    pub fn new(file: &'a Path, text: &'a str) -> Self {
+        Self { file, text }
+    }
+
+    pub fn location(&self, offset: usize) -> Location {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before
+            .rfind('\n')
+            .map_or(before.len(), |nl| before.len() - nl - 1)
+            + 1;
+        Location {
+            file: self.file.to_path_buf(),
+            line,
+            col,
+        }
+    }
+
+    pub fn error(&self, offset: usize, message: impl Into<String>) -> PolicyError {
+        PolicyError {
+            location: self.location(offset),
+            message: message.into(),
+        }
+    }
+
+    /// Converts a deserialisation error into a located one.
+    pub fn toml_error(&self, err: &toml::de::Error) -> PolicyError {
+        let offset = err.span().map_or(0, |s| s.start);
+        self.error(offset, err.message().trim_end().to_string())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// From the protected network to the remote (the default).
+    Egress,
+    /// From the remote into the protected network.
+    Ingress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Egress => "egress",
+            Direction::Ingress => "ingress",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    Mandatory,
+    Recommended,
+    Optional,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Mandatory => "mandatory",
+            Level::Recommended => "recommended",
+            Level::Optional => "optional",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    /// Every IP protocol (ports cannot be constrained).
+    Any,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+            Protocol::Any => "any",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Protocol> {
+        match text.to_ascii_lowercase().as_str() {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            "icmp" => Some(Protocol::Icmp),
+            "any" => Some(Protocol::Any),
+            _ => None,
+        }
+    }
+
+    pub fn has_ports(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Udp)
+    }
+}
+
+/// An inclusive port range; a single port has `lo == hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub const ALL: PortRange = PortRange { lo: 0, hi: 65535 };
+
+    pub fn contains(self, port: u16) -> bool {
+        self.lo <= port && port <= self.hi
+    }
+
+    /// Parses `443` or `10000-20000`.
+    pub fn parse(text: &str) -> Result<PortRange, String> {
+        let port = |s: &str| -> Result<u16, String> {
+            let s = s.trim();
+            match s.parse::<u32>() {
+                Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+                Ok(p) => Err(format!("port {p} is outside 1-65535")),
+                Err(_) => Err(format!("`{s}` is not a port number")),
+            }
+        };
+        let range = match text.split_once('-') {
+            Some((lo, hi)) => PortRange {
+                lo: port(lo)?,
+                hi: port(hi)?,
+            },
+            None => {
+                let p = port(text)?;
+                PortRange { lo: p, hi: p }
+            }
+        };
+        if range.lo > range.hi {
+            return Err(format!(
+                "port range `{text}` runs backwards (write {}-{})",
+                range.hi, range.lo
+            ));
+        }
+        Ok(range)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// Vendor metadata from the `[vendor]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vendor {
+    pub id: String,
+    pub name: String,
+    pub source: Option<String>,
+    pub reviewed: Option<String>,
+    pub notes: Option<String>,
+}
+
+/// One rule, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub id: String,
+    pub service: String,
+    pub purpose: Option<String>,
+    pub level: Level,
+    pub profile: Option<String>,
+    pub region: Option<String>,
+    pub direction: Direction,
+    pub protocols: Vec<Protocol>,
+    /// Remote ports (egress: destination port). Empty for protocols without ports.
+    pub ports: Vec<PortRange>,
+    pub remotes: Vec<Remote>,
+    pub notes: Option<String>,
+    /// Where the `[[rule]]` table starts.
+    pub location: Location,
+}
+
+/// One vendor file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VendorPolicy {
+    pub vendor: Vendor,
+    pub rules: Vec<Rule>,
+    pub file: PathBuf,
+}
+
+/// Every vendor file of a policy directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicySet {
+    pub vendors: Vec<VendorPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    vendor: RawVendor,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVendor {
+    id: Spanned<String>,
+    name: String,
+    source: Option<String>,
+    reviewed: Option<String>,
+    notes: Option<String>,
+}
+
+/// A string or a list of strings; each list element keeps its own span.
+enum OneOrMany {
+    One(Spanned<String>),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                // The caller's span covers a lone string; the element span is unused then.
+                Ok(OneOrMany::One(Spanned::new(0..0, v.to_string())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<String>>()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl OneOrMany {
+    /// The strings with their spans; a lone string takes `outer`, the value's own span.
+    fn into_vec(self, outer: std::ops::Range<usize>) -> Vec<Spanned<String>> {
+        match self {
+            OneOrMany::One(s) => vec![Spanned::new(outer, s.into_inner())],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPort {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: Spanned<String>,
+    service: String,
+    purpose: Option<String>,
+    level: Option<Spanned<String>>,
+    profile: Option<String>,
+    region: Option<String>,
+    direction: Option<Spanned<String>>,
+    protocol: Spanned<OneOrMany>,
+    #[serde(default)]
+    ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
+    remote: Spanned<OneOrMany>,
+    notes: Option<String>,
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Parses and validates one vendor file's text.
+pub fn parse_vendor_file(file: &Path, text: &str) -> Result<VendorPolicy, PolicyError> {
+    let map = SourceMap::new(file, text);
+    let raw: RawFile = toml::from_str(text).map_err(|e| map.toml_error(&e))?;
+
+    let vendor_id = raw.vendor.id.get_ref().clone();
+    if !is_identifier(&vendor_id) {
+        return Err(map.error(
+            raw.vendor.id.span().start,
+            format!("vendor id `{vendor_id}` must be lowercase letters, digits, '-' or '_'"),
+        ));
+    }
+    let vendor = Vendor {
+        id: vendor_id,
+        name: raw.vendor.name,
+        source: raw.vendor.source,
+        reviewed: raw.vendor.reviewed,
+        notes: raw.vendor.notes,
+    };
+
+    let mut rules: Vec<Rule> = Vec::with_capacity(raw.rules.len());
+    for spanned in raw.rules {
+        let rule_start = spanned.span().start;
+        let rule = build_rule(&map, rule_start, spanned.into_inner())?;
+        if let Some(first) = rules.iter().find(|r| r.id == rule.id) {
+            return Err(PolicyError {
+                location: rule.location.clone(),
+                message: format!(
+                    "rule id `{}` is already used at line {}; rule ids must be unique per vendor",
+                    rule.id, first.location.line
+                ),
+            });
+        }
+        rules.push(rule);
+    }
+    Ok(VendorPolicy {
+        vendor,
+        rules,
+        file: file.to_path_buf(),
+    })
+}
+
+fn build_rule(map: &SourceMap<'_>, start: usize, raw: RawRule) -> Result<Rule, PolicyError> {
+    let id = raw.id.get_ref().clone();
+    if !is_identifier(&id) {
+        return Err(map.error(
+            raw.id.span().start,
+            format!("rule id `{id}` must be lowercase letters, digits, '-' or '_'"),
+        ));
+    }
+    let level = match &raw.level {
+        None => Level::Mandatory,
+        Some(l) => match l.get_ref().as_str() {
+            "mandatory" => Level::Mandatory,
+            "recommended" => Level::Recommended,
+            "optional" => Level::Optional,
+            other => {
+                return Err(map.error(
+                    l.span().start,
+                    format!(
+                        "unknown level `{other}`; use \"mandatory\", \"recommended\" or \"optional\""
+                    ),
+                ));
+            }
+        },
+    };
+    let direction = match &raw.direction {
+        None => Direction::Egress,
+        Some(d) => match d.get_ref().as_str() {
+            "egress" => Direction::Egress,
+            "ingress" => Direction::Ingress,
+            other => {
+                return Err(map.error(
+                    d.span().start,
+                    format!("unknown direction `{other}`; use \"egress\" or \"ingress\""),
+                ));
+            }
+        },
+    };
+    if direction == Direction::Ingress {
+        return Err(map.error(
+            start,
+            "ingress rules are not supported by this version of fwd yet",
+        ));
+    }
+
+    let protocol_span = raw.protocol.span();
+    let mut protocols = Vec::new();
+    for p in raw.protocol.into_inner().into_vec(protocol_span.clone()) {
+        let proto = Protocol::parse(p.get_ref()).ok_or_else(|| {
+            map.error(
+                p.span().start,
+                format!(
+                    "unknown protocol `{}`; use \"tcp\", \"udp\", \"icmp\" or \"any\"",
+                    p.get_ref()
+                ),
+            )
+        })?;
+        if !protocols.contains(&proto) {
+            protocols.push(proto);
+        }
+    }
+    if protocols.is_empty() {
+        return Err(map.error(protocol_span.start, "a rule needs at least one protocol"));
+    }
+    if protocols.contains(&Protocol::Any) && protocols.len() > 1 {
+        return Err(map.error(
+            protocol_span.start,
+            "\"any\" already covers every protocol; list it alone",
+        ));
+    }
+
+    let ports = match raw.ports {
+        None => Vec::new(),
+        Some(ports) => {
+            let span = ports.span();
+            let mut out = Vec::new();
+            for port in ports.into_inner() {
+                let offset = port.span().start;
+                let parsed = match port.into_inner() {
+                    RawPort::Number(n) => u16::try_from(n)
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .map(|p| PortRange { lo: p, hi: p })
+                        .ok_or_else(|| format!("port {n} is outside 1-65535")),
+                    RawPort::Text(t) => PortRange::parse(&t),
+                };
+                out.push(parsed.map_err(|m| map.error(offset, m))?);
+            }
+            if out.is_empty() {
+                return Err(map.error(
+                    span.start,
+                    "`ports` is empty; list ports or ranges, or remove the key",
+                ));
+            }
+            out.sort();
+            out.dedup();
+            out
+        }
+    };
+    let with_ports = protocols.iter().any(|p| p.has_ports());
+    let without_ports = protocols.iter().any(|p| !p.has_ports());
+    if with_ports && ports.is_empty() {
+        return Err(map.error(
+            start,
+            format!(
+                "rule `{id}` uses tcp/udp but has no `ports`; list them (\"1-65535\" for every port)"
+            ),
+        ));
+    }
+    if without_ports && !ports.is_empty() {
+        return Err(map.error(
+            protocol_span.start,
+            format!(
+                "rule `{id}` gives ports, but icmp and \"any\" have none; split it into separate rules"
+            ),
+        ));
+    }
+
+    let remote_span = raw.remote.span();
+    let mut remotes = Vec::new();
+    for r in raw.remote.into_inner().into_vec(remote_span.clone()) {
+        let parsed = parse_remote(r.get_ref()).map_err(|m| map.error(r.span().start, m))?;
+        remotes.push(parsed);
+    }
+    if remotes.is_empty() {
+        return Err(map.error(
+            remote_span.start,
+            "`remote` is empty; list addresses, networks, hostnames or \"any\"",
+        ));
+    }
+
+    Ok(Rule {
+        id,
+        service: raw.service,
+        purpose: raw.purpose,
+        level,
+        profile: raw.profile,
+        region: raw.region,
+        direction,
+        protocols,
+        ports,
+        remotes,
+        notes: raw.notes,
+        location: map.location(start),
+    })
+}
+
+/// An error that is not about a file's contents (a directory that cannot be read).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("{}: no policy files (*.toml) found; point --policies at the directory of vendor files", dir.display())]
+    Empty { dir: PathBuf },
+}
+
+/// Loads every `*.toml` file of `dir`, in file-name order.
+pub fn load_dir(dir: &Path) -> Result<PolicySet, LoadError> {
+    let io = |source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    files.sort();
+    if files.is_empty() {
+        return Err(LoadError::Empty {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let mut set = PolicySet::default();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let policy = parse_vendor_file(&file, &text)?;
+        if let Some(other) = set.vendors.iter().find(|v| v.vendor.id == policy.vendor.id) {
+            return Err(PolicyError {
+                location: SourceMap::new(&file, &text).location(0),
+                message: format!(
+                    "vendor id `{}` is also used by {}",
+                    policy.vendor.id,
+                    other.file.display()
+                ),
+            }
+            .into());
+        }
+        set.vendors.push(policy);
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests;

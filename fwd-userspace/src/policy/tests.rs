@@ -1,0 +1,202 @@
+use std::path::Path;
+
+use ipnet::IpNet;
+
+use super::*;
+
+fn parse(text: &str) -> Result<VendorPolicy, PolicyError> {
+    parse_vendor_file(Path::new("v.toml"), text)
+}
+
+fn nets(list: &[&str]) -> Remote {
+    Remote::Nets(list.iter().map(|s| s.parse::<IpNet>().unwrap()).collect())
+}
+
+const HEADER: &str = "[vendor]\nid = \"acme\"\nname = \"Acme\"\n";
+
+#[test]
+fn remote_forms() {
+    assert_eq!(parse_remote("any").unwrap(), Remote::Any);
+    assert_eq!(
+        parse_remote("52.71.32.188").unwrap(),
+        nets(&["52.71.32.188/32"])
+    );
+    assert_eq!(parse_remote("10.0.0.0/8").unwrap(), nets(&["10.0.0.0/8"]));
+    assert_eq!(
+        parse_remote("2407:30c0::/32").unwrap(),
+        nets(&["2407:30c0::/32"])
+    );
+    assert_eq!(
+        parse_remote("176.121.88.0 255.255.248.0").unwrap(),
+        nets(&["176.121.88.0/21"])
+    );
+    assert_eq!(
+        parse_remote("218.83.160.8-23").unwrap(),
+        nets(&["218.83.160.8/29", "218.83.160.16/29"])
+    );
+    assert_eq!(
+        parse_remote("112.65.213.227-238").unwrap(),
+        nets(&[
+            "112.65.213.227/32",
+            "112.65.213.228/30",
+            "112.65.213.232/30",
+            "112.65.213.236/31",
+            "112.65.213.238/32"
+        ])
+    );
+    assert_eq!(
+        parse_remote("10.0.0.255-10.0.1.0").unwrap(),
+        nets(&["10.0.0.255/32", "10.0.1.0/32"])
+    );
+    assert_eq!(
+        parse_remote("2001:db8::-2001:db8::3").unwrap(),
+        nets(&["2001:db8::/126"])
+    );
+    assert_eq!(
+        parse_remote("*.sfu.whereby.com").unwrap(),
+        Remote::Wildcard("sfu.whereby.com".into())
+    );
+    assert_eq!(
+        parse_remote("Meet.VMR.vc").unwrap(),
+        Remote::Host("meet.vmr.vc".into())
+    );
+}
+
+#[test]
+fn remote_errors_explain() {
+    for (text, needle) in [
+        ("10.0.0.1/8", "host bits"),
+        ("176.121.88.0 255.0.255.0", "not contiguous"),
+        ("176.121.88.1 255.255.248.0", "host bits"),
+        ("218.83.160.23-8", "backwards"),
+        ("10.0.0.1-2001:db8::1", "mixes"),
+        ("10.0.0.300", "not an address"),
+        ("10.0.0.1-300", "last octet"),
+        ("localhost", "not an address"),
+        ("*.", "not an address"),
+    ] {
+        let err = parse_remote(text).unwrap_err();
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
+fn port_ranges() {
+    assert_eq!(
+        PortRange::parse("443").unwrap(),
+        PortRange { lo: 443, hi: 443 }
+    );
+    assert_eq!(
+        PortRange::parse("10000 - 20000").unwrap(),
+        PortRange {
+            lo: 10000,
+            hi: 20000
+        }
+    );
+    assert!(PortRange::parse("0").unwrap_err().contains("outside"));
+    assert!(PortRange::parse("70000").unwrap_err().contains("outside"));
+    assert!(PortRange::parse("20-10").unwrap_err().contains("backwards"));
+    assert!(PortRange::parse("http").unwrap_err().contains("not a port"));
+}
+
+#[test]
+fn a_full_rule() {
+    let p = parse(&format!(
+        "{HEADER}\n[[rule]]\nid = \"media\"\nservice = \"Media\"\nlevel = \"recommended\"\n\
+         protocol = [\"udp\", \"tcp\"]\nports = [10000, \"20000-20010\"]\n\
+         remote = [\"176.121.88.0 255.255.248.0\", \"meet.vmr.vc\"]\n"
+    ))
+    .unwrap();
+    let r = &p.rules[0];
+    assert_eq!(r.id, "media");
+    assert_eq!(r.level, Level::Recommended);
+    assert_eq!(r.direction, Direction::Egress);
+    assert_eq!(r.protocols, vec![Protocol::Udp, Protocol::Tcp]);
+    assert_eq!(
+        r.ports,
+        vec![
+            PortRange {
+                lo: 10000,
+                hi: 10000
+            },
+            PortRange {
+                lo: 20000,
+                hi: 20010
+            }
+        ]
+    );
+    assert_eq!(r.location.line, 5);
+    assert_eq!(r.remotes[1], Remote::Host("meet.vmr.vc".into()));
+}
+
+fn err(text: &str) -> String {
+    parse(&format!("{HEADER}{text}")).unwrap_err().to_string()
+}
+
+#[test]
+fn errors_carry_file_line_col() {
+    let e = err(
+        "[[rule]]\nid = \"a\"\nservice = \"s\"\nprotocol = \"tcp\"\nports = [443]\nremote = [\"10.0.0.1/8\"]\n",
+    );
+    assert!(e.starts_with("v.toml:9:11: "), "{e}");
+    assert!(e.contains("host bits"), "{e}");
+
+    let e = err(
+        "[[rule]]\nid = \"a\"\nservice = \"s\"\nprotocol = \"sctp\"\nports = [1]\nremote = \"any\"\n",
+    );
+    assert!(e.starts_with("v.toml:7:12: unknown protocol `sctp`"), "{e}");
+
+    let e = err(
+        "[[rule]]\nid = \"a\"\nservice = \"s\"\nprotocol = \"tcp\"\nports = [0]\nremote = \"any\"\n",
+    );
+    assert!(e.starts_with("v.toml:8:10: port 0 is outside"), "{e}");
+
+    let e = err("[[rule]]\nid = \"a\"\nservice = \"s\"\nprotocol = \"tcp\"\nremote = \"any\"\n");
+    assert!(e.contains("has no `ports`"), "{e}");
+
+    let e = err(
+        "[[rule]]\nid = \"a\"\nservice = \"s\"\nprotocol = \"icmp\"\nports = [1]\nremote = \"any\"\n",
+    );
+    assert!(e.contains("icmp and \"any\" have none"), "{e}");
+
+    let e = err(
+        "[[rule]]\nid = \"a\"\nservice = \"s\"\nprotocol = \"tcp\"\nports = [1]\nremote = \"any\"\ncolour = \"red\"\n",
+    );
+    assert!(e.starts_with("v.toml:10:1: unknown field `colour`"), "{e}");
+
+    let e = err(
+        "[[rule]]\nid = \"a\"\nservice = \"s\"\nlevel = \"must\"\nprotocol = \"tcp\"\nports = [1]\nremote = \"any\"\n",
+    );
+    assert!(e.starts_with("v.toml:7:9: unknown level `must`"), "{e}");
+
+    let rule = "[[rule]]\nid = \"a\"\nservice = \"s\"\nprotocol = \"tcp\"\nports = [1]\nremote = \"any\"\n";
+    let e = err(&format!("{rule}{rule}"));
+    assert!(
+        e.starts_with("v.toml:10:1: rule id `a` is already used at line 4"),
+        "{e}"
+    );
+
+    let e = parse("[vendor]\nid = \"Acme Corp\"\nname = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("v.toml:2:6: vendor id"), "{e}");
+
+    let e = parse("[vendor\nid = 1").unwrap_err().to_string();
+    assert!(e.starts_with("v.toml:1:"), "{e}");
+}
+
+#[test]
+fn load_dir_rejects_duplicate_vendors_and_empty_dirs() {
+    let dir = std::env::temp_dir().join(format!("fwd-policy-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(matches!(load_dir(&dir), Err(LoadError::Empty { .. })));
+    std::fs::write(dir.join("a.toml"), HEADER).unwrap();
+    std::fs::write(dir.join("b.toml"), HEADER).unwrap();
+    std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+    let e = load_dir(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("b.toml:1:1: vendor id `acme` is also used by"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
