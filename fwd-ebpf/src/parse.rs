@@ -29,21 +29,25 @@ impl Packet {
         self.end - self.start
     }
 
-    /// Reads a `T` at `offset`, or `Malformed` if the packet is too short.
+    /// Copies the `N` header bytes at `offset`, or `Malformed` if the packet is too short.
+    ///
+    /// Fields are taken from the copy, never re-read from the packet: otherwise LLVM drops
+    /// the copy, keeps only the bounds check, and re-derives the field address from another
+    /// base register, which the verifier cannot tie to the check (seen on Linux 6.18).
     #[inline(always)]
-    fn load<T: Copy>(&self, offset: usize) -> Result<T, Reason> {
+    fn header<const N: usize>(&self, offset: usize) -> Result<[u8; N], Reason> {
         let at = self.start + offset;
-        if at + core::mem::size_of::<T>() > self.end {
+        if at + N > self.end {
             return Err(Reason::Malformed);
         }
         // SAFETY: bounds checked against the packet end just above.
-        Ok(unsafe { core::ptr::read_unaligned(at as *const T) })
+        Ok(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) })
     }
+}
 
-    #[inline(always)]
-    fn be16(&self, offset: usize) -> Result<u16, Reason> {
-        self.load::<[u8; 2]>(offset).map(u16::from_be_bytes)
-    }
+#[inline(always)]
+fn be16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
 
 /// The transport part of the lookup key. `port` is the remote port (0 for protocols without
@@ -51,6 +55,8 @@ impl Packet {
 pub struct L4 {
     pub protocol: u8,
     pub port: u16,
+    /// ICMP/ICMPv6 type (0 for other protocols).
+    pub icmp_type: u8,
 }
 
 pub enum Parsed {
@@ -68,14 +74,17 @@ pub enum Parsed {
 
 #[inline(always)]
 pub fn parse_ethernet(packet: &Packet) -> Result<Parsed, Reason> {
-    let mut ethertype = packet.be16(12)?;
+    let eth: [u8; ETH_HLEN] = packet.header(0)?;
+    let mut ethertype = be16(&eth, 12);
     let mut offset = ETH_HLEN;
     // Up to two VLAN tags (802.1ad outer, 802.1Q inner); a third tag is unsupported below.
     if ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q {
-        ethertype = packet.be16(offset + 2)?;
+        let tag: [u8; 4] = packet.header(offset)?;
+        ethertype = be16(&tag, 2);
         offset += 4;
         if ethertype == ETH_P_8021Q {
-            ethertype = packet.be16(offset + 2)?;
+            let tag: [u8; 4] = packet.header(offset)?;
+            ethertype = be16(&tag, 2);
             offset += 4;
         }
     }
@@ -89,7 +98,8 @@ pub fn parse_ethernet(packet: &Packet) -> Result<Parsed, Reason> {
 
 #[inline(always)]
 fn parse_ipv4(packet: &Packet, offset: usize) -> Result<Parsed, Reason> {
-    let version_ihl: u8 = packet.load(offset)?;
+    let ip: [u8; IPV4_MIN_HLEN] = packet.header(offset)?;
+    let version_ihl = ip[0];
     if version_ihl >> 4 != 4 {
         return Err(Reason::Malformed);
     }
@@ -98,64 +108,66 @@ fn parse_ipv4(packet: &Packet, offset: usize) -> Result<Parsed, Reason> {
     if header_len < IPV4_MIN_HLEN {
         return Err(Reason::Malformed);
     }
-    let total_len = packet.be16(offset + 2)? as usize;
+    let total_len = be16(&ip, 2) as usize;
     if total_len < header_len {
         return Err(Reason::Malformed);
     }
-    let flags_fragment = packet.be16(offset + 6)?;
+    let flags_fragment = be16(&ip, 6);
     // More-fragments set or a non-zero offset: not judged until fragment tracking exists.
     if flags_fragment & 0x3fff != 0 {
         return Err(Reason::Fragment);
     }
-    let protocol: u8 = packet.load(offset + 9)?;
-    let dst: [u8; 4] = packet.load(offset + 16)?;
-    // The whole header, options included, must be present.
-    packet.load::<u8>(offset + header_len - 1)?;
+    let protocol = ip[9];
+    let dst = [ip[16], ip[17], ip[18], ip[19]];
+    // Options are skipped by IHL; parse_l4 checks its own header is present after them.
     let l4 = parse_l4(packet, offset + header_len, protocol)?;
     Ok(Parsed::V4 { dst, l4 })
 }
 
 #[inline(always)]
 fn parse_ipv6(packet: &Packet, offset: usize) -> Result<Parsed, Reason> {
-    let version: u8 = packet.load(offset)?;
-    if version >> 4 != 6 {
+    let ip: [u8; IPV6_HLEN] = packet.header(offset)?;
+    if ip[0] >> 4 != 6 {
         return Err(Reason::Malformed);
     }
-    let next_header: u8 = packet.load(offset + 6)?;
-    let dst: [u8; 16] = packet.load(offset + 24)?;
-    let l4_offset = offset + IPV6_HLEN;
-    if next_header == proto::ICMPV6 {
-        let icmp_type: u8 = packet.load(l4_offset)?;
-        // Router solicitation/advertisement, neighbour solicitation/advertisement, redirect.
-        if (133..=137).contains(&icmp_type) {
-            return Ok(Parsed::Exempt);
-        }
-    }
+    let next_header = ip[6];
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&ip[24..40]);
     let l4 = match next_header {
-        proto::TCP | proto::UDP | proto::ICMPV6 => parse_l4(packet, l4_offset, next_header)?,
+        proto::TCP | proto::UDP | proto::ICMPV6 => {
+            parse_l4(packet, offset + IPV6_HLEN, next_header)?
+        }
         // Extension headers and anything else are not judged yet: dropped with a reason.
         _ => return Err(Reason::UnsupportedProtocol),
     };
+    // Router solicitation/advertisement, neighbour solicitation/advertisement, redirect.
+    if next_header == proto::ICMPV6 && (133..=137).contains(&l4.icmp_type) {
+        return Ok(Parsed::Exempt);
+    }
     Ok(Parsed::V6 { dst, l4 })
 }
 
 #[inline(always)]
 fn parse_l4(packet: &Packet, offset: usize, protocol: u8) -> Result<L4, Reason> {
-    let port = match protocol {
+    let (port, icmp_type) = match protocol {
         proto::TCP => {
-            // Full fixed header present (20 bytes), destination port at +2.
-            packet.load::<[u8; 20]>(offset)?;
-            packet.be16(offset + 2)?
+            // The fixed header must be complete; the destination port is at +2.
+            let tcp: [u8; 20] = packet.header(offset)?;
+            (be16(&tcp, 2), 0)
         }
         proto::UDP => {
-            packet.load::<[u8; 8]>(offset)?;
-            packet.be16(offset + 2)?
+            let udp: [u8; 8] = packet.header(offset)?;
+            (be16(&udp, 2), 0)
         }
         proto::ICMP | proto::ICMPV6 => {
-            packet.load::<[u8; 4]>(offset)?;
-            0
+            let icmp: [u8; 4] = packet.header(offset)?;
+            (0, icmp[0])
         }
-        _ => 0,
+        _ => (0, 0),
     };
-    Ok(L4 { protocol, port })
+    Ok(L4 {
+        protocol,
+        port,
+        icmp_type,
+    })
 }

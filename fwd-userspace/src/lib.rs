@@ -3,5 +3,9 @@
 //! Modules are rooms: `policy` knows nothing of maps, `compile` nothing of aya, and
 //! `datapath` is the only module that talks to the kernel.
 
+pub mod cli;
 pub mod compile;
+pub mod daemon;
+pub mod datapath;
+pub mod lab;
 pub mod policy;

@@ -1,1 +1,473 @@
+//! fwd's lab: test hosts in network namespaces, shared by `fwd lab` and the end-to-end tests.
+//!
+//! Topology (nothing in the root namespace is on the path; no namespace has a route out):
+//!
+//! ```text
+//!  client ──veth── gateway ──veth── vendor
+//!  10.250.0.2     lan0 10.250.0.1    wan0 10.251.0.2 + every vendor address
+//!  fd00:250::2    wan0 10.251.0.1    fd00:251::2
+//! ```
+//! The gateway forwards; its `lan0` is where fwd's XDP program sits.
 
+use std::{
+    fs::File,
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsFd as _,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use nix::sched::{CloneFlags, setns};
+
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
+pub const GATEWAY_LAN_V4: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
+pub const GATEWAY_WAN_V4: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 1);
+pub const VENDOR_WAN_V4: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 2);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x250, 0, 0, 0, 0, 0, 2);
+pub const GATEWAY_LAN_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x250, 0, 0, 0, 0, 0, 1);
+pub const GATEWAY_WAN_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x251, 0, 0, 0, 0, 0, 1);
+pub const VENDOR_WAN_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x251, 0, 0, 0, 0, 0, 2);
+/// The gateway's LAN-facing interface, where the XDP program is attached.
+pub const GATEWAY_LAN_IF: &str = "lan0";
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running `ip` (iproute2; `cargo xtask setup` installs it)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `name`, replacing a stale one left by a killed run.
+    pub fn create(name: &str) -> anyhow::Result<Netns> {
+        let _ = ip(&["netns", "delete", name]);
+        ip(&["netns", "add", name])?;
+        let ns = Netns {
+            name: name.to_string(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n NAME ARGS...`.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace. Sockets created there stay in
+    /// the namespace and can be used from any thread afterwards.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        std::thread::spawn(move || -> anyhow::Result<T> {
+            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).context("setns")?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
+    }
+
+    /// A command that will run inside this namespace (only the network namespace changes).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
+        use std::os::unix::process::CommandExt as _;
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        let mut cmd = Command::new(program);
+        // SAFETY: setns is async-signal-safe; the closure only calls it and maps the error.
+        unsafe {
+            cmd.pre_exec(move || {
+                setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+            });
+        }
+        Ok(cmd)
+    }
+
+    /// Writes a sysctl of this namespace (`net/ipv4/ip_forward` style path under /proc/sys).
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let path = format!("/proc/sys/{key}");
+        let value = value.to_string();
+        self.run(move || std::fs::write(&path, value).with_context(|| format!("writing {path}")))?
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "delete", &self.name]);
+    }
+}
+
+/// The three-host lab.
+pub struct Lab {
+    pub client: Netns,
+    pub gateway: Netns,
+    pub vendor: Netns,
+}
+
+impl Lab {
+    /// Builds the lab; `vendor_addrs` are assigned to the vendor host.
+    pub fn create(prefix: &str, vendor_addrs: &[IpAddr]) -> anyhow::Result<Lab> {
+        let lab = Lab {
+            client: Netns::create(&format!("{prefix}-client"))?,
+            gateway: Netns::create(&format!("{prefix}-gw"))?,
+            vendor: Netns::create(&format!("{prefix}-vendor"))?,
+        };
+        // veth pairs are created inside the namespaces, never in the root one.
+        lab.gateway.ip(&[
+            "link",
+            "add",
+            GATEWAY_LAN_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            lab.client.name(),
+        ])?;
+        lab.gateway.ip(&[
+            "link",
+            "add",
+            "wan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            lab.vendor.name(),
+        ])?;
+        let addr = |ns: &Netns, dev: &str, cidr: String| -> anyhow::Result<()> {
+            if cidr.contains(':') {
+                ns.ip(&["-6", "addr", "add", &cidr, "dev", dev, "nodad"])
+            } else {
+                ns.ip(&["addr", "add", &cidr, "dev", dev])
+            }
+        };
+        addr(&lab.client, "eth0", format!("{CLIENT_V4}/24"))?;
+        addr(&lab.client, "eth0", format!("{CLIENT_V6}/64"))?;
+        addr(&lab.gateway, GATEWAY_LAN_IF, format!("{GATEWAY_LAN_V4}/24"))?;
+        addr(&lab.gateway, GATEWAY_LAN_IF, format!("{GATEWAY_LAN_V6}/64"))?;
+        addr(&lab.gateway, "wan0", format!("{GATEWAY_WAN_V4}/24"))?;
+        addr(&lab.gateway, "wan0", format!("{GATEWAY_WAN_V6}/64"))?;
+        addr(&lab.vendor, "eth0", format!("{VENDOR_WAN_V4}/24"))?;
+        addr(&lab.vendor, "eth0", format!("{VENDOR_WAN_V6}/64"))?;
+        for a in vendor_addrs {
+            match a {
+                IpAddr::V4(_) => {
+                    lab.vendor
+                        .ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?
+                }
+                IpAddr::V6(_) => lab.vendor.ip(&[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{a}/128"),
+                    "dev",
+                    "lo",
+                    "nodad",
+                ])?,
+            }
+        }
+        for (ns, dev) in [
+            (&lab.client, "eth0"),
+            (&lab.gateway, GATEWAY_LAN_IF),
+            (&lab.gateway, "wan0"),
+            (&lab.vendor, "eth0"),
+        ] {
+            ns.ip(&["link", "set", dev, "up"])?;
+        }
+        // Every "internet" address of the client is behind the gateway, and behind it the vendor.
+        lab.client.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &GATEWAY_LAN_V4.to_string(),
+        ])?;
+        lab.client.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &GATEWAY_LAN_V6.to_string(),
+        ])?;
+        lab.gateway
+            .ip(&["route", "add", "default", "via", &VENDOR_WAN_V4.to_string()])?;
+        lab.gateway.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &VENDOR_WAN_V6.to_string(),
+        ])?;
+        lab.vendor.ip(&[
+            "route",
+            "add",
+            "10.250.0.0/24",
+            "via",
+            &GATEWAY_WAN_V4.to_string(),
+        ])?;
+        lab.vendor.ip(&[
+            "-6",
+            "route",
+            "add",
+            "fd00:250::/64",
+            "via",
+            &GATEWAY_WAN_V6.to_string(),
+        ])?;
+        lab.gateway.sysctl("net/ipv4/ip_forward", "1")?;
+        lab.gateway.sysctl("net/ipv6/conf/all/forwarding", "1")?;
+        Ok(lab)
+    }
+}
+
+/// What a sink has received.
+#[derive(Default)]
+pub struct Received {
+    pub tcp_connections: AtomicU64,
+    pub udp_datagrams: AtomicU64,
+}
+
+/// Echo servers on the vendor host: a TCP listener and a UDP socket per port, on every
+/// address. They stop when dropped.
+pub struct Sink {
+    pub received: Vec<(u16, Arc<Received>)>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Sink {
+    pub fn start(ns: &Netns, ports: &[u16]) -> anyhow::Result<Sink> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut sink = Sink {
+            received: Vec::new(),
+            stop: stop.clone(),
+            threads: Vec::new(),
+        };
+        for &port in ports {
+            let received = Arc::new(Received::default());
+            let (tcp, udp) = ns.run(move || -> anyhow::Result<_> {
+                let any = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+                // Dual-stack sockets: IPv4 arrives as IPv4-mapped addresses.
+                Ok((TcpListener::bind(any)?, UdpSocket::bind(any)?))
+            })??;
+            tcp.set_nonblocking(true)?;
+            udp.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let (r, s) = (received.clone(), stop.clone());
+            sink.threads.push(std::thread::spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    match tcp.accept() {
+                        Ok((mut conn, _)) => {
+                            r.tcp_connections.fetch_add(1, Ordering::Relaxed);
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+                            let mut buf = [0u8; 512];
+                            if let Ok(n) = conn.read(&mut buf) {
+                                let _ = conn.write_all(&buf[..n]);
+                            }
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            }));
+            let (r, s) = (received.clone(), stop.clone());
+            sink.threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !s.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                        r.udp_datagrams.fetch_add(1, Ordering::Relaxed);
+                        let _ = udp.send_to(&buf[..n], from);
+                    }
+                }
+            }));
+            sink.received.push((port, received));
+        }
+        Ok(sink)
+    }
+
+    pub fn tcp_connections(&self, port: u16) -> u64 {
+        self.get(port).tcp_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn udp_datagrams(&self, port: u16) -> u64 {
+        self.get(port).udp_datagrams.load(Ordering::Relaxed)
+    }
+
+    fn get(&self, port: u16) -> &Received {
+        &self
+            .received
+            .iter()
+            .find(|(p, _)| *p == port)
+            .unwrap_or_else(|| panic!("no sink on port {port}"))
+            .1
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects from `ns` to `dst`, sends a line and waits for its echo. True if it came back.
+pub fn tcp_probe(ns: &Netns, dst: SocketAddr, timeout: Duration) -> anyhow::Result<bool> {
+    let stream = ns.run(move || TcpStream::connect_timeout(&dst, timeout))?;
+    let Ok(mut stream) = stream else {
+        return Ok(false);
+    };
+    stream.set_read_timeout(Some(timeout))?;
+    let payload = b"fwd lab probe\n";
+    if stream.write_all(payload).is_err() {
+        return Ok(false);
+    }
+    let mut echo = [0u8; 64];
+    Ok(matches!(stream.read(&mut echo), Ok(n) if echo[..n] == payload[..]))
+}
+
+/// Sends one datagram from `ns` to `dst` and waits for its echo. True if it came back.
+pub fn udp_probe(ns: &Netns, dst: SocketAddr, timeout: Duration) -> anyhow::Result<bool> {
+    let bind: SocketAddr = match dst {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = ns.run(move || UdpSocket::bind(bind))??;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.send_to(b"fwd lab probe", dst)?;
+    let mut buf = [0u8; 64];
+    Ok(matches!(socket.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == b"fwd lab probe"))
+}
+
+/// GETs `http://ADDR/PATH` from inside `ns` (HTTP/1.0, for the daemon's metrics endpoint).
+pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let response = ns.run(move || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(request.as_bytes())?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body)?;
+        Ok(body)
+    })??;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("HTTP response without a header end")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!(
+            "GET {path}: {}",
+            head.lines().next().unwrap_or("empty response")
+        );
+    }
+    Ok(body.to_string())
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `fwd run` started inside a namespace; stopped with SIGTERM (then SIGKILL) on drop.
+pub struct FwdProcess {
+    child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl FwdProcess {
+    /// Starts `fwd run --config CONFIG` in `ns`, logging to `log`, and waits until `metrics`
+    /// answers. Fails with the daemon's log if it exits or does not come up.
+    pub fn start(
+        ns: &Netns,
+        fwd: &std::path::Path,
+        config: &std::path::Path,
+        log: &std::path::Path,
+        metrics: SocketAddr,
+    ) -> anyhow::Result<FwdProcess> {
+        let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = ns
+            .command(fwd)?
+            .args(["run", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", fwd.display()))?;
+        let mut process = FwdProcess {
+            child,
+            log: log.to_path_buf(),
+        };
+        let ready = wait_for(Duration::from_secs(20), || {
+            if matches!(process.child.try_wait(), Ok(Some(_))) {
+                return Some(false);
+            }
+            http_get(ns, metrics, "/metrics").ok().map(|_| true)
+        });
+        if ready != Some(true) {
+            bail!("fwd did not come up; its log:\n{}", process.log_text());
+        }
+        Ok(process)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns its status.
+    pub fn stop(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        wait_for(timeout, || self.child.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for FwdProcess {
+    fn drop(&mut self) {
+        if self.stop(Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Prometheus exposition of the datapath's counters (names are a stable contract).
+
+use fwd_common::{Counter, Reason};
+use prometheus::{Encoder as _, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::compile::RuleInfo;
+
+/// Everything one scrape shows.
+pub struct Snapshot<'a> {
+    pub rules: &'a [RuleInfo],
+    /// Indexed like `rules`.
+    pub rule_counters: &'a [Counter],
+    pub reasons: &'a [(Reason, Counter)],
+    pub generation: u32,
+    pub audit: bool,
+    pub reloads_ok: u64,
+    pub reloads_error: u64,
+    pub last_reload_unix: i64,
+    /// (map, entries, capacity)
+    pub maps: &'a [(&'static str, usize, u32)],
+}
+
+/// Renders the Prometheus text format.
+pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
+    let registry = Registry::new();
+    let labels = ["vendor", "rule", "service", "direction", "action"];
+    let packets = IntCounterVec::new(
+        Opts::new("fwd_rule_packets_total", "Packets that matched a rule."),
+        &labels,
+    )?;
+    let bytes = IntCounterVec::new(
+        Opts::new(
+            "fwd_rule_bytes_total",
+            "Bytes of packets that matched a rule.",
+        ),
+        &labels,
+    )?;
+    let action = if s.audit { "audit" } else { "allow" };
+    for (rule, counter) in s.rules.iter().zip(s.rule_counters) {
+        let values = [
+            rule.vendor.as_str(),
+            rule.rule.as_str(),
+            rule.service.as_str(),
+            rule.direction.as_str(),
+            action,
+        ];
+        packets.with_label_values(&values).inc_by(counter.packets);
+        bytes.with_label_values(&values).inc_by(counter.bytes);
+    }
+    let drops = IntCounterVec::new(
+        Opts::new(
+            "fwd_drop_packets_total",
+            "Packets dropped (or, in audit mode, that would have been), by reason.",
+        ),
+        &["reason"],
+    )?;
+    for (reason, counter) in s.reasons {
+        if reason.is_drop() || *reason == Reason::AuditWouldDrop {
+            drops
+                .with_label_values(&[reason.label()])
+                .inc_by(counter.packets);
+        }
+    }
+    let exempt = IntCounterVec::new(
+        Opts::new(
+            "fwd_exempt_packets_total",
+            "Management packets passed without rules (ARP, neighbour discovery, exemptions).",
+        ),
+        &[] as &[&str],
+    )?;
+    if let Some((_, c)) = s.reasons.iter().find(|(r, _)| *r == Reason::Exempt) {
+        exempt.with_label_values(&[] as &[&str]).inc_by(c.packets);
+    }
+    let generation = IntGauge::new("fwd_policy_generation", "Generation of the active policy.")?;
+    generation.set(i64::from(s.generation));
+    let reloads = IntCounterVec::new(
+        Opts::new("fwd_reloads_total", "Policy reloads, by result."),
+        &["result"],
+    )?;
+    reloads.with_label_values(&["ok"]).inc_by(s.reloads_ok);
+    reloads
+        .with_label_values(&["error"])
+        .inc_by(s.reloads_error);
+    let last_reload = IntGauge::new(
+        "fwd_last_reload_timestamp_seconds",
+        "Unix time of the last successful policy load.",
+    )?;
+    last_reload.set(s.last_reload_unix);
+    let entries = IntGaugeVec::new(
+        Opts::new("fwd_map_entries", "Entries in the active policy's maps."),
+        &["map"],
+    )?;
+    let capacity = IntGaugeVec::new(
+        Opts::new("fwd_map_capacity", "Capacity of the policy maps."),
+        &["map"],
+    )?;
+    for (map, n, cap) in s.maps {
+        entries.with_label_values(&[*map]).set(*n as i64);
+        capacity.with_label_values(&[*map]).set(i64::from(*cap));
+    }
+    registry.register(Box::new(packets))?;
+    registry.register(Box::new(bytes))?;
+    registry.register(Box::new(drops))?;
+    registry.register(Box::new(exempt))?;
+    registry.register(Box::new(generation))?;
+    registry.register(Box::new(reloads))?;
+    registry.register(Box::new(last_reload))?;
+    registry.register(Box::new(entries))?;
+    registry.register(Box::new(capacity))?;
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    Ok(String::from_utf8(out).expect("the text encoder writes UTF-8"))
+}
