@@ -19,12 +19,14 @@ pub const EXEMPT_CAPACITY: u32 = 4096;
 /// Number of rule ids (rule counters are indexed by rule id).
 pub const MAX_RULES: u32 = 1 << 16;
 
-/// Direction of a packet relative to the protected network.
+/// The `direction` byte of a port key: which way the packet goes, and which port the key holds.
 pub mod direction {
-    /// From the protected network to a remote host: the remote is the destination.
+    /// From the protected network to a remote host; the key holds the remote (destination) port.
     pub const EGRESS: u8 = 0;
-    /// From a remote host into the protected network: the remote is the source.
-    pub const INGRESS: u8 = 1;
+    /// From a remote host into the protected network; the key holds the local (destination) port.
+    pub const INGRESS_LOCAL_PORT: u8 = 1;
+    /// From a remote host into the protected network; the key holds the remote (source) port.
+    pub const INGRESS_REMOTE_PORT: u8 = 2;
 }
 
 /// IP protocol numbers used in port keys.
@@ -138,8 +140,13 @@ impl PortKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortVerdict {
     pub rule: u32,
-    /// Reserved for per-rule flags; always zero today.
+    /// `PortVerdict::FLAG_*` bits.
     pub flags: u32,
+}
+
+impl PortVerdict {
+    /// Ingress only from a remote the protected host has a live flow with ("related").
+    pub const FLAG_RELATED: u32 = 1;
 }
 
 /// Packets and bytes of a rule or a reason (one per CPU; userspace sums them).

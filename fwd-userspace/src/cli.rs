@@ -10,13 +10,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fwd_common::proto;
 
 use crate::{
-    compile::{Compiled, Evaluator, Probe, Verdict, compile},
+    compile::{Compiled, Evaluator, Probe, Selection, Verdict, compile},
     daemon::{
         self,
         config::{Config, DEFAULT_CONFIG, DEFAULT_POLICY_DIR},
     },
     lab, policy,
-    policy::Direction,
+    policy::{Date, Direction},
 };
 
 #[derive(Parser, Debug)]
@@ -85,6 +85,17 @@ enum ExplainPacket {
         #[arg(default_value_t = 0)]
         port: u16,
     },
+    /// A packet from REMOTE:REMOTE_PORT to LOCAL_PORT on the protected network that is not
+    /// return traffic of an allowed flow.
+    Ingress {
+        protocol: ProtocolArg,
+        /// The remote address (the packet's source).
+        remote: IpAddr,
+        /// The remote's source port (0 for icmp).
+        remote_port: u16,
+        /// The local destination port (0 for icmp).
+        local_port: u16,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -97,21 +108,43 @@ enum ProtocolArg {
 /// Exit code for bad input (and explain's "error").
 const EXIT_BAD_INPUT: u8 = 2;
 
-impl PolicyArgs {
-    fn policy_dir(&self) -> anyhow::Result<(PathBuf, &'static str)> {
-        if let Some(dir) = &self.policies {
-            return Ok((dir.clone(), "--policies"));
-        }
-        if let Some(config) = &self.config {
-            return Ok((Config::load(config)?.policy_dir, "the config's policy_dir"));
-        }
-        Ok((PathBuf::from(DEFAULT_POLICY_DIR), "the default"))
-    }
+/// What `check` and `explain` compile, and how they got there.
+struct Target {
+    set: policy::PolicySet,
+    compiled: Compiled,
+    /// One line saying where the policy and the selection came from.
+    origin: String,
+}
 
-    fn compile(&self) -> anyhow::Result<(PathBuf, Compiled)> {
-        let (dir, _) = self.policy_dir()?;
+impl PolicyArgs {
+    fn compile(&self) -> anyhow::Result<Target> {
+        let today = Date::today();
+        let config = self.config.as_deref().map(Config::load).transpose()?;
+        let dir = match (&self.policies, &config) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(c)) => c.policy_dir.clone(),
+            (None, None) => PathBuf::from(DEFAULT_POLICY_DIR),
+        };
+        let (selection, origin) = match (&config, &self.config) {
+            (Some(c), Some(path)) => (
+                c.selection(today),
+                format!("{}, selected by {}", dir.display(), path.display()),
+            ),
+            _ => (
+                Selection::widest(today),
+                format!(
+                    "{}, no --config: every vendor, profile, region and level (the widest policy)",
+                    dir.display()
+                ),
+            ),
+        };
         let set = policy::load_dir(&dir)?;
-        Ok((dir, compile(&set)?))
+        let compiled = compile(&set, &selection)?;
+        Ok(Target {
+            set,
+            compiled,
+            origin,
+        })
     }
 }
 
@@ -133,23 +166,46 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn check(args: &PolicyArgs) -> anyhow::Result<ExitCode> {
-    let (dir, from) = args.policy_dir()?;
-    let set = policy::load_dir(&dir)?;
-    let compiled = compile(&set)?;
+    let Target {
+        set,
+        compiled,
+        origin,
+        ..
+    } = args.compile()?;
     let image = &compiled.image;
-    println!("policies: {} ({from})", dir.display());
-    println!("{:<24} {:>6}", "vendor", "rules");
+    println!("policies: {origin}");
+    println!("{:<24} {:>6} {:>9}", "vendor", "rules", "compiled");
     for v in &set.vendors {
-        println!("{:<24} {:>6}", v.vendor.id, v.rules.len());
+        let enforced = image
+            .rules
+            .iter()
+            .filter(|r| r.vendor == v.vendor.id)
+            .count();
+        println!("{:<24} {:>6} {:>9}", v.vendor.id, v.rules.len(), enforced);
     }
     println!(
-        "compiled: {} rules, {} classes; map entries: dst4 {}, dst6 {}, ports {}",
+        "compiled: {} rules in {} classes; map entries: dst4 {}, dst6 {}, ports {}",
         image.rules.len(),
         image.classes,
         image.dst4.len(),
         image.dst6.len(),
         image.ports.len()
     );
+    if compiled.unselected > 0 {
+        println!("not selected by the config: {} rules", compiled.unselected);
+    }
+    for p in &compiled.pending {
+        println!(
+            "pending: {}: rule `{}` is enforced from {}",
+            p.location, p.rule, p.date
+        );
+    }
+    for e in &compiled.expired {
+        println!(
+            "expired: {}: rule `{}` ended {}",
+            e.location, e.rule, e.date
+        );
+    }
     for w in &compiled.warnings {
         println!("warning: {w}");
     }
@@ -157,27 +213,39 @@ fn check(args: &PolicyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Result<ExitCode> {
-    let (_, compiled) = args.compile()?;
-    let ExplainPacket::Egress {
-        protocol,
-        remote,
-        port,
-    } = packet;
+    let Target { compiled, .. } = args.compile()?;
+    let (direction, protocol, remote, port, local_port) = match packet {
+        ExplainPacket::Egress {
+            protocol,
+            remote,
+            port,
+        } => (Direction::Egress, protocol, remote, *port, 0),
+        ExplainPacket::Ingress {
+            protocol,
+            remote,
+            remote_port,
+            local_port,
+        } => (
+            Direction::Ingress,
+            protocol,
+            remote,
+            *remote_port,
+            *local_port,
+        ),
+    };
     let protocol = match (protocol, remote) {
         (ProtocolArg::Tcp, _) => proto::TCP,
         (ProtocolArg::Udp, _) => proto::UDP,
         (ProtocolArg::Icmp, IpAddr::V4(_)) => proto::ICMP,
         (ProtocolArg::Icmp, IpAddr::V6(_)) => proto::ICMPV6,
     };
+    let has_ports = matches!(protocol, proto::TCP | proto::UDP);
     let probe = Probe {
-        direction: Direction::Egress,
+        direction,
         protocol,
         remote: *remote,
-        port: if matches!(protocol, proto::TCP | proto::UDP) {
-            *port
-        } else {
-            0
-        },
+        port: if has_ports { port } else { 0 },
+        local_port: if has_ports { local_port } else { 0 },
     };
     let evaluator = Evaluator::new(&compiled.image);
     let verdict = evaluator.evaluate(&probe);
@@ -199,16 +267,23 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
             "service": rule.map(|r| r.service.as_str()),
             "level": rule.map(|r| r.level.as_str()),
             "source": rule.map(|r| format!("{}:{}", r.source.file.display(), r.source.line)),
-            "direction": "egress",
+            "related": rule.map(|r| r.related),
+            "direction": direction.as_str(),
             "protocol": protocol,
             "remote": remote.to_string(),
-            "port": probe.port,
+            "remote_port": probe.port,
+            "local_port": probe.local_port,
         });
         println!("{value}");
     } else {
         match rule {
             Some(r) => println!(
-                "allow: {}/{} ({}, {}) at {}:{}",
+                "allow{}: {}/{} ({}, {}) at {}:{}",
+                if r.related {
+                    " if related to a live flow with this remote"
+                } else {
+                    ""
+                },
                 r.vendor,
                 r.rule,
                 r.service,

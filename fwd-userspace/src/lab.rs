@@ -20,7 +20,7 @@ use fwd_lab::{FwdProcess, GATEWAY_LAN_IF, Lab, Sink, http_get, tcp_probe, udp_pr
 use ipnet::IpNet;
 
 use crate::{
-    compile::{Evaluator, Probe, Verdict, compile},
+    compile::{Evaluator, Probe, Selection, Verdict, compile},
     daemon::config::DEFAULT_POLICY_DIR,
     policy::{self, Direction, Protocol, Remote},
 };
@@ -109,6 +109,7 @@ fn choose_probes(set: &policy::PolicySet, evaluator: &Evaluator<'_>) -> Vec<LabP
                 protocol,
                 remote: addr,
                 port,
+                local_port: 0,
             };
             if let Some(expected) = label(evaluator.evaluate(&probe)) {
                 probes.push(LabProbe {
@@ -129,6 +130,7 @@ fn choose_probes(set: &policy::PolicySet, evaluator: &Evaluator<'_>) -> Vec<LabP
                 protocol,
                 remote: IpAddr::V4(UNLISTED),
                 port: *port,
+                local_port: 0,
             };
             label(evaluator.evaluate(&probe)).is_none()
         });
@@ -148,7 +150,7 @@ fn choose_probes(set: &policy::PolicySet, evaluator: &Evaluator<'_>) -> Vec<LabP
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     let set = policy::load_dir(&args.policies)?;
-    let compiled = compile(&set)?;
+    let compiled = compile(&set, &Selection::widest(policy::Date::today()))?;
     let evaluator = Evaluator::new(&compiled.image);
     let mut probes = choose_probes(&set, &evaluator);
     if !probes.iter().any(|p| p.expected.is_some()) {

@@ -3,6 +3,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
+    sync::{Arc, atomic::AtomicBool},
 };
 
 use anyhow::{Context as _, bail};
@@ -167,7 +168,17 @@ fn lab(duration: Option<u64>) -> anyhow::Result<()> {
     if let Some(d) = duration {
         cmd.args(["--duration", &d.to_string()]);
     }
-    run("running the lab", &mut cmd, "target/debug/fwd lab --policies policies")
+    // Ctrl-C reaches the whole foreground group: the lab handles it and removes its
+    // namespaces; xtask waits for that instead of dying first.
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::new(AtomicBool::new(false)))
+            .context("installing the signal handler")?;
+    }
+    run(
+        "running the lab",
+        &mut cmd,
+        "target/debug/fwd lab --policies policies",
+    )
 }
 
 fn test() -> anyhow::Result<()> {
@@ -189,7 +200,14 @@ fn test() -> anyhow::Result<()> {
     run(
         "end-to-end tests in network namespaces",
         cargo()
-            .args(["test", "--package", "fwd-lab", "--tests", "--", "--test-threads=1"])
+            .args([
+                "test",
+                "--package",
+                "fwd-lab",
+                "--tests",
+                "--",
+                "--test-threads=1",
+            ])
             .env("FWD_BIN", &fwd),
         "cargo test --package fwd-lab --tests -- --test-threads=1 (as root)",
     )?;

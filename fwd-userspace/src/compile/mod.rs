@@ -5,8 +5,9 @@
 //! 1. the remote address's longest matching prefix gives a class; the compiler flattened
 //!    overlapping prefixes so that class is the set of every rule whose remote contains it;
 //! 2. the (class, direction, protocol, port) key's longest matching entry gives the rule.
-//!    Where several rules of a class cover a port, the narrowest port range owns it (ties:
-//!    the lower rule id); a protocol-specific rule beats an `any`-protocol rule.
+//!    Where several rules of a class cover a port, the narrowest port range owns it; on a
+//!    tie a rule that names addresses beats a `remote = "any"` rule, then the lower rule id
+//!    wins. A protocol-specific rule beats an `any`-protocol rule.
 
 pub mod lpm;
 
@@ -25,8 +26,61 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use lpm::LpmTable;
 
 use crate::policy::{
-    Direction, Level, Location, PolicySet, PortRange, Protocol, Remote, Rule, remote::any_nets,
+    Date, Direction, Level, Location, PolicySet, PortRange, PortSide, Protocol, Remote, Rule,
+    remote::any_nets,
 };
+
+/// Which rules of a policy directory a site enforces. Rules without a profile or region
+/// apply whatever is selected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// The day validity windows are judged against.
+    pub today: Date,
+    /// `None`: every vendor.
+    pub vendors: Option<Vec<String>>,
+    /// `None`: every level.
+    pub levels: Option<Vec<Level>>,
+    /// vendor -> the one profile enforced for it; vendors not listed keep every profile.
+    pub profiles: BTreeMap<String, String>,
+    /// `None`: every region.
+    pub regions: Option<Vec<String>>,
+}
+
+impl Selection {
+    /// Every vendor, level, profile and region, judged today.
+    pub fn widest(today: Date) -> Selection {
+        Selection {
+            today,
+            vendors: None,
+            levels: None,
+            profiles: BTreeMap::new(),
+            regions: None,
+        }
+    }
+
+    fn includes(&self, vendor: &str, rule: &Rule) -> bool {
+        self.vendors
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|v| v == vendor))
+            && self.levels.as_ref().is_none_or(|l| l.contains(&rule.level))
+            && match (self.profiles.get(vendor), &rule.profile) {
+                (Some(wanted), Some(profile)) => wanted == profile,
+                _ => true,
+            }
+            && match (&self.regions, &rule.region) {
+                (Some(regions), Some(region)) => regions.contains(region),
+                _ => true,
+            }
+    }
+}
+
+/// A rule left out because of its validity window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatedRule {
+    pub rule: String,
+    pub date: Date,
+    pub location: Location,
+}
 
 /// What the counters and `explain` say about a rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +91,8 @@ pub struct RuleInfo {
     pub service: String,
     pub level: Level,
     pub direction: Direction,
+    /// Ingress only from remotes with a live flow.
+    pub related: bool,
     pub source: Location,
 }
 
@@ -74,6 +130,14 @@ pub enum Warning {
         vendor: String,
         family: &'static str,
     },
+    /// Every packet a rule covers is owned by other rules: it can never count.
+    Shadowed { rule: String, location: Location },
+    /// Two rules of a vendor say the same thing.
+    Duplicate {
+        rule: String,
+        first: String,
+        location: Location,
+    },
 }
 
 impl fmt::Display for Warning {
@@ -95,6 +159,15 @@ impl fmt::Display for Warning {
             Warning::SingleFamily { vendor, family } => {
                 write!(f, "vendor `{vendor}` lists {family} addresses only")
             }
+            Warning::Shadowed { rule, location } => write!(
+                f,
+                "{location}: rule `{rule}` is shadowed: narrower or earlier rules own every port it covers, so it never counts"
+            ),
+            Warning::Duplicate {
+                rule,
+                first,
+                location,
+            } => write!(f, "{location}: rule `{rule}` repeats rule `{first}`"),
         }
     }
 }
@@ -103,6 +176,12 @@ impl fmt::Display for Warning {
 pub struct Compiled {
     pub image: MapImage,
     pub warnings: Vec<Warning>,
+    /// Selected rules whose `not_before` is still ahead.
+    pub pending: Vec<DatedRule>,
+    /// Selected rules whose `not_after` has passed.
+    pub expired: Vec<DatedRule>,
+    /// Rules the selection left out (vendor, level, profile or region).
+    pub unselected: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,8 +203,10 @@ pub struct Probe {
     /// IP protocol number.
     pub protocol: u8,
     pub remote: IpAddr,
-    /// Remote port for TCP/UDP (0 otherwise).
+    /// The remote's port for TCP/UDP (0 otherwise).
     pub port: u16,
+    /// The local port of an ingress packet (0 for egress and portless protocols).
+    pub local_port: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,10 +216,12 @@ pub enum Verdict {
     NoPortMatch { class: u32 },
 }
 
-pub fn direction_code(d: Direction) -> u8 {
-    match d {
-        Direction::Egress => direction::EGRESS,
-        Direction::Ingress => direction::INGRESS,
+/// The direction byte of a rule's port keys. Portless ingress rules live with local ports.
+fn direction_code(d: Direction, side: PortSide) -> u8 {
+    match (d, side) {
+        (Direction::Egress, _) => direction::EGRESS,
+        (Direction::Ingress, PortSide::Local) => direction::INGRESS_LOCAL_PORT,
+        (Direction::Ingress, PortSide::Remote) => direction::INGRESS_REMOTE_PORT,
     }
 }
 
@@ -191,16 +274,22 @@ impl<'a> Evaluator<'a> {
         let Some((_, &class)) = class else {
             return Verdict::NoAddressMatch;
         };
-        let key = PortKey::new(
-            class,
-            direction_code(probe.direction),
-            probe.protocol,
-            probe.port,
-        );
-        match self.ports.lookup(port_key_bits(&key)) {
-            Some((_, &rule)) => Verdict::Allow { rule },
-            None => Verdict::NoPortMatch { class },
-        }
+        // Ingress: a rule on the local port first, then one on the remote's source port.
+        let keys: &[(u8, u16)] = match probe.direction {
+            Direction::Egress => &[(direction::EGRESS, probe.port)],
+            Direction::Ingress => &[
+                (direction::INGRESS_LOCAL_PORT, probe.local_port),
+                (direction::INGRESS_REMOTE_PORT, probe.port),
+            ],
+        };
+        keys.iter()
+            .find_map(|(dir, port)| {
+                let key = PortKey::new(class, *dir, probe.protocol, *port);
+                self.ports.lookup(port_key_bits(&key))
+            })
+            .map_or(Verdict::NoPortMatch { class }, |(_, &rule)| {
+                Verdict::Allow { rule }
+            })
     }
 
     pub fn rule(&self, id: u32) -> Option<&'a RuleInfo> {
@@ -300,9 +389,10 @@ fn flatten(mut pairs: Vec<(Prefix, u32)>, width: u8, classes: &mut Classes) -> V
     out
 }
 
-/// The owner of each port of `0..=65535` among `ranges`: the narrowest range, then the
-/// lowest rule id. Returns disjoint ascending (range, rule) runs.
-fn port_owners(ranges: &[(PortRange, u32)]) -> Vec<(PortRange, u32)> {
+/// The owner of each port of `0..=65535` among `ranges`: the narrowest range, then a rule
+/// that names addresses over an `any` rule, then the lowest rule id. Returns disjoint
+/// ascending (range, rule) runs.
+fn port_owners(ranges: &[(PortRange, u32)], any_remote: &[bool]) -> Vec<(PortRange, u32)> {
     let mut bounds: Vec<u32> = ranges
         .iter()
         .flat_map(|(r, _)| [u32::from(r.lo), u32::from(r.hi) + 1])
@@ -315,7 +405,7 @@ fn port_owners(ranges: &[(PortRange, u32)]) -> Vec<(PortRange, u32)> {
         let owner = ranges
             .iter()
             .filter(|(r, _)| r.contains(lo))
-            .min_by_key(|(r, rule)| (r.hi - r.lo, *rule))
+            .min_by_key(|(r, rule)| (r.hi - r.lo, any_remote[*rule as usize], *rule))
             .map(|(_, rule)| *rule);
         let Some(owner) = owner else { continue };
         match out.last_mut() {
@@ -331,13 +421,19 @@ fn port_owners(ranges: &[(PortRange, u32)]) -> Vec<(PortRange, u32)> {
 }
 
 /// The port entries of one class.
-fn class_ports(class: u32, rules: &[u32], all: &[&Rule], out: &mut Vec<PortEntry>) {
+fn class_ports(
+    class: u32,
+    rules: &[u32],
+    all: &[&Rule],
+    any_remote: &[bool],
+    out: &mut Vec<PortEntry>,
+) {
     // (direction, protocol) -> (range, rule)
     let mut by_proto: BTreeMap<(u8, u8), Vec<(PortRange, u32)>> = BTreeMap::new();
     let mut any_proto: BTreeMap<u8, u32> = BTreeMap::new();
     for &id in rules {
         let rule = all[id as usize];
-        let dir = direction_code(rule.direction);
+        let dir = direction_code(rule.direction, rule.port_side);
         for protocol in &rule.protocols {
             match protocol {
                 Protocol::Tcp | Protocol::Udp => {
@@ -358,25 +454,36 @@ fn class_ports(class: u32, rules: &[u32], all: &[&Rule], out: &mut Vec<PortEntry
                     }
                 }
                 Protocol::Any => {
-                    any_proto.entry(dir).or_insert(id);
+                    let best = any_proto.entry(dir).or_insert(id);
+                    if any_remote[*best as usize] && !any_remote[id as usize] {
+                        *best = id;
+                    }
                 }
             }
         }
     }
+    let verdict = |rule: u32| PortVerdict {
+        rule,
+        flags: if all[rule as usize].related {
+            PortVerdict::FLAG_RELATED
+        } else {
+            0
+        },
+    };
     for (dir, rule) in any_proto {
         out.push(PortEntry {
             key: PortKey::new(class, dir, 0, 0),
             prefix_len: 40,
-            verdict: PortVerdict { rule, flags: 0 },
+            verdict: verdict(rule),
         });
     }
     for ((dir, protocol), ranges) in by_proto {
-        for (range, rule) in port_owners(&ranges) {
+        for (range, rule) in port_owners(&ranges, any_remote) {
             port_range_blocks(range.lo, range.hi, |port, bits| {
                 out.push(PortEntry {
                     key: PortKey::new(class, dir, protocol, port),
                     prefix_len: PortKey::PORT_OFFSET_BITS + bits,
-                    verdict: PortVerdict { rule, flags: 0 },
+                    verdict: verdict(rule),
                 });
             });
         }
@@ -391,17 +498,55 @@ fn v6_prefix(net: &Ipv6Net) -> Prefix {
     (u128::from(net.network()), net.prefix_len())
 }
 
-/// Compiles every rule of `set`. Rule ids follow (vendor file order, rule order).
-pub fn compile(set: &PolicySet) -> Result<Compiled, CompileError> {
+/// Compiles the rules of `set` that `selection` picks and that are valid today.
+/// Rule ids follow (vendor file order, rule order) over the compiled rules.
+pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, CompileError> {
     let mut rules: Vec<&Rule> = Vec::new();
     let mut infos = Vec::new();
     let mut warnings = Vec::new();
     let mut pairs4 = Vec::new();
     let mut pairs6 = Vec::new();
+    let (mut pending, mut expired, mut unselected) = (Vec::new(), Vec::new(), 0);
 
     for vp in &set.vendors {
         let (mut has4, mut has6) = (false, false);
         for rule in &vp.rules {
+            let name = format!("{}/{}", vp.vendor.id, rule.id);
+            if !selection.includes(&vp.vendor.id, rule) {
+                unselected += 1;
+                continue;
+            }
+            if let Some(date) = rule.not_before.filter(|d| *d > selection.today) {
+                pending.push(DatedRule {
+                    rule: name,
+                    date,
+                    location: rule.location.clone(),
+                });
+                continue;
+            }
+            if let Some(date) = rule.not_after.filter(|d| *d < selection.today) {
+                expired.push(DatedRule {
+                    rule: name,
+                    date,
+                    location: rule.location.clone(),
+                });
+                continue;
+            }
+            if let Some(first) =
+                rules
+                    .iter()
+                    .zip(&infos)
+                    .find_map(|(r, info): (&&Rule, &RuleInfo)| {
+                        (info.vendor == vp.vendor.id && same_effect(r, rule))
+                            .then(|| info.rule.clone())
+                    })
+            {
+                warnings.push(Warning::Duplicate {
+                    rule: name.clone(),
+                    first,
+                    location: rule.location.clone(),
+                });
+            }
             let id = rules.len() as u32;
             rules.push(rule);
             infos.push(RuleInfo {
@@ -411,6 +556,7 @@ pub fn compile(set: &PolicySet) -> Result<Compiled, CompileError> {
                 service: rule.service.clone(),
                 level: rule.level,
                 direction: rule.direction,
+                related: rule.related,
                 source: rule.location.clone(),
             });
             let mut names = Vec::new();
@@ -418,7 +564,7 @@ pub fn compile(set: &PolicySet) -> Result<Compiled, CompileError> {
                 let nets: Vec<IpNet> = match remote {
                     Remote::Any => {
                         warnings.push(Warning::AnyRemote {
-                            rule: format!("{}/{}", vp.vendor.id, rule.id),
+                            rule: name.clone(),
                             location: rule.location.clone(),
                         });
                         any_nets().to_vec()
@@ -446,7 +592,7 @@ pub fn compile(set: &PolicySet) -> Result<Compiled, CompileError> {
             }
             if !names.is_empty() {
                 warnings.push(Warning::NeedsDns {
-                    rule: format!("{}/{}", vp.vendor.id, rule.id),
+                    rule: name.clone(),
                     names,
                     location: rule.location.clone(),
                 });
@@ -472,11 +618,33 @@ pub fn compile(set: &PolicySet) -> Result<Compiled, CompileError> {
     check_capacity("DST4", flat4.len(), DST4_CAPACITY)?;
     check_capacity("DST6", flat6.len(), DST6_CAPACITY)?;
 
+    let any_remote: Vec<bool> = rules
+        .iter()
+        .map(|r| r.remotes.contains(&Remote::Any))
+        .collect();
     let mut ports = Vec::new();
     for (class, set) in classes.sets.iter().enumerate() {
-        class_ports(class as u32, set, &rules, &mut ports);
+        class_ports(class as u32, set, &rules, &any_remote, &mut ports);
     }
     check_capacity("PORTS", ports.len(), PORTS_CAPACITY)?;
+
+    let mut owning = vec![false; rules.len()];
+    for entry in &ports {
+        owning[entry.verdict.rule as usize] = true;
+    }
+    let has_addresses = |r: &Rule| {
+        r.remotes
+            .iter()
+            .any(|x| matches!(x, Remote::Any | Remote::Nets(_)))
+    };
+    for (info, rule) in infos.iter().zip(&rules) {
+        if !owning[info.id as usize] && has_addresses(rule) {
+            warnings.push(Warning::Shadowed {
+                rule: format!("{}/{}", info.vendor, info.rule),
+                location: info.source.clone(),
+            });
+        }
+    }
 
     let image = MapImage {
         dst4: flat4
@@ -497,7 +665,23 @@ pub fn compile(set: &PolicySet) -> Result<Compiled, CompileError> {
         rules: infos,
         classes: classes.sets.len() as u32,
     };
-    Ok(Compiled { image, warnings })
+    Ok(Compiled {
+        image,
+        warnings,
+        pending,
+        expired,
+        unselected,
+    })
+}
+
+/// Whether two rules open exactly the same packets.
+fn same_effect(a: &Rule, b: &Rule) -> bool {
+    a.direction == b.direction
+        && a.port_side == b.port_side
+        && a.related == b.related
+        && a.protocols == b.protocols
+        && a.ports == b.ports
+        && a.remotes == b.remotes
 }
 
 fn check_capacity(map: &'static str, needed: usize, capacity: u32) -> Result<(), CompileError> {

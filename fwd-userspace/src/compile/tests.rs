@@ -19,8 +19,13 @@ fn rule(id: &str, protocols: Vec<Protocol>, ports: Vec<PortRange>, remotes: Vec<
         direction: Direction::Egress,
         protocols,
         ports,
+        port_side: PortSide::Remote,
+        related: false,
         remotes,
+        not_before: None,
+        not_after: None,
         notes: None,
+        todo: None,
         location: Location {
             file: PathBuf::from("t.toml"),
             line: 1,
@@ -59,12 +64,21 @@ fn tcp(remote: &str, port: u16) -> Probe {
         protocol: proto::TCP,
         remote: remote.parse().unwrap(),
         port,
+        local_port: 0,
     }
+}
+
+fn compile_all(set: &PolicySet) -> Result<Compiled, CompileError> {
+    compile(set, &widest())
+}
+
+fn widest() -> Selection {
+    Selection::widest(Date::parse("2026-11-21").unwrap())
 }
 
 #[test]
 fn overlapping_prefixes_carry_every_rule() {
-    let compiled = compile(&set(vec![
+    let compiled = compile_all(&set(vec![
         rule(
             "wide",
             vec![Protocol::Tcp],
@@ -122,7 +136,7 @@ fn overlapping_prefixes_carry_every_rule() {
 #[test]
 fn classes_are_deduplicated() {
     // Pexip-style: one rule set over several networks is one class.
-    let compiled = compile(&set(vec![rule(
+    let compiled = compile_all(&set(vec![rule(
         "media",
         vec![Protocol::Udp],
         vec![range(10000, 65535)],
@@ -141,7 +155,7 @@ fn classes_are_deduplicated() {
 
 #[test]
 fn narrowest_port_range_owns_the_port() {
-    let compiled = compile(&set(vec![
+    let compiled = compile_all(&set(vec![
         rule(
             "media",
             vec![Protocol::Udp],
@@ -179,7 +193,8 @@ fn narrowest_port_range_owns_the_port() {
         ev.evaluate(&udp("198.51.100.1", 9999)),
         Verdict::NoPortMatch { .. }
     ));
-    // A protocol-specific rule beats `any`; `any` covers what it does not.
+    // A protocol-specific rule beats `any`; `any` covers what it does not; on equal port
+    // ranges a rule naming addresses beats a `remote = "any"` one.
     assert_eq!(
         ev.evaluate(&udp("192.0.2.9", 10001)),
         Verdict::Allow { rule: 0 }
@@ -206,7 +221,7 @@ fn narrowest_port_range_owns_the_port() {
 
 #[test]
 fn hostnames_warn_and_open_nothing() {
-    let compiled = compile(&set(vec![rule(
+    let compiled = compile_all(&set(vec![rule(
         "sig",
         vec![Protocol::Tcp],
         vec![range(443, 443)],
@@ -225,7 +240,7 @@ fn hostnames_warn_and_open_nothing() {
 #[test]
 fn output_is_deterministic() {
     let build = || {
-        compile(&set(vec![
+        compile_all(&set(vec![
             rule(
                 "a",
                 vec![Protocol::Tcp],
@@ -277,20 +292,22 @@ fn reference(rules: &[Rule], probe: &Probe) -> Option<u32> {
             if !proto_ok {
                 return None;
             }
+            let any_remote = r.remotes.contains(&Remote::Any);
             r.ports
                 .iter()
                 .filter(|pr| pr.contains(probe.port))
-                .map(|pr| (pr.hi - pr.lo, *id))
+                .map(|pr| (pr.hi - pr.lo, any_remote, *id))
                 .min()
         })
         .min()
-        .map(|(_, id)| id);
+        .map(|(_, _, id)| id);
     specific.or_else(|| {
         covering
             .iter()
             .filter(|(_, r)| r.protocols.contains(&Protocol::Any))
-            .map(|(id, _)| *id)
+            .map(|(id, r)| (r.remotes.contains(&Remote::Any), *id))
             .min()
+            .map(|(_, id)| id)
     })
 }
 
@@ -334,7 +351,7 @@ proptest! {
         rules in prop::collection::vec(arb_rule(), 1..8),
         probes in prop::collection::vec((0u8..=255, prop::bool::ANY, 0u16..96), 64),
     ) {
-        let compiled = compile(&set(rules.clone())).unwrap();
+        let compiled = compile_all(&set(rules.clone())).unwrap();
         let ev = Evaluator::new(&compiled.image);
         for (host, is_tcp, port) in probes {
             for addr in [Ipv4Addr::new(10, 0, 0, host), Ipv4Addr::new(10, 0, 4, host)] {
@@ -343,6 +360,7 @@ proptest! {
                     protocol: if is_tcp { proto::TCP } else { proto::UDP },
                     remote: IpAddr::V4(addr),
                     port,
+                    local_port: 0,
                 };
                 let got = match ev.evaluate(&probe) {
                     Verdict::Allow { rule } => Some(rule),
@@ -368,4 +386,245 @@ proptest! {
         }
         prop_assert_eq!(next, u64::from(hi) + 1);
     }
+}
+
+fn with(mut r: Rule, f: impl FnOnce(&mut Rule)) -> Rule {
+    f(&mut r);
+    r
+}
+
+#[test]
+fn selection_picks_vendors_levels_profiles_and_regions() {
+    let rules = vec![
+        with(
+            rule(
+                "general",
+                vec![Protocol::Tcp],
+                vec![range(443, 443)],
+                vec![Remote::Any],
+            ),
+            |r| r.profile = Some("general".into()),
+        ),
+        with(
+            rule(
+                "global",
+                vec![Protocol::Tcp],
+                vec![range(443, 443)],
+                vec![nets(&["176.121.88.0/21"])],
+            ),
+            |r| {
+                r.profile = Some("restricted".into());
+                r.region = Some("global".into());
+            },
+        ),
+        with(
+            rule(
+                "china",
+                vec![Protocol::Tcp],
+                vec![range(443, 443)],
+                vec![nets(&["218.83.160.8/29"])],
+            ),
+            |r| {
+                r.profile = Some("restricted".into());
+                r.region = Some("china".into());
+            },
+        ),
+        with(
+            rule(
+                "ntp",
+                vec![Protocol::Udp],
+                vec![range(123, 123)],
+                vec![nets(&["176.58.109.199/32"])],
+            ),
+            |r| r.level = Level::Recommended,
+        ),
+    ];
+    let mut selection = widest();
+    selection.profiles.insert("v".into(), "restricted".into());
+    selection.regions = Some(vec!["global".into()]);
+    selection.levels = Some(vec![Level::Mandatory]);
+    let compiled = compile(&set(rules.clone()), &selection).unwrap();
+    let names: Vec<&str> = compiled
+        .image
+        .rules
+        .iter()
+        .map(|r| r.rule.as_str())
+        .collect();
+    assert_eq!(names, ["global"]);
+    assert_eq!(compiled.unselected, 3);
+
+    selection.vendors = Some(vec!["other".into()]);
+    assert!(
+        compile(&set(rules), &selection)
+            .unwrap()
+            .image
+            .rules
+            .is_empty()
+    );
+}
+
+#[test]
+fn validity_windows_are_enforced_and_reported() {
+    let date = |s| Date::parse(s).unwrap();
+    let rules = vec![
+        with(
+            rule(
+                "old",
+                vec![Protocol::Tcp],
+                vec![range(80, 80)],
+                vec![nets(&["192.0.2.1/32"])],
+            ),
+            |r| r.not_after = Some(date("2026-11-20")),
+        ),
+        with(
+            rule(
+                "new",
+                vec![Protocol::Tcp],
+                vec![range(81, 81)],
+                vec![nets(&["192.0.2.1/32"])],
+            ),
+            |r| r.not_before = Some(date("2026-11-22")),
+        ),
+        with(
+            rule(
+                "now",
+                vec![Protocol::Tcp],
+                vec![range(82, 82)],
+                vec![nets(&["192.0.2.1/32"])],
+            ),
+            |r| {
+                r.not_before = Some(date("2026-11-21"));
+                r.not_after = Some(date("2026-11-21"));
+            },
+        ),
+    ];
+    let compiled = compile_all(&set(rules.clone())).unwrap();
+    let names: Vec<&str> = compiled
+        .image
+        .rules
+        .iter()
+        .map(|r| r.rule.as_str())
+        .collect();
+    assert_eq!(names, ["now"]);
+    assert_eq!(compiled.expired[0].rule, "v/old");
+    assert_eq!(compiled.pending[0].rule, "v/new");
+    assert_eq!(compiled.pending[0].date, date("2026-11-22"));
+
+    // A day later the announced rule is in force and the one-day rule has ended.
+    let later = compile(&set(rules), &Selection::widest(date("2026-11-22"))).unwrap();
+    let names: Vec<&str> = later.image.rules.iter().map(|r| r.rule.as_str()).collect();
+    assert_eq!(names, ["new"]);
+}
+
+#[test]
+fn ingress_matches_local_port_then_remote_port() {
+    let webhook = with(
+        rule(
+            "webhook",
+            vec![Protocol::Tcp],
+            vec![range(443, 443)],
+            vec![nets(&["52.71.0.0/16"])],
+        ),
+        |r| {
+            r.direction = Direction::Ingress;
+            r.port_side = PortSide::Local;
+        },
+    );
+    let media = with(
+        rule(
+            "media",
+            vec![Protocol::Udp],
+            vec![range(10000, 20000)],
+            vec![nets(&["52.71.32.188/32"])],
+        ),
+        |r| {
+            r.direction = Direction::Ingress;
+            r.port_side = PortSide::Remote;
+            r.related = true;
+        },
+    );
+    let compiled = compile_all(&set(vec![webhook, media])).unwrap();
+    let ev = Evaluator::new(&compiled.image);
+    let ingress = |proto_: u8, remote: &str, port, local_port| Probe {
+        direction: Direction::Ingress,
+        protocol: proto_,
+        remote: remote.parse().unwrap(),
+        port,
+        local_port,
+    };
+    assert_eq!(
+        ev.evaluate(&ingress(proto::TCP, "52.71.1.1", 50000, 443)),
+        Verdict::Allow { rule: 0 }
+    );
+    assert!(matches!(
+        ev.evaluate(&ingress(proto::TCP, "52.71.1.1", 443, 444)),
+        Verdict::NoPortMatch { .. }
+    ));
+    assert_eq!(
+        ev.evaluate(&ingress(proto::UDP, "52.71.32.188", 15000, 40000)),
+        Verdict::Allow { rule: 1 }
+    );
+    assert!(ev.rule(1).unwrap().related);
+    assert!(matches!(
+        ev.evaluate(&ingress(proto::UDP, "52.71.32.188", 9999, 15000)),
+        Verdict::NoPortMatch { .. }
+    ));
+    // Egress to the same remote is not opened by ingress rules.
+    assert!(matches!(
+        ev.evaluate(&tcp("52.71.1.1", 443)),
+        Verdict::NoPortMatch { .. }
+    ));
+    let related_entries = compiled
+        .image
+        .ports
+        .iter()
+        .filter(|e| e.verdict.flags & PortVerdict::FLAG_RELATED != 0)
+        .count();
+    assert!(related_entries > 0);
+    assert!(
+        compiled
+            .image
+            .ports
+            .iter()
+            .all(|e| (e.verdict.flags != 0) == (e.verdict.rule == 1))
+    );
+}
+
+#[test]
+fn shadowed_and_duplicate_rules_warn() {
+    let compiled = compile_all(&set(vec![
+        rule(
+            "a",
+            vec![Protocol::Tcp],
+            vec![range(443, 443)],
+            vec![nets(&["192.0.2.0/24"])],
+        ),
+        rule(
+            "b",
+            vec![Protocol::Tcp],
+            vec![range(443, 443)],
+            vec![nets(&["192.0.2.0/24"])],
+        ),
+        rule(
+            "c",
+            vec![Protocol::Tcp],
+            vec![range(80, 80)],
+            vec![nets(&["192.0.2.0/24"])],
+        ),
+    ]))
+    .unwrap();
+    let text: Vec<String> = compiled.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|w| w.contains("rule `v/b` repeats rule `a`")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|w| w.contains("rule `v/b` is shadowed")),
+        "{text:?}"
+    );
+    assert!(
+        !text.iter().any(|w| w.contains("`v/c` is shadowed")),
+        "{text:?}"
+    );
 }

@@ -1,6 +1,7 @@
 //! The site config, `/etc/fwd/fwd.toml`. Unknown keys and bad values are located errors.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
 };
@@ -9,7 +10,10 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::policy::{PolicyError, SourceMap};
+use crate::{
+    compile::Selection,
+    policy::{Date, Level, PolicyError, SourceMap},
+};
 
 pub const DEFAULT_CONFIG: &str = "/etc/fwd/fwd.toml";
 pub const DEFAULT_POLICY_DIR: &str = "/etc/fwd/policies";
@@ -42,6 +46,24 @@ pub struct Config {
     pub exempt: Vec<IpNet>,
     pub metrics_listen: SocketAddr,
     pub interfaces: Vec<Interface>,
+    /// What `[select]` picks; `None` fields select everything.
+    pub vendors: Option<Vec<String>>,
+    pub levels: Option<Vec<Level>>,
+    pub profiles: BTreeMap<String, String>,
+    pub regions: Option<Vec<String>>,
+}
+
+impl Config {
+    /// The site's selection, judged on `today`.
+    pub fn selection(&self, today: Date) -> Selection {
+        Selection {
+            today,
+            vendors: self.vendors.clone(),
+            levels: self.levels.clone(),
+            profiles: self.profiles.clone(),
+            regions: self.regions.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -54,6 +76,17 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     #[serde(default, rename = "interface")]
     interfaces: Vec<RawInterface>,
+    select: Option<RawSelect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelect {
+    vendors: Option<Vec<String>>,
+    levels: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    profiles: BTreeMap<String, String>,
+    regions: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -143,12 +176,41 @@ impl Config {
                 mode,
             });
         }
+        let select = raw.select.unwrap_or(RawSelect {
+            vendors: None,
+            levels: None,
+            profiles: BTreeMap::new(),
+            regions: None,
+        });
+        let levels = match select.levels {
+            None => None,
+            Some(levels) => Some(
+                levels
+                    .iter()
+                    .map(|l| match l.get_ref().as_str() {
+                        "mandatory" => Ok(Level::Mandatory),
+                        "recommended" => Ok(Level::Recommended),
+                        "optional" => Ok(Level::Optional),
+                        other => Err(map.error(
+                            l.span().start,
+                            format!(
+                                "unknown level `{other}`; use \"mandatory\", \"recommended\" or \"optional\""
+                            ),
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
         Ok(Config {
             policy_dir,
             action,
             exempt,
             metrics_listen,
             interfaces,
+            vendors: select.vendors,
+            levels,
+            profiles: select.profiles,
+            regions: select.regions,
         })
     }
 }
@@ -193,6 +255,27 @@ mod tests {
         assert_eq!(c.exempt.len(), 2);
         assert_eq!(c.metrics_listen.port(), 9000);
         assert_eq!(c.interfaces[0].name, "lan0");
+        assert_eq!(c.vendors, None);
+    }
+
+    #[test]
+    fn select() {
+        let c = parse(
+            "[select]\nvendors = [\"pexip\"]\nlevels = [\"mandatory\"]\nregions = [\"global\"]\n\
+             profiles = { pexip = \"restricted\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.vendors, Some(vec!["pexip".to_string()]));
+        assert_eq!(c.levels, Some(vec![Level::Mandatory]));
+        assert_eq!(
+            c.profiles.get("pexip").map(String::as_str),
+            Some("restricted")
+        );
+        let e = parse("[select]\nlevels = [\"urgent\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("/etc/fwd/fwd.toml:2:11: unknown level `urgent`"),
+            "{e}"
+        );
     }
 
     #[test]

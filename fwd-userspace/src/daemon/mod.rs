@@ -38,7 +38,7 @@ type Shared = Arc<Mutex<Daemon>>;
 pub fn load_policy(config_path: &Path) -> anyhow::Result<(Config, Compiled)> {
     let config = Config::load(config_path)?;
     let policies = policy::load_dir(&config.policy_dir)?;
-    let compiled = compile(&policies)?;
+    let compiled = compile(&policies, &config.selection(policy::Date::today()))?;
     Ok((config, compiled))
 }
 

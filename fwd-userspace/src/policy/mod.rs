@@ -197,6 +197,61 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// Which port of the packet a rule's ports constrain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PortSide {
+    /// The remote's port: the destination of egress, the source of ingress.
+    Remote,
+    /// The local port: the destination of ingress.
+    Local,
+}
+
+/// A calendar date (validity windows are whole days, in UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl Date {
+    /// Today in UTC.
+    pub fn today() -> Date {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Date::from_days_since_epoch((secs / 86_400) as i64)
+    }
+
+    /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    pub fn from_days_since_epoch(days: i64) -> Date {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+        let year = (yoe + era * 400 + i64::from(month <= 2)) as u16;
+        Date { year, month, day }
+    }
+
+    pub fn parse(text: &str) -> Option<Date> {
+        let mut parts = text.trim().splitn(3, '-');
+        let year = parts.next()?.parse().ok()?;
+        let month = parts.next()?.parse().ok()?;
+        let day = parts.next()?.parse().ok()?;
+        ((1..=12).contains(&month) && (1..=31).contains(&day)).then_some(Date { year, month, day })
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
 /// Vendor metadata from the `[vendor]` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vendor {
@@ -218,10 +273,19 @@ pub struct Rule {
     pub region: Option<String>,
     pub direction: Direction,
     pub protocols: Vec<Protocol>,
-    /// Remote ports (egress: destination port). Empty for protocols without ports.
+    /// Allowed ports (on `port_side`). Empty for protocols without ports.
     pub ports: Vec<PortRange>,
+    pub port_side: PortSide,
+    /// Ingress only from remotes the protected host has a live flow with.
+    pub related: bool,
     pub remotes: Vec<Remote>,
+    /// Enforced from this day on (announced changes).
+    pub not_before: Option<Date>,
+    /// Enforced until this day, inclusive (removed by the vendor, kept for history).
+    pub not_after: Option<Date>,
     pub notes: Option<String>,
+    /// What the source document lost or leaves open.
+    pub todo: Option<String>,
     /// Where the `[[rule]]` table starts.
     pub location: Location,
 }
@@ -319,10 +383,67 @@ struct RawRule {
     region: Option<String>,
     direction: Option<Spanned<String>>,
     protocol: Spanned<OneOrMany>,
-    #[serde(default)]
     ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
+    remote_ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
+    local_ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
+    related: Option<Spanned<bool>>,
     remote: Spanned<OneOrMany>,
+    not_before: Option<Spanned<toml::value::Datetime>>,
+    not_after: Option<Spanned<toml::value::Datetime>>,
     notes: Option<String>,
+    todo: Option<String>,
+}
+
+type RawPorts = Spanned<Vec<Spanned<RawPort>>>;
+
+/// Parses a `ports`-style list: sorted, deduplicated ranges.
+fn parse_ports(
+    map: &SourceMap<'_>,
+    key: &str,
+    ports: RawPorts,
+) -> Result<Vec<PortRange>, PolicyError> {
+    let span = ports.span();
+    let mut out = Vec::new();
+    for port in ports.into_inner() {
+        let offset = port.span().start;
+        let parsed = match port.into_inner() {
+            RawPort::Number(n) => u16::try_from(n)
+                .ok()
+                .filter(|p| *p != 0)
+                .map(|p| PortRange { lo: p, hi: p })
+                .ok_or_else(|| format!("port {n} is outside 1-65535")),
+            RawPort::Text(t) => PortRange::parse(&t),
+        };
+        out.push(parsed.map_err(|m| map.error(offset, m))?);
+    }
+    if out.is_empty() {
+        return Err(map.error(
+            span.start,
+            format!("`{key}` is empty; list ports or ranges, or remove the key"),
+        ));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn parse_date(
+    map: &SourceMap<'_>,
+    key: &str,
+    value: Option<Spanned<toml::value::Datetime>>,
+) -> Result<Option<Date>, PolicyError> {
+    let Some(value) = value else { return Ok(None) };
+    match (value.get_ref().date, value.get_ref().time) {
+        (Some(d), None) => Ok(Some(Date {
+            year: d.year,
+            month: d.month,
+            day: d.day,
+        })),
+        _ => Err(map.error(
+            value.span().start,
+            format!("`{key}` takes a date without time, e.g. {key} = 2026-12-01"),
+        )),
+    }
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -410,12 +531,6 @@ fn build_rule(map: &SourceMap<'_>, start: usize, raw: RawRule) -> Result<Rule, P
             }
         },
     };
-    if direction == Direction::Ingress {
-        return Err(map.error(
-            start,
-            "ingress rules are not supported by this version of fwd yet",
-        ));
-    }
 
     let protocol_span = raw.protocol.span();
     let mut protocols = Vec::new();
@@ -443,41 +558,67 @@ fn build_rule(map: &SourceMap<'_>, start: usize, raw: RawRule) -> Result<Rule, P
         ));
     }
 
-    let ports = match raw.ports {
+    let (ports, port_side) = match (direction, raw.ports, raw.remote_ports, raw.local_ports) {
+        (Direction::Egress, ports, None, None) => (ports, PortSide::Remote),
+        (Direction::Egress, _, Some(p), _) | (Direction::Egress, _, _, Some(p)) => {
+            return Err(map.error(
+                p.span().start,
+                "egress rules take `ports` (the remote's ports); remote_ports and local_ports are for ingress",
+            ));
+        }
+        (Direction::Ingress, Some(p), _, _) => {
+            return Err(map.error(
+                p.span().start,
+                "ingress rules take `local_ports` (ports on the protected host) or `remote_ports` (the remote's source ports), not `ports`",
+            ));
+        }
+        (Direction::Ingress, None, Some(_), Some(l)) => {
+            return Err(map.error(
+                l.span().start,
+                "an ingress rule constrains either local_ports or remote_ports, not both; split it into two rules",
+            ));
+        }
+        (Direction::Ingress, None, Some(r), None) => (Some(r), PortSide::Remote),
+        (Direction::Ingress, None, None, local) => (local, PortSide::Local),
+    };
+    let ports = match ports {
         None => Vec::new(),
-        Some(ports) => {
-            let span = ports.span();
-            let mut out = Vec::new();
-            for port in ports.into_inner() {
-                let offset = port.span().start;
-                let parsed = match port.into_inner() {
-                    RawPort::Number(n) => u16::try_from(n)
-                        .ok()
-                        .filter(|p| *p != 0)
-                        .map(|p| PortRange { lo: p, hi: p })
-                        .ok_or_else(|| format!("port {n} is outside 1-65535")),
-                    RawPort::Text(t) => PortRange::parse(&t),
-                };
-                out.push(parsed.map_err(|m| map.error(offset, m))?);
-            }
-            if out.is_empty() {
-                return Err(map.error(
-                    span.start,
-                    "`ports` is empty; list ports or ranges, or remove the key",
-                ));
-            }
-            out.sort();
-            out.dedup();
-            out
+        Some(p) => {
+            let key = match (direction, port_side) {
+                (Direction::Egress, _) => "ports",
+                (_, PortSide::Remote) => "remote_ports",
+                (_, PortSide::Local) => "local_ports",
+            };
+            parse_ports(map, key, p)?
         }
     };
+    let related = match raw.related {
+        Some(r) if *r.get_ref() && direction == Direction::Egress => {
+            return Err(map.error(
+                r.span().start,
+                "`related` is for ingress rules (media from remotes the host already talks to)",
+            ));
+        }
+        Some(r) => *r.get_ref(),
+        None => false,
+    };
+    let not_before = parse_date(map, "not_before", raw.not_before)?;
+    let not_after = parse_date(map, "not_after", raw.not_after)?;
+    if let (Some(b), Some(a)) = (not_before, not_after)
+        && b > a
+    {
+        return Err(map.error(
+            start,
+            format!("rule `{id}` is valid from {b} but only until {a}; check the dates"),
+        ));
+    }
     let with_ports = protocols.iter().any(|p| p.has_ports());
     let without_ports = protocols.iter().any(|p| !p.has_ports());
     if with_ports && ports.is_empty() {
         return Err(map.error(
             start,
             format!(
-                "rule `{id}` uses tcp/udp but has no `ports`; list them (\"1-65535\" for every port)"
+                "rule `{id}` uses tcp/udp but lists no ports; list them (\"1-65535\" for every port)"
             ),
         ));
     }
@@ -513,8 +654,13 @@ fn build_rule(map: &SourceMap<'_>, start: usize, raw: RawRule) -> Result<Rule, P
         direction,
         protocols,
         ports,
+        port_side,
+        related,
         remotes,
+        not_before,
+        not_after,
         notes: raw.notes,
+        todo: raw.todo,
         location: map.location(start),
     })
 }

@@ -42,10 +42,10 @@ pub fn parse_remote(text: &str) -> Result<Remote, String> {
     if let Ok(addr) = t.parse::<IpAddr>() {
         return Ok(Remote::Nets(vec![IpNet::from(addr)]));
     }
-    if let Some((start, end)) = t.split_once('-') {
-        if let Ok(start) = start.trim().parse::<IpAddr>() {
-            return parse_range(start, end.trim()).map(Remote::Nets);
-        }
+    if let Some((start, end)) = t.split_once('-')
+        && let Ok(start) = start.trim().parse::<IpAddr>()
+    {
+        return parse_range(start, end.trim()).map(Remote::Nets);
     }
     if let Some(domain) = t.strip_prefix("*.") {
         check_hostname(domain, t)?;

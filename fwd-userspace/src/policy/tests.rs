@@ -152,7 +152,7 @@ fn errors_carry_file_line_col() {
     assert!(e.starts_with("v.toml:8:10: port 0 is outside"), "{e}");
 
     let e = err("[[rule]]\nid = \"a\"\nservice = \"s\"\nprotocol = \"tcp\"\nremote = \"any\"\n");
-    assert!(e.contains("has no `ports`"), "{e}");
+    assert!(e.contains("lists no ports"), "{e}");
 
     let e = err(
         "[[rule]]\nid = \"a\"\nservice = \"s\"\nprotocol = \"icmp\"\nports = [1]\nremote = \"any\"\n",
@@ -199,4 +199,96 @@ fn load_dir_rejects_duplicate_vendors_and_empty_dirs() {
         "{e}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn rule(body: &str) -> Result<Rule, String> {
+    parse(&format!(
+        "{HEADER}[[rule]]\nid = \"a\"\nservice = \"s\"\n{body}"
+    ))
+    .map(|p| p.rules.into_iter().next().unwrap())
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn ingress_rules() {
+    let r = rule("direction = \"ingress\"\nprotocol = \"udp\"\nremote_ports = [\"10000-20000\"]\nrelated = true\nremote = \"52.71.32.188\"\n").unwrap();
+    assert_eq!(
+        (r.direction, r.port_side, r.related),
+        (Direction::Ingress, PortSide::Remote, true)
+    );
+    assert_eq!(
+        r.ports,
+        vec![PortRange {
+            lo: 10000,
+            hi: 20000
+        }]
+    );
+    let r = rule("direction = \"ingress\"\nprotocol = \"tcp\"\nlocal_ports = [443]\nremote = \"52.71.32.188\"\n").unwrap();
+    assert_eq!((r.port_side, r.related), (PortSide::Local, false));
+
+    let e = rule("direction = \"ingress\"\nprotocol = \"tcp\"\nports = [443]\nremote = \"any\"\n")
+        .unwrap_err();
+    assert!(
+        e.starts_with("v.toml:9:9: ingress rules take `local_ports`"),
+        "{e}"
+    );
+    let e = rule("direction = \"ingress\"\nprotocol = \"tcp\"\nlocal_ports = [443]\nremote_ports = [1]\nremote = \"any\"\n").unwrap_err();
+    assert!(e.contains("either local_ports or remote_ports"), "{e}");
+    let e = rule("protocol = \"tcp\"\nremote_ports = [443]\nremote = \"any\"\n").unwrap_err();
+    assert!(e.contains("egress rules take `ports`"), "{e}");
+    let e =
+        rule("protocol = \"tcp\"\nports = [443]\nrelated = true\nremote = \"any\"\n").unwrap_err();
+    assert!(
+        e.starts_with("v.toml:9:11: `related` is for ingress"),
+        "{e}"
+    );
+}
+
+#[test]
+fn validity_dates() {
+    let r = rule("protocol = \"tcp\"\nports = [443]\nremote = \"any\"\nnot_before = 2026-12-01\nnot_after = 2027-01-31\n").unwrap();
+    assert_eq!(
+        r.not_before,
+        Some(Date {
+            year: 2026,
+            month: 12,
+            day: 1
+        })
+    );
+    assert_eq!(r.not_after.unwrap().to_string(), "2027-01-31");
+    let e = rule("protocol = \"tcp\"\nports = [443]\nremote = \"any\"\nnot_before = 2027-01-01\nnot_after = 2026-01-01\n").unwrap_err();
+    assert!(
+        e.contains("valid from 2027-01-01 but only until 2026-01-01"),
+        "{e}"
+    );
+    let e = rule(
+        "protocol = \"tcp\"\nports = [443]\nremote = \"any\"\nnot_after = 2026-01-01T10:00:00\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.starts_with("v.toml:10:13: `not_after` takes a date without time"),
+        "{e}"
+    );
+}
+
+#[test]
+fn civil_dates() {
+    assert_eq!(Date::from_days_since_epoch(0).to_string(), "1970-01-01");
+    assert_eq!(
+        Date::from_days_since_epoch(20_413).to_string(),
+        "2025-11-21"
+    );
+    assert_eq!(
+        Date::from_days_since_epoch(11_016).to_string(),
+        "2000-02-29"
+    );
+    assert_eq!(
+        Date::parse("2026-11-21"),
+        Some(Date {
+            year: 2026,
+            month: 11,
+            day: 21
+        })
+    );
+    assert_eq!(Date::parse("2026-13-01"), None);
 }
