@@ -27,7 +27,8 @@ enum Task {
         #[arg(long)]
         duration: Option<u64>,
     },
-    /// Run every test: host unit and property tests, then the root-only end-to-end tests.
+    /// Run every test (as root): unit, property, golden and BPF_PROG_TEST_RUN tests, then the
+    /// end-to-end tests in network namespaces.
     Test,
     /// cargo fmt --check and cargo clippy -D warnings.
     Lint,
@@ -182,34 +183,27 @@ fn lab(duration: Option<u64>) -> anyhow::Result<()> {
 }
 
 fn test() -> anyhow::Result<()> {
+    require_root("cargo xtask test (BPF and network namespaces)")?;
     setup()?;
     let fwd = build_fwd()?;
     run(
-        "host unit and property tests",
+        "unit, property, golden and BPF_PROG_TEST_RUN tests",
         cargo().args([
             "test",
             "--workspace",
             "--exclude",
             "fwd-ebpf",
-            "--lib",
-            "--bins",
+            "--exclude",
+            "fwd-lab",
         ]),
-        "cargo test --workspace --exclude fwd-ebpf --lib --bins",
+        "cargo test --workspace --exclude fwd-ebpf --exclude fwd-lab (as root)",
     )?;
-    require_root("the end-to-end tests")?;
     run(
         "end-to-end tests in network namespaces",
         cargo()
-            .args([
-                "test",
-                "--package",
-                "fwd-lab",
-                "--tests",
-                "--",
-                "--test-threads=1",
-            ])
+            .args(["test", "--package", "fwd-lab", "--", "--test-threads=1"])
             .env("FWD_BIN", &fwd),
-        "cargo test --package fwd-lab --tests -- --test-threads=1 (as root)",
+        "cargo test --package fwd-lab -- --test-threads=1 (as root)",
     )?;
     Ok(())
 }

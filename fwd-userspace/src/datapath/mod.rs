@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 use aya::{
     Ebpf, EbpfError,
     maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use fwd_common::{Counter, FwdConfig, PortKey, PortVerdict, Reason};
 use ipnet::IpNet;
@@ -302,6 +302,32 @@ impl Datapath {
                 ))
             })
             .collect()
+    }
+
+    /// Runs the gateway program on one Ethernet frame through BPF_PROG_TEST_RUN, `repeat`
+    /// times; returns the XDP action and the kernel's average time per run. Counters count
+    /// these runs like real packets.
+    pub fn test_run_xdp(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration), DatapathError> {
+        let program: &Xdp = self
+            .ebpf
+            .program("fwd_xdp")
+            .expect("loaded in Datapath::load")
+            .try_into()
+            .expect("fwd_xdp is an XDP program");
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat.max(1);
+        let result = program
+            .test_run(opts)
+            .map_err(|source| DatapathError::Program {
+                name: "fwd_xdp",
+                source,
+            })?;
+        Ok((result.return_value, result.duration))
     }
 
     /// Entries in the active slot's maps.
