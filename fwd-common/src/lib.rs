@@ -147,6 +147,9 @@ pub struct PortVerdict {
 impl PortVerdict {
     /// Ingress only from a remote the protected host has a live flow with ("related").
     pub const FLAG_RELATED: u32 = 1;
+    /// The rule's remote is `any`: an ingress match on the other port key that names
+    /// addresses takes precedence.
+    pub const FLAG_ANY_REMOTE: u32 = 2;
 }
 
 /// Packets and bytes of a rule or a reason (one per CPU; userspace sums them).

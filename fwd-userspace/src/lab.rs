@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use crate::{
     compile::{Evaluator, Probe, Selection, Verdict, compile},
     daemon::config::DEFAULT_POLICY_DIR,
-    policy::{self, Direction, Protocol, Remote},
+    policy::{self, Direction, Level, Protocol, Remote},
 };
 
 /// An address no bundled policy names (TEST-NET-3, RFC 5737).
@@ -40,6 +40,27 @@ pub struct LabArgs {
     /// Prefix of the namespace names.
     #[arg(long, default_value = "fwd-lab")]
     prefix: String,
+    /// Rule levels the gateway enforces (repeat or comma-separate). Mandatory rules alone keep
+    /// some ports closed for the demonstration; "recommended" opens e.g. every UDP port.
+    #[arg(long = "level", value_delimiter = ',', default_value = "mandatory")]
+    levels: Vec<LevelArg>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LevelArg {
+    Mandatory,
+    Recommended,
+    Optional,
+}
+
+impl LevelArg {
+    fn level(self) -> Level {
+        match self {
+            LevelArg::Mandatory => Level::Mandatory,
+            LevelArg::Recommended => Level::Recommended,
+            LevelArg::Optional => Level::Optional,
+        }
+    }
 }
 
 struct LabProbe {
@@ -89,6 +110,9 @@ fn choose_probes(set: &policy::PolicySet, evaluator: &Evaluator<'_>) -> Vec<LabP
         .flat_map(|vp| [(vp, Protocol::Tcp), (vp, Protocol::Udp)])
     {
         let candidate = vp.rules.iter().find_map(|rule| {
+            if rule.direction != Direction::Egress {
+                return None;
+            }
             let net = rule.remotes.iter().find_map(|r| match r {
                 Remote::Nets(nets) => nets.iter().find(|n| matches!(n, IpNet::V4(_))),
                 _ => None,
@@ -150,9 +174,27 @@ fn choose_probes(set: &policy::PolicySet, evaluator: &Evaluator<'_>) -> Vec<LabP
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     let set = policy::load_dir(&args.policies)?;
-    let compiled = compile(&set, &Selection::widest(policy::Date::today()))?;
+    let mut selection = Selection::widest(policy::Date::today());
+    let levels: Vec<Level> = args.levels.iter().map(|l| l.level()).collect();
+    selection.levels = Some(levels.clone());
+    let compiled = compile(&set, &selection)?;
     let evaluator = Evaluator::new(&compiled.image);
     let mut probes = choose_probes(&set, &evaluator);
+    for protocol in ["tcp", "udp"] {
+        let p = if protocol == "tcp" {
+            proto::TCP
+        } else {
+            proto::UDP
+        };
+        if !probes
+            .iter()
+            .any(|x| x.protocol == p && x.expected.is_none())
+        {
+            eprintln!(
+                "note: every {protocol} port the lab tries is open to any address under this policy; no denied {protocol} traffic is shown"
+            );
+        }
+    }
     if !probes.iter().any(|p| p.expected.is_some()) {
         bail!(
             "{}: no vendor lists IPv4 addresses with TCP or UDP ports, so the lab has nothing to show",
@@ -181,7 +223,13 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         &config,
         format!(
             "policy_dir = {policies:?}\n\n[metrics]\nlisten = \"{METRICS}\"\n\n\
-             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n"
+             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n\n\
+             [select]\nlevels = [{}]\n",
+            levels
+                .iter()
+                .map(|l| format!("{:?}", l.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     )?;
     let log_path = workdir.join("fwd.log");

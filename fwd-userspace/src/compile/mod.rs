@@ -8,6 +8,8 @@
 //!    Where several rules of a class cover a port, the narrowest port range owns it; on a
 //!    tie a rule that names addresses beats a `remote = "any"` rule, then the lower rule id
 //!    wins. A protocol-specific rule beats an `any`-protocol rule.
+//! 3. ingress looks up both the local-port key and the remote-port key; a rule naming
+//!    addresses beats a `remote = "any"` rule, then the local-port rule wins.
 
 pub mod lpm;
 
@@ -237,7 +239,7 @@ pub struct Evaluator<'a> {
     image: &'a MapImage,
     dst4: LpmTable<u32>,
     dst6: LpmTable<u32>,
-    ports: LpmTable<u32>,
+    ports: LpmTable<PortVerdict>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -256,7 +258,7 @@ impl<'a> Evaluator<'a> {
         }
         let mut ports = LpmTable::new(64);
         for e in &image.ports {
-            ports.insert(port_key_bits(&e.key), e.prefix_len as u8, e.verdict.rule);
+            ports.insert(port_key_bits(&e.key), e.prefix_len as u8, e.verdict);
         }
         Self {
             image,
@@ -274,22 +276,31 @@ impl<'a> Evaluator<'a> {
         let Some((_, &class)) = class else {
             return Verdict::NoAddressMatch;
         };
-        // Ingress: a rule on the local port first, then one on the remote's source port.
-        let keys: &[(u8, u16)] = match probe.direction {
-            Direction::Egress => &[(direction::EGRESS, probe.port)],
-            Direction::Ingress => &[
-                (direction::INGRESS_LOCAL_PORT, probe.local_port),
-                (direction::INGRESS_REMOTE_PORT, probe.port),
-            ],
+        let lookup = |dir: u8, port: u16| {
+            let key = PortKey::new(class, dir, probe.protocol, port);
+            self.ports.lookup(port_key_bits(&key)).map(|(_, v)| *v)
         };
-        keys.iter()
-            .find_map(|(dir, port)| {
-                let key = PortKey::new(class, *dir, probe.protocol, *port);
-                self.ports.lookup(port_key_bits(&key))
-            })
-            .map_or(Verdict::NoPortMatch { class }, |(_, &rule)| {
-                Verdict::Allow { rule }
-            })
+        let chosen = match probe.direction {
+            Direction::Egress => lookup(direction::EGRESS, probe.port),
+            // Ingress: both keys; a rule naming addresses beats a `remote = "any"` rule, then
+            // the local-port rule beats the remote-port rule.
+            Direction::Ingress => {
+                let local = lookup(direction::INGRESS_LOCAL_PORT, probe.local_port);
+                let remote = lookup(direction::INGRESS_REMOTE_PORT, probe.port);
+                match (local, remote) {
+                    (Some(l), Some(r))
+                        if l.flags & PortVerdict::FLAG_ANY_REMOTE != 0
+                            && r.flags & PortVerdict::FLAG_ANY_REMOTE == 0 =>
+                    {
+                        Some(r)
+                    }
+                    (l, r) => l.or(r),
+                }
+            }
+        };
+        chosen.map_or(Verdict::NoPortMatch { class }, |v| Verdict::Allow {
+            rule: v.rule,
+        })
     }
 
     pub fn rule(&self, id: u32) -> Option<&'a RuleInfo> {
@@ -462,13 +473,15 @@ fn class_ports(
             }
         }
     }
-    let verdict = |rule: u32| PortVerdict {
-        rule,
-        flags: if all[rule as usize].related {
-            PortVerdict::FLAG_RELATED
-        } else {
-            0
-        },
+    let verdict = |rule: u32| {
+        let mut flags = 0;
+        if all[rule as usize].related {
+            flags |= PortVerdict::FLAG_RELATED;
+        }
+        if any_remote[rule as usize] {
+            flags |= PortVerdict::FLAG_ANY_REMOTE;
+        }
+        PortVerdict { rule, flags }
     };
     for (dir, rule) in any_proto {
         out.push(PortEntry {
@@ -563,6 +576,8 @@ pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, Compi
             for remote in &rule.remotes {
                 let nets: Vec<IpNet> = match remote {
                     Remote::Any => {
+                        has4 = true;
+                        has6 = true;
                         warnings.push(Warning::AnyRemote {
                             rule: name.clone(),
                             location: rule.location.clone(),

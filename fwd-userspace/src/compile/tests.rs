@@ -586,7 +586,7 @@ fn ingress_matches_local_port_then_remote_port() {
             .image
             .ports
             .iter()
-            .all(|e| (e.verdict.flags != 0) == (e.verdict.rule == 1))
+            .all(|e| (e.verdict.flags & PortVerdict::FLAG_RELATED != 0) == (e.verdict.rule == 1))
     );
 }
 
@@ -626,5 +626,55 @@ fn shadowed_and_duplicate_rules_warn() {
     assert!(
         !text.iter().any(|w| w.contains("`v/c` is shadowed")),
         "{text:?}"
+    );
+}
+
+#[test]
+fn ingress_rule_naming_addresses_beats_an_any_local_port_rule() {
+    let p2p = with(
+        rule(
+            "p2p",
+            vec![Protocol::Udp],
+            vec![range(1, 65535)],
+            vec![Remote::Any],
+        ),
+        |r| {
+            r.direction = Direction::Ingress;
+            r.port_side = PortSide::Local;
+        },
+    );
+    let media = with(
+        rule(
+            "media",
+            vec![Protocol::Udp],
+            vec![range(10000, 20000)],
+            vec![nets(&["52.71.32.188/32"])],
+        ),
+        |r| {
+            r.direction = Direction::Ingress;
+            r.port_side = PortSide::Remote;
+            r.related = true;
+        },
+    );
+    let compiled = compile_all(&set(vec![p2p, media])).unwrap();
+    let ev = Evaluator::new(&compiled.image);
+    let udp_in = |remote: &str, port| Probe {
+        direction: Direction::Ingress,
+        protocol: proto::UDP,
+        remote: remote.parse().unwrap(),
+        port,
+        local_port: 40000,
+    };
+    assert_eq!(
+        ev.evaluate(&udp_in("52.71.32.188", 12000)),
+        Verdict::Allow { rule: 1 }
+    );
+    assert_eq!(
+        ev.evaluate(&udp_in("52.71.32.188", 9000)),
+        Verdict::Allow { rule: 0 }
+    );
+    assert_eq!(
+        ev.evaluate(&udp_in("198.51.100.1", 12000)),
+        Verdict::Allow { rule: 0 }
     );
 }
