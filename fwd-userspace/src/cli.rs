@@ -138,8 +138,11 @@ impl PolicyArgs {
                 ),
             ),
         };
+        let started = std::time::Instant::now();
         let set = policy::load_dir(&dir)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "policy files parsed");
         let compiled = compile(&set, &selection)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "compiled");
         Ok(Target {
             set,
             compiled,

@@ -301,12 +301,12 @@ fn show(probes: &[LabProbe], metrics: &str, lab: &Lab, interactive: bool, elapse
         lab.gateway.name()
     ));
     out.push_str(&format!(
-        "{:<30} {:<28} {:>9} {:>8}\n",
+        "{:<30} {:<36} {:>9} {:>8}\n",
         "traffic", "policy says", "delivered", "blocked"
     ));
     for p in probes {
         out.push_str(&format!(
-            "{:<30} {:<28} {:>9} {:>8}\n",
+            "{:<30} {:<36} {:>9} {:>8}\n",
             p.name(),
             p.expected.as_deref().unwrap_or("deny"),
             p.delivered,

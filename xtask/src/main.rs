@@ -9,6 +9,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fwd's development tasks")]
 struct Cli {
@@ -32,6 +34,21 @@ enum Task {
     Test,
     /// cargo fmt --check and cargo clippy -D warnings.
     Lint,
+    /// Write the benchmark's generated policy directory (for profiling by hand).
+    #[command(hide = true)]
+    BenchPolicy {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        prefixes: usize,
+        #[arg(long, default_value_t = 10_000)]
+        rules: usize,
+    },
+    /// Print performance figures measured in one run (goals are shown, not asserted).
+    Bench {
+        /// A smaller, faster version.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 /// Debian packages the build and the lab need.
@@ -208,6 +225,23 @@ fn test() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn bench_all(quick: bool) -> anyhow::Result<()> {
+    setup()?;
+    run(
+        "building fwd (release)",
+        cargo().args(["build", "--release", "--package", "fwd-userspace"]),
+        "cargo build --release --package fwd-userspace",
+    )?;
+    let root = workspace_root();
+    let fwd = root.join("target/release/fwd");
+    let report = bench::compile_bench(&root, &fwd, quick)?;
+    println!("{report}");
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("results.md"), format!("{report}\n"))?;
+    Ok(())
+}
+
 fn lint() -> anyhow::Result<()> {
     run(
         "cargo fmt --check",
@@ -236,6 +270,12 @@ fn main() -> ExitCode {
         Task::Run { duration } => lab(duration),
         Task::Test => test(),
         Task::Lint => lint(),
+        Task::Bench { quick } => bench_all(quick),
+        Task::BenchPolicy {
+            dir,
+            prefixes,
+            rules,
+        } => bench::write_policy(&dir, 10, rules, prefixes),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

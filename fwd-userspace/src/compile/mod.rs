@@ -514,6 +514,7 @@ fn v6_prefix(net: &Ipv6Net) -> Prefix {
 /// Compiles the rules of `set` that `selection` picks and that are valid today.
 /// Rule ids follow (vendor file order, rule order) over the compiled rules.
 pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, CompileError> {
+    let started = std::time::Instant::now();
     let mut rules: Vec<&Rule> = Vec::new();
     let mut infos = Vec::new();
     let mut warnings = Vec::new();
@@ -627,9 +628,11 @@ pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, Compi
     }
     check_capacity("RULE_COUNTERS", rules.len(), MAX_RULES)?;
 
+    tracing::debug!(elapsed = ?started.elapsed(), rules = rules.len(), "compile: rules selected");
     let mut classes = Classes::default();
     let flat4 = flatten(pairs4, 32, &mut classes);
     let flat6 = flatten(pairs6, 128, &mut classes);
+    tracing::debug!(elapsed = ?started.elapsed(), classes = classes.sets.len(), "compile: prefixes flattened");
     check_capacity("DST4", flat4.len(), DST4_CAPACITY)?;
     check_capacity("DST6", flat6.len(), DST6_CAPACITY)?;
 
@@ -642,6 +645,7 @@ pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, Compi
         class_ports(class as u32, set, &rules, &any_remote, &mut ports);
     }
     check_capacity("PORTS", ports.len(), PORTS_CAPACITY)?;
+    tracing::debug!(elapsed = ?started.elapsed(), entries = ports.len(), "compile: port keys built");
 
     let mut owning = vec![false; rules.len()];
     for entry in &ports {

@@ -40,19 +40,28 @@ pub struct PolicyError {
 pub struct SourceMap<'a> {
     file: &'a Path,
     text: &'a str,
+    /// Byte offset where each line starts, computed once: a file can hold a million entries.
+    line_starts: Vec<usize>,
 }
 
 impl<'a> SourceMap<'a> {
     pub fn new(file: &'a Path, text: &'a str) -> Self {
-        Self { file, text }
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            file,
+            text,
+            line_starts,
+        }
     }
 
     pub fn location(&self, offset: usize) -> Location {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before
-            .rfind('\n')
-            .map_or(before.len(), |nl| before.len() - nl - 1)
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|start| *start <= offset);
+        let col = self.text[self.line_starts[line - 1]..offset]
+            .chars()
+            .count()
             + 1;
         Location {
             file: self.file.to_path_buf(),
