@@ -182,25 +182,15 @@ impl Config {
             profiles: BTreeMap::new(),
             regions: None,
         });
-        let levels = match select.levels {
-            None => None,
-            Some(levels) => Some(
+        let levels = select
+            .levels
+            .map(|levels| {
                 levels
                     .iter()
-                    .map(|l| match l.get_ref().as_str() {
-                        "mandatory" => Ok(Level::Mandatory),
-                        "recommended" => Ok(Level::Recommended),
-                        "optional" => Ok(Level::Optional),
-                        other => Err(map.error(
-                            l.span().start,
-                            format!(
-                                "unknown level `{other}`; use \"mandatory\", \"recommended\" or \"optional\""
-                            ),
-                        )),
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-        };
+                    .map(|l| Level::parse(l.get_ref()).map_err(|m| map.error(l.span().start, m)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
         Ok(Config {
             policy_dir,
             action,

@@ -109,6 +109,18 @@ pub enum Level {
 }
 
 impl Level {
+    /// Parses `mandatory`, `recommended` or `optional`, or says what is accepted.
+    pub fn parse(text: &str) -> Result<Level, String> {
+        match text {
+            "mandatory" => Ok(Level::Mandatory),
+            "recommended" => Ok(Level::Recommended),
+            "optional" => Ok(Level::Optional),
+            other => Err(format!(
+                "unknown level `{other}`; use \"mandatory\", \"recommended\" or \"optional\""
+            )),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Mandatory => "mandatory",
@@ -513,19 +525,7 @@ fn build_rule(map: &SourceMap<'_>, start: usize, raw: RawRule) -> Result<Rule, P
     }
     let level = match &raw.level {
         None => Level::Mandatory,
-        Some(l) => match l.get_ref().as_str() {
-            "mandatory" => Level::Mandatory,
-            "recommended" => Level::Recommended,
-            "optional" => Level::Optional,
-            other => {
-                return Err(map.error(
-                    l.span().start,
-                    format!(
-                        "unknown level `{other}`; use \"mandatory\", \"recommended\" or \"optional\""
-                    ),
-                ));
-            }
-        },
+        Some(l) => Level::parse(l.get_ref()).map_err(|m| map.error(l.span().start, m))?,
     };
     let direction = match &raw.direction {
         None => Direction::Egress,
