@@ -218,9 +218,17 @@ fn test() -> anyhow::Result<()> {
     run(
         "end-to-end tests in network namespaces",
         cargo()
-            .args(["test", "--package", "fwd-lab", "--", "--test-threads=1"])
+            // --tests: the end-to-end result is the run's last line, not an empty doc-test run.
+            .args([
+                "test",
+                "--package",
+                "fwd-lab",
+                "--tests",
+                "--",
+                "--test-threads=1",
+            ])
             .env("FWD_BIN", &fwd),
-        "cargo test --package fwd-lab -- --test-threads=1 (as root)",
+        "cargo test --package fwd-lab --tests -- --test-threads=1 (as root)",
     )?;
     Ok(())
 }
