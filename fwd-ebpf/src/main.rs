@@ -55,9 +55,11 @@ static REASON_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Rea
 pub fn fwd_xdp(ctx: XdpContext) -> u32 {
     let packet = Packet::new(ctx.data(), ctx.data_end());
     let len = packet.len() as u64;
-    let (reason, rule) = judge(&packet, direction::EGRESS);
+    // One read of the config per packet: the slot and the mode stay consistent within it.
+    let config = CONFIG.get(0).copied().unwrap_or_default();
+    let (reason, rule) = judge(&packet, direction::EGRESS, config.active_slot);
     count(reason, rule, len);
-    let audit = config().is_some_and(|c| c.mode == FwdConfig::MODE_AUDIT);
+    let audit = config.mode == FwdConfig::MODE_AUDIT;
     if !reason.is_drop() {
         xdp_action::XDP_PASS
     } else if audit {
@@ -68,14 +70,9 @@ pub fn fwd_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
-#[inline(always)]
-fn config() -> Option<&'static FwdConfig> {
-    CONFIG.get(0)
-}
-
 /// Decides what a packet is; `Some(rule)` when a rule allowed it.
 #[inline(always)]
-fn judge(packet: &Packet, dir: u8) -> (Reason, Option<u32>) {
+fn judge(packet: &Packet, dir: u8, slot: u32) -> (Reason, Option<u32>) {
     let parsed = match parse_ethernet(packet) {
         Ok(parsed) => parsed,
         Err(reason) => return (reason, None),
@@ -86,33 +83,28 @@ fn judge(packet: &Packet, dir: u8) -> (Reason, Option<u32>) {
             if EXEMPT4.get(Key::new(32, dst)).is_some() {
                 return (Reason::Exempt, None);
             }
-            (lookup_dst4(dst), l4)
+            (lookup_dst4(slot, dst), l4)
         }
         Parsed::V6 { dst, l4 } => {
             if EXEMPT6.get(Key::new(128, dst)).is_some() {
                 return (Reason::Exempt, None);
             }
-            (lookup_dst6(dst), l4)
+            (lookup_dst6(slot, dst), l4)
         }
     };
     let Some(class) = class else {
         return (Reason::NoAddressMatch, None);
     };
-    match lookup_port(PortKey::new(class, dir, l4.protocol, l4.port)) {
+    match lookup_port(slot, PortKey::new(class, dir, l4.protocol, l4.port)) {
         Some(verdict) => (Reason::Allowed, Some(verdict.rule)),
         None => (Reason::NoPortMatch, None),
     }
 }
 
 #[inline(always)]
-fn active_slot() -> u32 {
-    config().map_or(0, |c| c.active_slot)
-}
-
-#[inline(always)]
-fn lookup_dst4(addr: [u8; 4]) -> Option<u32> {
+fn lookup_dst4(slot: u32, addr: [u8; 4]) -> Option<u32> {
     let key = Key::new(32, addr);
-    let class = if active_slot() == 0 {
+    let class = if slot == 0 {
         DST4_0.get(key)
     } else {
         DST4_1.get(key)
@@ -121,9 +113,9 @@ fn lookup_dst4(addr: [u8; 4]) -> Option<u32> {
 }
 
 #[inline(always)]
-fn lookup_dst6(addr: [u8; 16]) -> Option<u32> {
+fn lookup_dst6(slot: u32, addr: [u8; 16]) -> Option<u32> {
     let key = Key::new(128, addr);
-    let class = if active_slot() == 0 {
+    let class = if slot == 0 {
         DST6_0.get(key)
     } else {
         DST6_1.get(key)
@@ -132,9 +124,9 @@ fn lookup_dst6(addr: [u8; 16]) -> Option<u32> {
 }
 
 #[inline(always)]
-fn lookup_port(port_key: PortKey) -> Option<PortVerdict> {
+fn lookup_port(slot: u32, port_key: PortKey) -> Option<PortVerdict> {
     let key = Key::new(PortKey::FULL_BITS, port_key);
-    let verdict = if active_slot() == 0 {
+    let verdict = if slot == 0 {
         PORTS_0.get(key)
     } else {
         PORTS_1.get(key)

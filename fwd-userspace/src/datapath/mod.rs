@@ -3,12 +3,12 @@
 use std::{net::IpAddr, time::Duration};
 
 use aya::{
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, Pod,
     maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use fwd_common::{Counter, FwdConfig, PortKey, PortVerdict, Reason};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracing::{debug, info, warn};
 
 use crate::compile::MapImage;
@@ -200,39 +200,17 @@ impl Datapath {
 
     /// Replaces the exemption tries (addresses that always pass: management, own addresses).
     pub fn set_exemptions(&mut self, nets: &[IpNet]) -> Result<(), DatapathError> {
-        let old4: Vec<_> = self
-            .exempt4
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err("EXEMPT4"))?;
-        for key in old4 {
-            self.exempt4.remove(&key).map_err(map_err("EXEMPT4"))?;
-        }
-        let old6: Vec<_> = self
-            .exempt6
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err("EXEMPT6"))?;
-        for key in old6 {
-            self.exempt6.remove(&key).map_err(map_err("EXEMPT6"))?;
-        }
+        clear_trie(&mut self.exempt4, "EXEMPT4")?;
+        clear_trie(&mut self.exempt6, "EXEMPT6")?;
         for net in nets {
             match net {
                 IpNet::V4(n) => self
                     .exempt4
-                    .insert(
-                        &Key::new(u32::from(n.prefix_len()), n.network().octets()),
-                        1,
-                        0,
-                    )
+                    .insert(&key4(n), 1, 0)
                     .map_err(map_err("EXEMPT4"))?,
                 IpNet::V6(n) => self
                     .exempt6
-                    .insert(
-                        &Key::new(u32::from(n.prefix_len()), n.network().octets()),
-                        1,
-                        0,
-                    )
+                    .insert(&key6(n), 1, 0)
                     .map_err(map_err("EXEMPT6"))?,
             }
         }
@@ -269,12 +247,10 @@ impl Datapath {
         };
         let slot = &mut self.slots[index];
         for (net, _) in &image.dst4 {
-            let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-            slot.dst4.remove(&key).map_err(map_err("DST4"))?;
+            slot.dst4.remove(&key4(net)).map_err(map_err("DST4"))?;
         }
         for (net, _) in &image.dst6 {
-            let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-            slot.dst6.remove(&key).map_err(map_err("DST6"))?;
+            slot.dst6.remove(&key6(net)).map_err(map_err("DST6"))?;
         }
         for entry in &image.ports {
             slot.ports
@@ -344,17 +320,42 @@ impl Drop for Datapath {
 
 fn fill_slot(slot: &mut Slot, image: &MapImage) -> Result<(), DatapathError> {
     for (net, class) in &image.dst4 {
-        let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-        slot.dst4.insert(&key, class, 0).map_err(map_err("DST4"))?;
+        slot.dst4
+            .insert(&key4(net), class, 0)
+            .map_err(map_err("DST4"))?;
     }
     for (net, class) in &image.dst6 {
-        let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
-        slot.dst6.insert(&key, class, 0).map_err(map_err("DST6"))?;
+        slot.dst6
+            .insert(&key6(net), class, 0)
+            .map_err(map_err("DST6"))?;
     }
     for entry in &image.ports {
         slot.ports
             .insert(&Key::new(entry.prefix_len, entry.key), entry.verdict, 0)
             .map_err(map_err("PORTS"))?;
+    }
+    Ok(())
+}
+
+fn key4(net: &Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(u32::from(net.prefix_len()), net.network().octets())
+}
+
+fn key6(net: &Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(u32::from(net.prefix_len()), net.network().octets())
+}
+
+/// Removes every entry of a trie whose contents no image records (the exemptions).
+fn clear_trie<K: Pod, V: Pod>(
+    trie: &mut LpmTrie<MapData, K, V>,
+    name: &'static str,
+) -> Result<(), DatapathError> {
+    let keys: Vec<_> = trie
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(map_err(name))?;
+    for key in keys {
+        trie.remove(&key).map_err(map_err(name))?;
     }
     Ok(())
 }
