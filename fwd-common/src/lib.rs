@@ -16,8 +16,31 @@ pub const DST6_CAPACITY: u32 = 1 << 19;
 pub const PORTS_CAPACITY: u32 = 1 << 18;
 /// Capacity of the exemption tries (management subnets, the gateway's own addresses).
 pub const EXEMPT_CAPACITY: u32 = 4096;
-/// Number of rule ids (rule counters are indexed by rule id).
+/// Number of rule ids.
 pub const MAX_RULES: u32 = 1 << 16;
+/// Size of `RULE_COUNTERS`: one outbound and one inbound counter per rule id.
+pub const RULE_COUNTER_SLOTS: u32 = MAX_RULES * 2;
+/// Default size of the flow table (LRU: the least recently used flow makes room).
+pub const FLOWS_CAPACITY: u32 = 1 << 18;
+/// Size of the table of remotes with a live flow (for "related" ingress rules).
+pub const REMOTES_CAPACITY: u32 = 1 << 16;
+/// Size of the table of allowed first fragments.
+pub const FRAGS_CAPACITY: u32 = 1 << 14;
+/// Size of the ring buffer of denied-packet samples, in bytes.
+pub const DENIED_RING_BYTES: u32 = 1 << 18;
+/// At most this many IPv6 extension headers are walked; a longer chain is dropped.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// The `RULE_COUNTERS` index of `rule`'s outbound or inbound counter.
+#[inline(always)]
+pub const fn rule_counter_index(rule: u32, inbound: bool) -> u32 {
+    rule * 2 + inbound as u32
+}
+
+/// Bit of a `DST4`/`DST6` value: the class holds a rule of a vendor in audit mode, so a
+/// packet to it that no rule allows passes as `audit_would_drop`. The class id is the
+/// value without this bit.
+pub const CLASS_AUDIT: u32 = 1 << 31;
 
 /// The `direction` byte of a port key: which way the packet goes, and which port the key holds.
 pub mod direction {
@@ -57,11 +80,17 @@ pub enum Reason {
     Fragment = 6,
     /// Audit mode: the packet would have been dropped, but passed.
     AuditWouldDrop = 7,
+    /// Part of a live flow that a rule allowed: a reply, or a later packet of an allowed
+    /// inbound flow.
+    Established = 8,
+    /// A "related" ingress rule matched, but the protected host has no live flow with the
+    /// remote.
+    NotRelated = 9,
 }
 
 impl Reason {
     /// Number of reasons; size of `REASON_COUNTERS`.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
     /// Every reason, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Allowed,
@@ -72,6 +101,8 @@ impl Reason {
         Reason::UnsupportedProtocol,
         Reason::Fragment,
         Reason::AuditWouldDrop,
+        Reason::Established,
+        Reason::NotRelated,
     ];
 
     /// The label used in metrics and CLI output.
@@ -85,6 +116,8 @@ impl Reason {
             Reason::UnsupportedProtocol => "unsupported_protocol",
             Reason::Fragment => "fragment",
             Reason::AuditWouldDrop => "audit_would_drop",
+            Reason::Established => "established",
+            Reason::NotRelated => "not_related",
         }
     }
 
@@ -92,7 +125,7 @@ impl Reason {
     pub const fn is_drop(self) -> bool {
         !matches!(
             self,
-            Reason::Allowed | Reason::Exempt | Reason::AuditWouldDrop
+            Reason::Allowed | Reason::Exempt | Reason::AuditWouldDrop | Reason::Established
         )
     }
 }
@@ -162,7 +195,7 @@ pub struct Counter {
 
 /// The one-entry runtime configuration map.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FwdConfig {
     /// Which policy slot (0 or 1) the programs read.
     pub active_slot: u32,
@@ -170,6 +203,14 @@ pub struct FwdConfig {
     pub mode: u32,
     /// Policy generation, for diagnostics.
     pub generation: u32,
+    /// Denied-packet samples each CPU may send per second (0: none).
+    pub samples_per_second: u32,
+    /// A TCP flow with no packet for this long is over.
+    pub tcp_timeout_s: u32,
+    /// A UDP flow with no packet for this long is over.
+    pub udp_timeout_s: u32,
+    /// ICMP echo and other protocols' flows, and first-fragment records.
+    pub other_timeout_s: u32,
     pub _pad: u32,
 }
 
@@ -178,6 +219,157 @@ impl FwdConfig {
     pub const MODE_ENFORCE: u32 = 0;
     /// Pass everything; count what would have been dropped.
     pub const MODE_AUDIT: u32 = 1;
+
+    pub const DEFAULT_TCP_TIMEOUT_S: u32 = 3600;
+    pub const DEFAULT_UDP_TIMEOUT_S: u32 = 120;
+    pub const DEFAULT_OTHER_TIMEOUT_S: u32 = 30;
+    pub const DEFAULT_SAMPLES_PER_SECOND: u32 = 100;
+
+    /// Seconds after which a flow of `protocol` is over.
+    #[inline(always)]
+    pub const fn timeout_s(&self, protocol: u8) -> u32 {
+        match protocol {
+            proto::TCP => self.tcp_timeout_s,
+            proto::UDP => self.udp_timeout_s,
+            _ => self.other_timeout_s,
+        }
+    }
+}
+
+impl Default for FwdConfig {
+    fn default() -> Self {
+        Self {
+            active_slot: 0,
+            mode: Self::MODE_ENFORCE,
+            generation: 0,
+            samples_per_second: Self::DEFAULT_SAMPLES_PER_SECOND,
+            tcp_timeout_s: Self::DEFAULT_TCP_TIMEOUT_S,
+            udp_timeout_s: Self::DEFAULT_UDP_TIMEOUT_S,
+            other_timeout_s: Self::DEFAULT_OTHER_TIMEOUT_S,
+            _pad: 0,
+        }
+    }
+}
+
+/// An address in the flow, fragment and remote tables: IPv6, or IPv4 mapped into IPv6
+/// (`::ffff:a.b.c.d`), so the two families never collide.
+pub type Addr = [u8; 16];
+
+/// Maps an IPv4 address into the `Addr` form.
+#[inline(always)]
+pub const fn v4_mapped(a: [u8; 4]) -> Addr {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+/// Key of the flow table, from the protected host's point of view. For ICMP echo the local
+/// port holds the echo identifier and the remote port is 0; other portless protocols use 0
+/// for both.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub local: Addr,
+    pub remote: Addr,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    #[inline(always)]
+    pub const fn new(
+        local: Addr,
+        remote: Addr,
+        local_port: u16,
+        remote_port: u16,
+        protocol: u8,
+    ) -> Self {
+        Self {
+            local,
+            remote,
+            local_port,
+            remote_port,
+            protocol,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Value of the flow table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowValue {
+    /// `bpf_ktime_get_ns` of the last packet either way.
+    pub last_seen_ns: u64,
+    /// The rule that allowed the flow; replies count on it.
+    pub rule: u32,
+    /// `FlowValue::FLAG_*`.
+    pub flags: u32,
+}
+
+impl FlowValue {
+    /// The flow began inbound (an ingress rule allowed it).
+    pub const FLAG_INBOUND: u32 = 1;
+}
+
+/// Key of the first-fragment table: the datagram's (src, dst, id, protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub id: u32,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of the first-fragment table: the first fragment passed on `rule`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragValue {
+    pub last_seen_ns: u64,
+    pub rule: u32,
+    /// 1 if the datagram is inbound.
+    pub inbound: u32,
+}
+
+/// A sample of a denied packet, sent through the `DENIED` ring buffer (rate limited per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DeniedEvent {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    /// The remote's class (without `CLASS_AUDIT`), or `DeniedEvent::NO_CLASS`.
+    pub class: u32,
+    pub src: Addr,
+    pub dst: Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// A `Reason` index.
+    pub reason: u8,
+    /// 1 if the packet came in from a remote.
+    pub inbound: u8,
+    pub protocol: u8,
+    /// 4 or 6 (0 if the packet had no IP header).
+    pub family: u8,
+    pub icmp_type: u8,
+    pub _pad: [u8; 7],
+}
+
+impl DeniedEvent {
+    pub const NO_CLASS: u32 = u32::MAX;
+}
+
+/// Per-CPU state of the denied-sample rate limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SampleBudget {
+    /// Start of the current one-second window.
+    pub window_start_ns: u64,
+    /// Samples sent in it.
+    pub sent: u64,
 }
 
 const _: () = {
@@ -185,7 +377,13 @@ const _: () = {
     assert!(core::mem::align_of::<PortKey>() == 4);
     assert!(core::mem::size_of::<PortVerdict>() == 8);
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<FwdConfig>() == 16);
+    assert!(core::mem::size_of::<FwdConfig>() == 32);
+    assert!(core::mem::size_of::<FlowKey>() == 40);
+    assert!(core::mem::size_of::<FlowValue>() == 16);
+    assert!(core::mem::size_of::<FragKey>() == 40);
+    assert!(core::mem::size_of::<FragValue>() == 16);
+    assert!(core::mem::size_of::<DeniedEvent>() == 64);
+    assert!(core::mem::size_of::<SampleBudget>() == 16);
 };
 
 #[cfg(feature = "user")]
@@ -195,6 +393,12 @@ mod pod {
     unsafe impl aya::Pod for super::PortVerdict {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::FwdConfig {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragValue {}
+    unsafe impl aya::Pod for super::DeniedEvent {}
+    unsafe impl aya::Pod for super::SampleBudget {}
 }
 
 /// Port-range expansion into LPM prefixes over the 16 port bits.

@@ -1,10 +1,20 @@
 //! fwd's kernel programs: parse -> classify -> verdict -> count.
 //!
-//! Lookups (one packet = at most three map lookups plus counters):
-//! 1. exemptions (`EXEMPT4`/`EXEMPT6`): management traffic passes before any rule;
-//! 2. remote address -> class (`DST4_n`/`DST6_n`, longest prefix; the compiler flattened
-//!    overlaps so that one match carries every rule for that address);
-//! 3. (class, direction, protocol, port) -> rule (`PORTS_n`, longest prefix over the port).
+//! Three programs share one set of maps:
+//! - `fwd_xdp` (XDP) and `fwd_tc_out` (TC) judge *outbound* packets: from the protected
+//!   network to a remote. A gateway runs `fwd_xdp` on its LAN interface's ingress; a host
+//!   runs `fwd_tc_out` on its uplink's egress.
+//! - `fwd_tc_in` (TC) judges *inbound* packets: from a remote into the protected network. A
+//!   gateway runs it on its LAN interface's egress (after NAT has been undone, so the
+//!   destination is the LAN host); a host on its uplink's ingress.
+//!
+//! Outbound: exemptions (`EXEMPT4`/`EXEMPT6` on the destination), later fragments (`FRAGS`),
+//! then remote address -> class (`DST4_n`/`DST6_n`) -> (class, direction, protocol, port) ->
+//! rule (`PORTS_n`); an allowed packet records its flow in `FLOWS` and its remote in
+//! `REMOTES`. What no rule allows may still be a reply of an inbound flow (`FLOWS`).
+//! Inbound: exemptions on the source, fragments, live flows (replies and ICMP errors about
+//! them), then ingress rules on the source's class, local and remote port; "related" rules
+//! also need a live flow with that remote.
 //!
 //! `n` is the active policy slot from `CONFIG`; a reload fills the other slot and flips it.
 #![no_std]
@@ -13,16 +23,19 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{map, xdp},
-    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
-    programs::XdpContext,
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map, xdp},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{TcContext, XdpContext},
 };
 use fwd_common::{
-    Counter, DST4_CAPACITY, DST6_CAPACITY, EXEMPT_CAPACITY, FwdConfig, MAX_RULES, PORTS_CAPACITY,
-    PortKey, PortVerdict, Reason, direction,
+    Addr, CLASS_AUDIT, Counter, DENIED_RING_BYTES, DST4_CAPACITY, DST6_CAPACITY, DeniedEvent,
+    EXEMPT_CAPACITY, FLOWS_CAPACITY, FRAGS_CAPACITY, FlowKey, FlowValue, FragKey, FragValue,
+    FwdConfig, PORTS_CAPACITY, PortKey, PortVerdict, REMOTES_CAPACITY, RULE_COUNTER_SLOTS, Reason,
+    SampleBudget, direction, rule_counter_index,
 };
-use parse::{Packet, Parsed, parse_ethernet};
+use parse::{Frag, Ip, Packet, Parsed, is_link_local, parse_ethernet};
 
 #[map]
 static CONFIG: Array<FwdConfig> = Array::with_max_entries(1, 0);
@@ -45,80 +58,450 @@ static EXEMPT4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(EXEMPT_CAPACIT
 #[map]
 static EXEMPT6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(EXEMPT_CAPACITY, 0);
 
+/// Live flows, from the protected host's point of view.
 #[map]
-static RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(FLOWS_CAPACITY, 0);
+/// Remotes the protected network has a live allowed flow with -> last packet time.
+#[map]
+static REMOTES: LruHashMap<Addr, u64> = LruHashMap::with_max_entries(REMOTES_CAPACITY, 0);
+/// First fragments that passed, so their datagram's later fragments may follow.
+#[map]
+static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAGS_CAPACITY, 0);
+
+/// Indexed by `rule_counter_index(rule, inbound)`.
+#[map]
+static RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(RULE_COUNTER_SLOTS, 0);
 #[map]
 static REASON_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
 
-/// Gateway mode: attached to the LAN-facing interface, so every packet is egress.
+/// Samples of denied packets for `fwd monitor`, at most `samples_per_second` per CPU.
+#[map]
+static DENIED: RingBuf = RingBuf::with_byte_size(DENIED_RING_BYTES, 0);
+#[map]
+static SAMPLE_BUDGET: PerCpuArray<SampleBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU working memory for one packet. The BPF stack is 512 bytes for the whole call
+/// chain; the parsed packet and the lookup keys live here instead. Programs do not nest on
+/// a CPU (XDP and TC ingress run in softirq, TC egress with softirqs off).
+struct Scratch {
+    ip: Ip,
+    flow: FlowKey,
+    /// The flow an ICMP error quotes.
+    quoted: FlowKey,
+    frag: FragKey,
+    /// The verdict, written by `judge_*` (returning structs from BPF calls trips the
+    /// verifier's spill checks).
+    outcome: Outcome,
+}
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// Gateway mode, LAN interface ingress: packets from the protected network.
 #[xdp]
 pub fn fwd_xdp(ctx: XdpContext) -> u32 {
-    let packet = Packet::new(ctx.data(), ctx.data_end());
-    let len = packet.len() as u64;
-    // One read of the config per packet: the slot and the mode stay consistent within it.
-    let config = CONFIG.get(0).copied().unwrap_or_default();
-    let (reason, rule) = judge(&packet, direction::EGRESS, config.active_slot);
-    count(reason, rule, len);
-    let audit = config.mode == FwdConfig::MODE_AUDIT;
-    if !reason.is_drop() {
-        xdp_action::XDP_PASS
-    } else if audit {
-        count(Reason::AuditWouldDrop, None, len);
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let len = (end - start) as u64;
+    let ifindex = ctx.ingress_ifindex() as u32;
+    if process(&Packet::new(start, end), false, len, ifindex) {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP
     }
 }
 
-/// Decides what a packet is; `Some(rule)` when a rule allowed it.
+/// Host mode, uplink egress: packets the host sends.
+#[classifier]
+pub fn fwd_tc_out(ctx: TcContext) -> i32 {
+    tc(&ctx, false)
+}
+
+/// Inbound: host mode on the uplink's ingress, gateway mode on the LAN interface's egress.
+#[classifier]
+pub fn fwd_tc_in(ctx: TcContext) -> i32 {
+    tc(&ctx, true)
+}
+
+/// Bytes the parser may need in the linear part of an skb: Ethernet, two VLAN tags, an IPv6
+/// header with extension headers, an ICMP error's quote.
+const TC_PULL_BYTES: u32 = 256;
+
 #[inline(always)]
-fn judge(packet: &Packet, dir: u8, slot: u32) -> (Reason, Option<u32>) {
-    let parsed = match parse_ethernet(packet) {
-        Ok(parsed) => parsed,
-        Err(reason) => return (reason, None),
+fn tc(ctx: &TcContext, inbound: bool) -> i32 {
+    let len = ctx.len();
+    // Headers in paged data are pulled into the linear part, only when they are not there:
+    // pulling a cloned skb copies it.
+    let want = if len < TC_PULL_BYTES {
+        len
+    } else {
+        TC_PULL_BYTES
     };
-    let (class, l4) = match parsed {
-        Parsed::Exempt => return (Reason::Exempt, None),
-        Parsed::V4 { dst, l4 } => {
-            if EXEMPT4.get(Key::new(32, dst)).is_some() {
-                return (Reason::Exempt, None);
-            }
-            (lookup_dst4(slot, dst), l4)
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
+    }
+    // SAFETY: the context pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let packet = Packet::new(ctx.data(), ctx.data_end());
+    if process(&packet, inbound, u64::from(len), ifindex) {
+        // Pass on to the next program or the stack (TCX_NEXT / TC_ACT_UNSPEC).
+        TC_ACT_UNSPEC
+    } else {
+        TC_ACT_SHOT as i32
+    }
+}
+
+/// What the rules say about one packet.
+#[derive(Clone, Copy)]
+struct Outcome {
+    reason: Reason,
+    /// The rule it counts on.
+    rule: Option<u32>,
+    /// The remote's class, if the address matched (with `CLASS_AUDIT` if set).
+    class: Option<u32>,
+}
+
+impl Outcome {
+    #[inline(always)]
+    fn new(reason: Reason, rule: Option<u32>, class: Option<u32>) -> Self {
+        Self {
+            reason,
+            rule,
+            class,
         }
-        Parsed::V6 { dst, l4 } => {
-            if EXEMPT6.get(Key::new(128, dst)).is_some() {
-                return (Reason::Exempt, None);
+    }
+}
+
+/// Judges, counts and samples one packet; true if it passes.
+#[inline(always)]
+fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> bool {
+    // One read of the config per packet: the slot and the mode stay consistent within it.
+    let config = CONFIG.get(0).copied().unwrap_or_default();
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        // Cannot happen (a one-entry per-CPU array); never pass unjudged.
+        bump(&REASON_COUNTERS, Reason::Malformed as u32, len);
+        return false;
+    };
+    // SAFETY: this CPU's scratch entry; nothing else uses it during this run.
+    let scratch = unsafe { &mut *scratch };
+    let (outcome, ip) = match parse_ethernet(packet, &mut scratch.ip) {
+        Err(reason) => (Outcome::new(reason, None, None), false),
+        Ok(Parsed::Exempt) => (Outcome::new(Reason::Exempt, None, None), false),
+        Ok(Parsed::Ip) => {
+            if inbound {
+                judge_inbound(scratch, &config, now);
+            } else {
+                judge_outbound(scratch, &config, now);
             }
-            (lookup_dst6(slot, dst), l4)
+            (scratch.outcome, true)
         }
     };
-    let Some(class) = class else {
-        return (Reason::NoAddressMatch, None);
+    let ip = if ip { Some(&scratch.ip) } else { None };
+    bump(&REASON_COUNTERS, outcome.reason as u32, len);
+    if let Some(rule) = outcome.rule {
+        bump(&RULE_COUNTERS, rule_counter_index(rule, inbound), len);
+    }
+    if !outcome.reason.is_drop() {
+        return true;
+    }
+    sample(
+        &outcome,
+        ip,
+        u64::from(ifindex) | (u64::from(inbound) << 32),
+        config.samples_per_second,
+        now,
+    );
+    let audited_class = outcome.class.is_some_and(|c| c & CLASS_AUDIT != 0);
+    if config.mode == FwdConfig::MODE_AUDIT || audited_class {
+        bump(&REASON_COUNTERS, Reason::AuditWouldDrop as u32, len);
+        return true;
+    }
+    false
+}
+
+/// Judges an outbound packet into `s.outcome`.
+#[inline(never)]
+fn judge_outbound(s: &mut Scratch, config: &FwdConfig, now: u64) {
+    let outcome = outbound(s, config, now);
+    s.outcome = outcome;
+}
+
+#[inline(always)]
+fn outbound(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
+    let ip = &s.ip;
+    if is_link_local(ip.family, &ip.dst) || exempt(ip.family, &ip.dst) {
+        return Outcome::new(Reason::Exempt, None, None);
+    }
+    if ip.frag == Frag::Later {
+        return later_fragment(ip, &mut s.frag, config, now);
+    }
+    let slot = config.active_slot;
+    s.flow = flow_key(ip, false);
+    let flow = &s.flow;
+    let class = lookup_class(slot, ip.family, &ip.dst);
+    let verdict = class.and_then(|c| {
+        lookup_port(
+            slot,
+            PortKey::new(
+                c & !CLASS_AUDIT,
+                direction::EGRESS,
+                ip.protocol,
+                ip.dst_port,
+            ),
+        )
+    });
+    let outcome = match verdict {
+        Some(v) => {
+            let value = FlowValue {
+                last_seen_ns: now,
+                rule: v.rule,
+                flags: 0,
+            };
+            let _ = FLOWS.insert(flow, &value, 0);
+            let _ = REMOTES.insert(&ip.dst, &now, 0);
+            Outcome::new(Reason::Allowed, Some(v.rule), class)
+        }
+        None => {
+            // A reply within a flow an ingress rule allowed, or an ICMP error about one.
+            if let Some(rule) = live_flow(flow, Began::Inbound, config, now) {
+                return Outcome::new(Reason::Established, Some(rule), class);
+            }
+            if let Some(rule) = quoted_flow(ip, &mut s.quoted, true, config, now) {
+                return Outcome::new(Reason::Established, Some(rule), class);
+            }
+            let reason = if class.is_some() {
+                Reason::NoPortMatch
+            } else {
+                Reason::NoAddressMatch
+            };
+            return Outcome::new(reason, None, class);
+        }
     };
-    match lookup_port(slot, PortKey::new(class, dir, l4.protocol, l4.port)) {
-        Some(verdict) => (Reason::Allowed, Some(verdict.rule)),
-        None => (Reason::NoPortMatch, None),
+    if ip.frag == Frag::First
+        && let Some(rule) = outcome.rule
+    {
+        remember_first_fragment(ip, &mut s.frag, rule, false, now);
+    }
+    outcome
+}
+
+/// Judges an inbound packet into `s.outcome`.
+#[inline(never)]
+fn judge_inbound(s: &mut Scratch, config: &FwdConfig, now: u64) {
+    let outcome = inbound(s, config, now);
+    s.outcome = outcome;
+}
+
+#[inline(always)]
+fn inbound(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
+    let ip = &s.ip;
+    if is_link_local(ip.family, &ip.src)
+        || is_link_local(ip.family, &ip.dst)
+        || exempt(ip.family, &ip.src)
+    {
+        return Outcome::new(Reason::Exempt, None, None);
+    }
+    if ip.frag == Frag::Later {
+        return later_fragment(ip, &mut s.frag, config, now);
+    }
+    s.flow = flow_key(ip, true);
+    let flow = &s.flow;
+    let slot = config.active_slot;
+    let class = lookup_class(slot, ip.family, &ip.src);
+    let outcome = if let Some(rule) = live_flow(flow, Began::Outbound, config, now) {
+        Outcome::new(Reason::Established, Some(rule), class)
+    } else if let Some(rule) = quoted_flow(ip, &mut s.quoted, false, config, now) {
+        Outcome::new(Reason::Established, Some(rule), class)
+    } else {
+        let Some(c) = class else {
+            return Outcome::new(Reason::NoAddressMatch, None, None);
+        };
+        let c = c & !CLASS_AUDIT;
+        let local = lookup_port(
+            slot,
+            PortKey::new(c, direction::INGRESS_LOCAL_PORT, ip.protocol, ip.dst_port),
+        );
+        let remote = lookup_port(
+            slot,
+            PortKey::new(c, direction::INGRESS_REMOTE_PORT, ip.protocol, ip.src_port),
+        );
+        // A rule naming addresses beats a `remote = "any"` rule, then local port beats remote.
+        let chosen = match (local, remote) {
+            (Some(l), Some(r))
+                if l.flags & PortVerdict::FLAG_ANY_REMOTE != 0
+                    && r.flags & PortVerdict::FLAG_ANY_REMOTE == 0 =>
+            {
+                Some(r)
+            }
+            (Some(l), _) => Some(l),
+            (None, r) => r,
+        };
+        let Some(v) = chosen else {
+            return Outcome::new(Reason::NoPortMatch, None, class);
+        };
+        if v.flags & PortVerdict::FLAG_RELATED != 0 && !live_remote(&ip.src, config, now) {
+            return Outcome::new(Reason::NotRelated, None, class);
+        }
+        // The flow is open: the host's replies pass as established.
+        let value = FlowValue {
+            last_seen_ns: now,
+            rule: v.rule,
+            flags: FlowValue::FLAG_INBOUND,
+        };
+        let _ = FLOWS.insert(flow, &value, 0);
+        Outcome::new(Reason::Allowed, Some(v.rule), class)
+    };
+    if ip.frag == Frag::First
+        && let Some(rule) = outcome.rule
+    {
+        remember_first_fragment(ip, &mut s.frag, rule, true, now);
+    }
+    outcome
+}
+
+/// The flow a packet belongs to, seen from the protected host: an inbound packet's local
+/// end is its destination. An ICMP echo's identifier stands in for the local port.
+#[inline(always)]
+fn flow_key(ip: &Ip, inbound: bool) -> FlowKey {
+    let (local, remote, local_port, remote_port) = if inbound {
+        (ip.dst, ip.src, ip.dst_port, ip.src_port)
+    } else {
+        (ip.src, ip.dst, ip.src_port, ip.dst_port)
+    };
+    let local_port = if ip.echo_id != 0 {
+        ip.echo_id
+    } else {
+        local_port
+    };
+    FlowKey::new(local, remote, local_port, remote_port, ip.protocol)
+}
+
+/// Which flows a lookup accepts: a packet in the direction a flow began in is judged by
+/// the rules again (a reload that drops the rule stops it); only replies ride the flow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Began {
+    Outbound,
+    Inbound,
+    Either,
+}
+
+/// The rule of a live flow with this key that began as `began` says, refreshing it.
+#[inline(always)]
+fn live_flow(key: &FlowKey, began: Began, config: &FwdConfig, now: u64) -> Option<u32> {
+    let value = FLOWS.get_ptr_mut(key)?;
+    // SAFETY: a map value pointer, valid during the program run; racing writers only
+    // store a newer time.
+    unsafe {
+        let inbound = (*value).flags & FlowValue::FLAG_INBOUND != 0;
+        if (began == Began::Inbound && !inbound) || (began == Began::Outbound && inbound) {
+            return None;
+        }
+        let timeout = u64::from(config.timeout_s(key.protocol)) * NS_PER_S;
+        if now.saturating_sub((*value).last_seen_ns) > timeout {
+            return None;
+        }
+        (*value).last_seen_ns = now;
+        Some((*value).rule)
+    }
+}
+
+/// For an ICMP error: the rule of the live flow the quoted packet belongs to. The quote is
+/// a packet going the other way: an outbound error quotes an inbound packet.
+#[inline(always)]
+fn quoted_flow(
+    ip: &Ip,
+    key: &mut FlowKey,
+    outbound: bool,
+    config: &FwdConfig,
+    now: u64,
+) -> Option<u32> {
+    let q = ip.quoted.as_ref()?;
+    // An outbound error quotes a packet that came in (remote -> local), an inbound error
+    // one that went out.
+    *key = if outbound {
+        FlowKey::new(q.dst, q.src, q.dst_port, q.src_port, q.protocol)
+    } else {
+        FlowKey::new(q.src, q.dst, q.src_port, q.dst_port, q.protocol)
+    };
+    live_flow(key, Began::Either, config, now)
+}
+
+/// Whether the protected network has a live allowed flow with `remote`.
+#[inline(always)]
+fn live_remote(remote: &Addr, config: &FwdConfig, now: u64) -> bool {
+    // SAFETY: a plain value read.
+    match unsafe { REMOTES.get(remote) } {
+        Some(seen) => now.saturating_sub(*seen) <= u64::from(config.udp_timeout_s) * NS_PER_S,
+        None => false,
     }
 }
 
 #[inline(always)]
-fn lookup_dst4(slot: u32, addr: [u8; 4]) -> Option<u32> {
-    let key = Key::new(32, addr);
-    let class = if slot == 0 {
-        DST4_0.get(key)
-    } else {
-        DST4_1.get(key)
-    };
-    class.copied()
+fn frag_key(ip: &Ip) -> FragKey {
+    FragKey {
+        src: ip.src,
+        dst: ip.dst,
+        id: ip.frag_id,
+        protocol: ip.protocol,
+        _pad: [0; 3],
+    }
 }
 
 #[inline(always)]
-fn lookup_dst6(slot: u32, addr: [u8; 16]) -> Option<u32> {
-    let key = Key::new(128, addr);
-    let class = if slot == 0 {
-        DST6_0.get(key)
+fn remember_first_fragment(ip: &Ip, key: &mut FragKey, rule: u32, inbound: bool, now: u64) {
+    let value = FragValue {
+        last_seen_ns: now,
+        rule,
+        inbound: inbound as u32,
+    };
+    *key = frag_key(ip);
+    let _ = FRAGS.insert(key, &value, 0);
+}
+
+/// A later fragment passes on its first fragment's rule, or is dropped.
+#[inline(always)]
+fn later_fragment(ip: &Ip, key: &mut FragKey, config: &FwdConfig, now: u64) -> Outcome {
+    *key = frag_key(ip);
+    // SAFETY: a plain value read.
+    match unsafe { FRAGS.get(key) } {
+        Some(v)
+            if now.saturating_sub(v.last_seen_ns)
+                <= u64::from(config.other_timeout_s) * NS_PER_S =>
+        {
+            Outcome::new(Reason::Allowed, Some(v.rule), None)
+        }
+        _ => Outcome::new(Reason::Fragment, None, None),
+    }
+}
+
+#[inline(always)]
+fn exempt(family: u8, addr: &Addr) -> bool {
+    if family == 4 {
+        EXEMPT4.get(Key::new(32, Ip::v4(addr))).is_some()
     } else {
-        DST6_1.get(key)
+        EXEMPT6.get(Key::new(128, *addr)).is_some()
+    }
+}
+
+#[inline(always)]
+fn lookup_class(slot: u32, family: u8, addr: &Addr) -> Option<u32> {
+    let class = if family == 4 {
+        let key = Key::new(32, Ip::v4(addr));
+        if slot == 0 {
+            DST4_0.get(key)
+        } else {
+            DST4_1.get(key)
+        }
+    } else {
+        let key = Key::new(128, *addr);
+        if slot == 0 {
+            DST6_0.get(key)
+        } else {
+            DST6_1.get(key)
+        }
     };
     class.copied()
 }
@@ -135,14 +518,6 @@ fn lookup_port(slot: u32, port_key: PortKey) -> Option<PortVerdict> {
 }
 
 #[inline(always)]
-fn count(reason: Reason, rule: Option<u32>, len: u64) {
-    bump(&REASON_COUNTERS, reason as u32, len);
-    if let Some(rule) = rule {
-        bump(&RULE_COUNTERS, rule, len);
-    }
-}
-
-#[inline(always)]
 fn bump(counters: &PerCpuArray<Counter>, index: u32, len: u64) {
     if let Some(counter) = counters.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, so no other program instance writes it concurrently.
@@ -151,6 +526,53 @@ fn bump(counters: &PerCpuArray<Counter>, index: u32, len: u64) {
             (*counter).bytes += len;
         }
     }
+}
+
+/// Sends a sample of a denied packet, within the per-CPU budget. `where_` holds the
+/// ifindex in its low 32 bits and 1 for inbound above (BPF calls take at most 5 arguments).
+///
+/// Not inlined, like the other large steps: each gets its own stack frame, and together
+/// they would not fit in one 512-byte frame.
+#[inline(never)]
+fn sample(outcome: &Outcome, ip: Option<&Ip>, where_: u64, per_second: u32, now: u64) {
+    let Some(budget) = SAMPLE_BUDGET.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot.
+    unsafe {
+        if now.saturating_sub((*budget).window_start_ns) >= NS_PER_S {
+            (*budget).window_start_ns = now;
+            (*budget).sent = 0;
+        }
+        if (*budget).sent >= u64::from(per_second) {
+            return;
+        }
+        (*budget).sent += 1;
+    }
+    let Some(mut entry) = DENIED.reserve::<DeniedEvent>(0) else {
+        return;
+    };
+    let mut event = DeniedEvent {
+        ts_ns: now,
+        ifindex: where_ as u32,
+        class: outcome
+            .class
+            .map_or(DeniedEvent::NO_CLASS, |c| c & !CLASS_AUDIT),
+        reason: outcome.reason as u8,
+        inbound: (where_ >> 32) as u8,
+        ..DeniedEvent::default()
+    };
+    if let Some(ip) = ip {
+        event.src = ip.src;
+        event.dst = ip.dst;
+        event.src_port = ip.src_port;
+        event.dst_port = ip.dst_port;
+        event.protocol = ip.protocol;
+        event.family = ip.family;
+        event.icmp_type = ip.icmp_type;
+    }
+    entry.write(event);
+    entry.submit(0);
 }
 
 #[cfg(not(test))]

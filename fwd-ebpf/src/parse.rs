@@ -1,7 +1,7 @@
 //! Bounds-checked header parsing. Anything the parser cannot judge is an error with a reason,
 //! never a pass: a firewall that skips what it does not understand can be bypassed.
 
-use fwd_common::{Reason, proto};
+use fwd_common::{Addr, MAX_IPV6_EXT_HEADERS, Reason, proto, v4_mapped};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -11,6 +11,16 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
+
+/// IPv6 extension headers the parser walks.
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+/// Extension headers the parser does not walk (Mobility, HIP, Shim6, experimental): a
+/// packet carrying one is dropped rather than judged by a guess at what follows.
+const NEXTHDR_UNWALKED: [u8; 5] = [135, 139, 140, 253, 254];
 
 /// The packet bytes `[start, end)` as the program sees them.
 pub struct Packet {
@@ -22,11 +32,6 @@ impl Packet {
     #[inline(always)]
     pub fn new(start: usize, end: usize) -> Self {
         Self { start, end }
-    }
-
-    #[inline(always)]
-    pub fn len(&self) -> usize {
-        self.end - self.start
     }
 
     /// Copies the `N` header bytes at `offset`, or `Malformed` if the packet is too short.
@@ -50,34 +55,95 @@ fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
 
-/// The transport part of the lookup key. `port` is the remote port (0 for protocols without
-/// ports; rules for such protocols cover every port value).
-pub struct L4 {
+#[inline(always)]
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    /// Not fragmented (or an atomic IPv6 fragment).
+    Whole,
+    /// The first fragment: it carries the transport header and is judged by it.
+    First,
+    /// A later fragment: no transport header; it follows its first fragment's verdict.
+    Later,
+}
+
+/// What an ICMP error message quotes: the packet that caused it, as sent.
+#[derive(Clone, Copy)]
+pub struct Quoted {
+    pub src: Addr,
+    pub dst: Addr,
     pub protocol: u8,
-    pub port: u16,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// An IP packet's fields that the verdict depends on.
+#[derive(Clone, Copy)]
+pub struct Ip {
+    /// 4 or 6.
+    pub family: u8,
+    /// Addresses in the `Addr` form (IPv4 mapped into IPv6).
+    pub src: Addr,
+    pub dst: Addr,
+    /// The transport protocol (after IPv6 extension headers).
+    pub protocol: u8,
+    /// Transport ports (0 for protocols without ports, and for later fragments).
+    pub src_port: u16,
+    pub dst_port: u16,
     /// ICMP/ICMPv6 type (0 for other protocols).
     pub icmp_type: u8,
+    /// The ICMP echo identifier of an echo request or reply, else 0.
+    pub echo_id: u16,
+    pub frag: Frag,
+    /// The datagram id of a fragment (IPv4's 16 bits, IPv6's 32).
+    pub frag_id: u32,
+    /// For ICMP errors (unreachable, too big, time exceeded, parameter problem): the quoted
+    /// packet, so the error can follow the flow it belongs to.
+    pub quoted: Option<Quoted>,
+}
+
+impl Ip {
+    pub const EMPTY: Ip = Ip {
+        family: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        protocol: 0,
+        src_port: 0,
+        dst_port: 0,
+        icmp_type: 0,
+        echo_id: 0,
+        frag: Frag::Whole,
+        frag_id: 0,
+        quoted: None,
+    };
+
+    /// The IPv4 address bytes of an `Addr` (valid when `family == 4`).
+    #[inline(always)]
+    pub fn v4(addr: &Addr) -> [u8; 4] {
+        [addr[12], addr[13], addr[14], addr[15]]
+    }
 }
 
 pub enum Parsed {
-    /// Management traffic that always passes (ARP, IPv6 neighbour/router discovery).
+    /// Link management that always passes (ARP, IPv6 neighbour/router discovery, MLD).
     Exempt,
-    V4 {
-        dst: [u8; 4],
-        l4: L4,
-    },
-    V6 {
-        dst: [u8; 16],
-        l4: L4,
-    },
+    /// An IP packet, written to the caller's `Ip`.
+    Ip,
 }
 
-#[inline(always)]
-pub fn parse_ethernet(packet: &Packet) -> Result<Parsed, Reason> {
+/// Parses a frame into `out`. Not inlined: the header copies live in this call's own
+/// stack frame, and `out` in per-CPU scratch memory, not on the caller's stack.
+#[inline(never)]
+pub fn parse_ethernet(packet: &Packet, out: &mut Ip) -> Result<Parsed, Reason> {
+    *out = Ip::EMPTY;
     let eth: [u8; ETH_HLEN] = packet.header(0)?;
     let mut ethertype = be16(&eth, 12);
     let mut offset = ETH_HLEN;
-    // Up to two VLAN tags (802.1ad outer, 802.1Q inner); a third tag is unsupported below.
+    // Up to two VLAN tags (802.1ad or 802.1Q outer, 802.1Q inner); a third is unsupported.
     if ethertype == ETH_P_8021AD || ethertype == ETH_P_8021Q {
         let tag: [u8; 4] = packet.header(offset)?;
         ethertype = be16(&tag, 2);
@@ -90,14 +156,14 @@ pub fn parse_ethernet(packet: &Packet) -> Result<Parsed, Reason> {
     }
     match ethertype {
         ETH_P_ARP => Ok(Parsed::Exempt),
-        ETH_P_IP => parse_ipv4(packet, offset),
-        ETH_P_IPV6 => parse_ipv6(packet, offset),
+        ETH_P_IP => parse_ipv4(packet, offset, out),
+        ETH_P_IPV6 => parse_ipv6(packet, offset, out),
         _ => Err(Reason::UnsupportedProtocol),
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(packet: &Packet, offset: usize) -> Result<Parsed, Reason> {
+fn parse_ipv4(packet: &Packet, offset: usize, out: &mut Ip) -> Result<Parsed, Reason> {
     let ip: [u8; IPV4_MIN_HLEN] = packet.header(offset)?;
     let version_ihl = ip[0];
     if version_ihl >> 4 != 4 {
@@ -113,61 +179,245 @@ fn parse_ipv4(packet: &Packet, offset: usize) -> Result<Parsed, Reason> {
         return Err(Reason::Malformed);
     }
     let flags_fragment = be16(&ip, 6);
-    // More-fragments set or a non-zero offset: not judged until fragment tracking exists.
-    if flags_fragment & 0x3fff != 0 {
+    let fragment_offset = flags_fragment & 0x1fff;
+    let more_fragments = flags_fragment & 0x2000 != 0;
+    let frag = if fragment_offset != 0 {
+        Frag::Later
+    } else if more_fragments {
+        Frag::First
+    } else {
+        Frag::Whole
+    };
+    let protocol = ip[9];
+    // RFC 1858: a fragment at offset 8 bytes can only be an attempt to rewrite the TCP header.
+    if protocol == proto::TCP && fragment_offset == 1 {
         return Err(Reason::Fragment);
     }
-    let protocol = ip[9];
-    let dst = [ip[16], ip[17], ip[18], ip[19]];
-    // Options are skipped by IHL; parse_l4 checks its own header is present after them.
-    let l4 = parse_l4(packet, offset + header_len, protocol)?;
-    Ok(Parsed::V4 { dst, l4 })
+    out.family = 4;
+    out.src = v4_mapped([ip[12], ip[13], ip[14], ip[15]]);
+    out.dst = v4_mapped([ip[16], ip[17], ip[18], ip[19]]);
+    out.protocol = protocol;
+    out.frag = frag;
+    out.frag_id = u32::from(be16(&ip, 4));
+    if frag != Frag::Later {
+        // The first fragment must hold the whole transport header, or it is malformed.
+        parse_l4(packet, offset + header_len, out)?;
+    }
+    Ok(Parsed::Ip)
 }
 
 #[inline(always)]
-fn parse_ipv6(packet: &Packet, offset: usize) -> Result<Parsed, Reason> {
+fn parse_ipv6(packet: &Packet, offset: usize, out: &mut Ip) -> Result<Parsed, Reason> {
     let ip: [u8; IPV6_HLEN] = packet.header(offset)?;
     if ip[0] >> 4 != 6 {
         return Err(Reason::Malformed);
     }
-    let next_header = ip[6];
-    let mut dst = [0u8; 16];
-    dst.copy_from_slice(&ip[24..40]);
-    let l4 = match next_header {
-        proto::TCP | proto::UDP | proto::ICMPV6 => {
-            parse_l4(packet, offset + IPV6_HLEN, next_header)?
+    out.src.copy_from_slice(&ip[8..24]);
+    out.dst.copy_from_slice(&ip[24..40]);
+    let mut next_header = ip[6];
+    let mut at = offset + IPV6_HLEN;
+    let mut frag = Frag::Whole;
+    let mut frag_id = 0;
+    // Walk the extension-header chain, bounded; a longer chain is not judged.
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next_header {
+            NEXTHDR_HOP | NEXTHDR_DEST => {
+                let h: [u8; 2] = packet.header(at)?;
+                next_header = h[0];
+                at += (h[1] as usize + 1) * 8;
+            }
+            NEXTHDR_ROUTING => {
+                let h: [u8; 4] = packet.header(at)?;
+                // Segments left: the packet is on its way to another destination than the
+                // one in the header, which the lookup would judge instead. Not judged.
+                if h[3] != 0 {
+                    return Err(Reason::UnsupportedProtocol);
+                }
+                next_header = h[0];
+                at += (h[1] as usize + 1) * 8;
+            }
+            NEXTHDR_AUTH => {
+                let h: [u8; 2] = packet.header(at)?;
+                next_header = h[0];
+                at += (h[1] as usize + 2) * 4;
+            }
+            NEXTHDR_FRAGMENT => {
+                let h: [u8; 8] = packet.header(at)?;
+                next_header = h[0];
+                let offset_flags = be16(&h, 2);
+                let fragment_offset = offset_flags >> 3;
+                let more = offset_flags & 1 != 0;
+                frag_id = be32(&h, 4);
+                if fragment_offset != 0 {
+                    frag = Frag::Later;
+                } else if more {
+                    frag = Frag::First;
+                }
+                at += 8;
+                // A later fragment's payload is not headers: stop walking.
+                if frag == Frag::Later {
+                    break;
+                }
+            }
+            _ => break,
         }
-        // Extension headers and anything else are not judged yet: dropped with a reason.
-        _ => return Err(Reason::UnsupportedProtocol),
-    };
-    // Router solicitation/advertisement, neighbour solicitation/advertisement, redirect.
-    if next_header == proto::ICMPV6 && (133..=137).contains(&l4.icmp_type) {
-        return Ok(Parsed::Exempt);
     }
-    Ok(Parsed::V6 { dst, l4 })
+    if frag != Frag::Later
+        && matches!(
+            next_header,
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_AUTH | NEXTHDR_DEST
+        )
+    {
+        // The chain is longer than the walk, or a header repeats without end.
+        return Err(Reason::UnsupportedProtocol);
+    }
+    if NEXTHDR_UNWALKED.contains(&next_header) {
+        return Err(Reason::UnsupportedProtocol);
+    }
+    out.family = 6;
+    out.protocol = next_header;
+    out.frag = frag;
+    out.frag_id = frag_id;
+    if frag != Frag::Later {
+        parse_l4(packet, at, out)?;
+        if out.protocol == proto::ICMPV6
+            && matches!(out.icmp_type, 130..=137 | 143)
+            && frag == Frag::Whole
+        {
+            // MLD (130-132, 143) and router/neighbour discovery and redirect (133-137).
+            return Ok(Parsed::Exempt);
+        }
+    }
+    Ok(Parsed::Ip)
 }
 
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_ECHO: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
 #[inline(always)]
-fn parse_l4(packet: &Packet, offset: usize, protocol: u8) -> Result<L4, Reason> {
-    let (port, icmp_type) = match protocol {
+fn parse_l4(packet: &Packet, offset: usize, ip: &mut Ip) -> Result<(), Reason> {
+    match ip.protocol {
         proto::TCP => {
-            // The fixed header must be complete; the destination port is at +2.
+            // The fixed header must be complete.
             let tcp: [u8; 20] = packet.header(offset)?;
-            (be16(&tcp, 2), 0)
+            ip.src_port = be16(&tcp, 0);
+            ip.dst_port = be16(&tcp, 2);
         }
         proto::UDP => {
             let udp: [u8; 8] = packet.header(offset)?;
-            (be16(&udp, 2), 0)
+            ip.src_port = be16(&udp, 0);
+            ip.dst_port = be16(&udp, 2);
         }
         proto::ICMP | proto::ICMPV6 => {
-            let icmp: [u8; 4] = packet.header(offset)?;
-            (0, icmp[0])
+            let icmp: [u8; 8] = packet.header(offset)?;
+            let (ty, v6) = (icmp[0], ip.protocol == proto::ICMPV6);
+            ip.icmp_type = ty;
+            let echo = if v6 {
+                ty == ICMPV6_ECHO_REQUEST || ty == ICMPV6_ECHO_REPLY
+            } else {
+                ty == ICMP_ECHO || ty == ICMP_ECHO_REPLY
+            };
+            if echo {
+                ip.echo_id = be16(&icmp, 4);
+            }
+            let error = if v6 {
+                (ICMPV6_DEST_UNREACH..=ICMPV6_PARAMETER_PROBLEM).contains(&ty)
+            } else {
+                ty == ICMP_DEST_UNREACH || ty == ICMP_TIME_EXCEEDED || ty == ICMP_PARAMETER_PROBLEM
+            };
+            if error {
+                // A quote that cannot be read is not an error we can relate to a flow; the
+                // message is then judged like any other ICMP by the rules.
+                ip.quoted = if v6 {
+                    parse_quoted_v6(packet, offset + 8).ok()
+                } else {
+                    parse_quoted_v4(packet, offset + 8).ok()
+                };
+            }
         }
-        _ => (0, 0),
-    };
-    Ok(L4 {
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The ports of a quoted transport header (the first 8 bytes are all an ICMP error holds).
+#[inline(always)]
+fn quoted_ports(packet: &Packet, offset: usize, protocol: u8) -> Result<(u16, u16), Reason> {
+    match protocol {
+        proto::TCP | proto::UDP => {
+            let l4: [u8; 4] = packet.header(offset)?;
+            Ok((be16(&l4, 0), be16(&l4, 2)))
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            // An echo's identifier is the flow's local port.
+            let icmp: [u8; 8] = packet.header(offset)?;
+            Ok((be16(&icmp, 4), 0))
+        }
+        _ => Ok((0, 0)),
+    }
+}
+
+#[inline(always)]
+fn parse_quoted_v4(packet: &Packet, offset: usize) -> Result<Quoted, Reason> {
+    let ip: [u8; IPV4_MIN_HLEN] = packet.header(offset)?;
+    if ip[0] >> 4 != 4 {
+        return Err(Reason::Malformed);
+    }
+    let header_len = ((ip[0] & 0x0f) as usize) * 4;
+    if header_len < IPV4_MIN_HLEN {
+        return Err(Reason::Malformed);
+    }
+    let protocol = ip[9];
+    let (src_port, dst_port) = quoted_ports(packet, offset + header_len, protocol)?;
+    Ok(Quoted {
+        src: v4_mapped([ip[12], ip[13], ip[14], ip[15]]),
+        dst: v4_mapped([ip[16], ip[17], ip[18], ip[19]]),
         protocol,
-        port,
-        icmp_type,
+        src_port,
+        dst_port,
     })
+}
+
+#[inline(always)]
+fn parse_quoted_v6(packet: &Packet, offset: usize) -> Result<Quoted, Reason> {
+    let ip: [u8; IPV6_HLEN] = packet.header(offset)?;
+    if ip[0] >> 4 != 6 {
+        return Err(Reason::Malformed);
+    }
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&ip[8..24]);
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&ip[24..40]);
+    // Only a quote without extension headers is followed.
+    let protocol = ip[6];
+    let (src_port, dst_port) = quoted_ports(packet, offset + IPV6_HLEN, protocol)?;
+    Ok(Quoted {
+        src,
+        dst,
+        protocol,
+        src_port,
+        dst_port,
+    })
+}
+
+/// Destinations that never leave the link: limited broadcast, IPv4 local network control
+/// (224.0.0.0/24), IPv4 and IPv6 link-local unicast, IPv6 link-local multicast (ff02::/16).
+/// DHCP, neighbour discovery and routing protocols use them; they are management traffic.
+#[inline(always)]
+pub fn is_link_local(family: u8, addr: &Addr) -> bool {
+    if family == 4 {
+        let a = Ip::v4(addr);
+        a == [255, 255, 255, 255]
+            || (a[0] == 224 && a[1] == 0 && a[2] == 0)
+            || (a[0] == 169 && a[1] == 254)
+    } else {
+        (addr[0] == 0xfe && addr[1] & 0xc0 == 0x80) || (addr[0] == 0xff && addr[1] & 0x0f == 0x02)
+    }
 }

@@ -42,7 +42,7 @@ enum Command {
     /// Say what the compiled policy does with one packet (exit 0 allow, 1 deny, 2 error).
     #[command(
         after_help = "Examples:\n  fwd explain egress tcp 52.71.32.188 8089\n  \
-fwd explain --json egress udp 176.121.88.10 10000"
+fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sfu.whereby.com 3478"
     )]
     Explain {
         #[command(flatten)]
@@ -53,11 +53,34 @@ fwd explain --json egress udp 176.121.88.10 10000"
         #[command(subcommand)]
         packet: ExplainPacket,
     },
+    /// Turn a vendor-published address list (one prefix per line, or AWS ip-ranges.json) into
+    /// a policy file that records where it came from.
+    Import(Box<crate::import::ImportArgs>),
     /// Run the daemon: load, attach, serve metrics; SIGHUP reloads, SIGINT/SIGTERM detach.
     Run {
         /// The site config.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Show samples of denied packets as the daemon sees them: time, interface, direction,
+    /// protocol, addresses and ports, the reason, and the nearest rule.
+    #[command(
+        after_help = "The kernel sends at most 100 samples per second per CPU; counters in \
+/metrics count every packet.\n\nExamples:\n  fwd monitor\n  fwd monitor --json --count 10"
+    )]
+    Monitor {
+        /// The daemon's config (for its control_socket).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The control socket, if not the config's (default /run/fwd/control.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print one JSON object per sample.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many samples.
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Build a throwaway lab (client, gateway, vendor namespaces), run fwd on the gateway,
     /// drive traffic and show live counters until Ctrl-C; then remove the lab.
@@ -79,8 +102,9 @@ enum ExplainPacket {
     /// A packet from the protected network to REMOTE:PORT.
     Egress {
         protocol: ProtocolArg,
-        /// The remote address.
-        remote: IpAddr,
+        /// The remote: an address, or a hostname (matched against domain rules).
+        #[arg(value_parser = parse_remote_arg)]
+        remote: RemoteArg,
         /// The remote port (0 for icmp).
         #[arg(default_value_t = 0)]
         port: u16,
@@ -89,13 +113,43 @@ enum ExplainPacket {
     /// return traffic of an allowed flow.
     Ingress {
         protocol: ProtocolArg,
-        /// The remote address (the packet's source).
-        remote: IpAddr,
+        /// The remote (the packet's source): an address, or a hostname.
+        #[arg(value_parser = parse_remote_arg)]
+        remote: RemoteArg,
         /// The remote's source port (0 for icmp).
         remote_port: u16,
         /// The local destination port (0 for icmp).
         local_port: u16,
     },
+}
+
+/// `explain`'s REMOTE.
+#[derive(Clone, Debug)]
+enum RemoteArg {
+    Address(IpAddr),
+    /// A hostname, lowercase.
+    Name(String),
+}
+
+impl std::fmt::Display for RemoteArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoteArg::Address(a) => a.fmt(f),
+            RemoteArg::Name(n) => n.fmt(f),
+        }
+    }
+}
+
+fn parse_remote_arg(text: &str) -> Result<RemoteArg, String> {
+    if let Ok(addr) = text.parse::<IpAddr>() {
+        return Ok(RemoteArg::Address(addr));
+    }
+    match policy::parse_remote(text.trim_end_matches('.')) {
+        Ok(policy::Remote::Host(name)) => Ok(RemoteArg::Name(name)),
+        _ => Err(format!(
+            "`{text}` is neither an IP address nor a hostname (e.g. 176.121.88.10, 2407:30c0::10, x.sfu.whereby.com)"
+        )),
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -139,7 +193,10 @@ impl PolicyArgs {
             ),
         };
         let started = std::time::Instant::now();
-        let set = policy::load_dir(&dir)?;
+        let set = match &config {
+            Some(c) => c.policy_set_from(&dir)?,
+            None => policy::load_dir(&dir)?,
+        };
         tracing::debug!(elapsed = ?started.elapsed(), "policy files parsed");
         let compiled = compile(&set, &selection)?;
         tracing::debug!(elapsed = ?started.elapsed(), "compiled");
@@ -159,7 +216,14 @@ pub fn main(cli: Cli) -> ExitCode {
             json,
             packet,
         } => explain(&policy, json, &packet),
+        Command::Import(args) => crate::import::run(&args),
         Command::Run { config } => run(&config),
+        Command::Monitor {
+            config,
+            socket,
+            json,
+            count,
+        } => monitor(config.as_deref(), socket, json, count),
         Command::Lab(args) => lab::run(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {
@@ -239,19 +303,25 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
     let protocol = match (protocol, remote) {
         (ProtocolArg::Tcp, _) => proto::TCP,
         (ProtocolArg::Udp, _) => proto::UDP,
-        (ProtocolArg::Icmp, IpAddr::V4(_)) => proto::ICMP,
-        (ProtocolArg::Icmp, IpAddr::V6(_)) => proto::ICMPV6,
+        (ProtocolArg::Icmp, RemoteArg::Address(IpAddr::V6(_))) => proto::ICMPV6,
+        (ProtocolArg::Icmp, _) => proto::ICMP,
     };
     let has_ports = matches!(protocol, proto::TCP | proto::UDP);
     let probe = Probe {
         direction,
         protocol,
-        remote: *remote,
+        remote: match remote {
+            RemoteArg::Address(a) => *a,
+            RemoteArg::Name(_) => IpAddr::from([0, 0, 0, 0]),
+        },
         port: if has_ports { port } else { 0 },
         local_port: if has_ports { local_port } else { 0 },
     };
     let evaluator = Evaluator::new(&compiled.image);
-    let verdict = evaluator.evaluate(&probe);
+    let verdict = match remote {
+        RemoteArg::Address(_) => evaluator.evaluate(&probe),
+        RemoteArg::Name(name) => evaluator.evaluate_name(name, &probe),
+    };
     let rule = match verdict {
         Verdict::Allow { rule } => evaluator.rule(rule),
         _ => None,
@@ -271,6 +341,7 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
             "level": rule.map(|r| r.level.as_str()),
             "source": rule.map(|r| format!("{}:{}", r.source.file.display(), r.source.line)),
             "related": rule.map(|r| r.related),
+            "needs_dns": matches!(remote, RemoteArg::Name(_)),
             "direction": direction.as_str(),
             "protocol": protocol,
             "remote": remote.to_string(),
@@ -281,11 +352,16 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
     } else {
         match rule {
             Some(r) => println!(
-                "allow{}: {}/{} ({}, {}) at {}:{}",
+                "allow{}{}: {}/{} ({}, {}) at {}:{}",
                 if r.related {
                     " if related to a live flow with this remote"
                 } else {
                     ""
+                },
+                if let RemoteArg::Name(name) = remote {
+                    format!(" once DNS-based enforcement resolves {name}")
+                } else {
+                    String::new()
                 },
                 r.vendor,
                 r.rule,
@@ -297,13 +373,35 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
             None => println!(
                 "deny: {}",
                 match verdict {
-                    Verdict::NoAddressMatch => format!("no rule covers the address {remote}"),
+                    Verdict::NoAddressMatch => match remote {
+                        RemoteArg::Address(_) => format!("no rule covers the address {remote}"),
+                        RemoteArg::Name(_) => format!(
+                            "no rule names {remote}; give its address to see whether a listed network covers it"
+                        ),
+                    },
                     _ => format!("rules cover {remote}, but none of them this protocol and port"),
                 }
             ),
         }
     }
     Ok(ExitCode::from(if rule.is_some() { 0 } else { 1 }))
+}
+
+fn monitor(
+    config: Option<&Path>,
+    socket: Option<PathBuf>,
+    json: bool,
+    count: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let socket = match socket {
+        Some(s) => s,
+        None => {
+            let config = config.map(Config::load).transpose()?;
+            daemon::control::socket_path(config.as_ref())
+        }
+    };
+    daemon::control::monitor(&socket, json, count)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(config: &Path) -> anyhow::Result<ExitCode> {

@@ -222,7 +222,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "policy_dir = {policies:?}\n\n[metrics]\nlisten = \"{METRICS}\"\n\n\
+            "policy_dir = {policies:?}\ncontrol_socket = \"control.sock\"\n\n[metrics]\nlisten = \"{METRICS}\"\n\n\
              [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n\n\
              [select]\nlevels = [{}]\n",
             levels

@@ -7,5 +7,6 @@ pub mod cli;
 pub mod compile;
 pub mod daemon;
 pub mod datapath;
+pub mod import;
 pub mod lab;
 pub mod policy;

@@ -142,7 +142,7 @@ fn owning_rules(c: &Compiled) -> BTreeSet<String> {
         .ports
         .iter()
         .map(|e| {
-            let r = &c.image.rules[e.verdict.rule as usize];
+            let r = c.image.rule(e.verdict.rule).expect("a compiled rule");
             format!("{}/{}", r.vendor, r.rule)
         })
         .collect()
@@ -383,6 +383,7 @@ fn pexip_restricted(regions: &[&str]) -> Selection {
             .into_iter()
             .collect(),
         regions: Some(regions.iter().map(|r| r.to_string()).collect()),
+        audit_vendors: Default::default(),
     }
 }
 

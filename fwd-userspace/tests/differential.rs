@@ -9,7 +9,7 @@ use std::{
 
 use etherparse::PacketBuilder;
 use fwd::{
-    compile::{Evaluator, Probe, Selection, Verdict, compile},
+    compile::{Evaluator, Probe, RuleIds, Selection, Verdict, compile_with_ids},
     datapath::Datapath,
     policy::{Date, Direction, PolicySet, parse_vendor_file},
 };
@@ -195,18 +195,22 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
     let today = Date::parse("2026-11-21").unwrap();
     let (mut allowed, mut denied) = (0, 0);
     // Several policies in a row, so slot swaps and slot clearing are part of the comparison.
+    // Each compile keeps the previous one's ids, as the daemon's reload does.
+    let mut ids = RuleIds::default();
     for round in 0..8 {
         let set = random_policy(&mut rng, round);
-        let compiled = compile(&set, &Selection::widest(today)).unwrap();
+        let compiled = compile_with_ids(&set, &Selection::widest(today), &ids).unwrap();
+        ids = compiled.ids.clone();
         dp.install(&compiled.image, round as u32 + 1).unwrap();
         let ev = Evaluator::new(&compiled.image);
+        let rule_ids: Vec<u32> = compiled.image.rules.iter().map(|r| r.id).collect();
         for _ in 0..400 {
             let packet = random_packet(&mut rng);
             let expected = ev.evaluate(&packet.probe);
             let reasons_before = reason_packets(&dp);
-            let rules_before = dp.rule_counters(compiled.image.rules.len()).unwrap();
+            let rules_before = dp.rule_counters(rule_ids.iter().copied()).unwrap();
             let (action, _) = dp.test_run_xdp(&packet.frame, 1).unwrap();
-            let rules_after = dp.rule_counters(compiled.image.rules.len()).unwrap();
+            let rules_after = dp.rule_counters(rule_ids.iter().copied()).unwrap();
             let reasons_after = reason_packets(&dp);
             let context = format!(
                 "seed {seed}, round {round}, probe {:?}, expected {expected:?}",
@@ -222,11 +226,20 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
                 let want = u64::from(i == want_reason as usize);
                 assert_eq!(a - b, want, "{context}: reason {:?}", Reason::ALL[i]);
             }
-            for (id, (b, a)) in rules_before.iter().zip(&rules_after).enumerate() {
-                let want = u64::from(want_rule == Some(id as u32));
-                assert_eq!(a.packets - b.packets, want, "{context}: rule {id}");
+            for (&id, (b, a)) in rule_ids.iter().zip(rules_before.iter().zip(&rules_after)) {
+                let want = u64::from(want_rule == Some(id));
+                assert_eq!(
+                    a.outbound.packets - b.outbound.packets,
+                    want,
+                    "{context}: rule {id}"
+                );
+                assert_eq!(a.inbound, b.inbound, "{context}: rule {id} inbound");
                 if want == 1 {
-                    assert_eq!(a.bytes - b.bytes, packet.frame.len() as u64, "{context}");
+                    assert_eq!(
+                        a.outbound.bytes - b.outbound.bytes,
+                        packet.frame.len() as u64,
+                        "{context}"
+                    );
                 }
             }
             if want_rule.is_some() {

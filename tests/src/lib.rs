@@ -14,10 +14,11 @@ use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::AsFd as _,
+    path::PathBuf,
     process::{Command, Stdio},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -141,6 +142,12 @@ impl Lab {
             gateway: Netns::create(&format!("{prefix}-gw"))?,
             vendor: Netns::create(&format!("{prefix}-vendor"))?,
         };
+        // No duplicate address detection: addresses (link-local ones included) are usable at
+        // once, so IPv6 works as soon as the lab exists rather than seconds later.
+        for ns in [&lab.client, &lab.gateway, &lab.vendor] {
+            ns.sysctl("net/ipv6/conf/default/accept_dad", "0")?;
+            ns.sysctl("net/ipv6/conf/all/accept_dad", "0")?;
+        }
         // veth pairs are created inside the namespaces, never in the root one.
         lab.gateway.ip(&[
             "link",
@@ -249,8 +256,49 @@ impl Lab {
         ])?;
         lab.gateway.sysctl("net/ipv4/ip_forward", "1")?;
         lab.gateway.sysctl("net/ipv6/conf/all/forwarding", "1")?;
+        lab.wait_until_routed()?;
         Ok(lab)
     }
+
+    /// Waits (at most 10 s) until the client reaches the vendor host over IPv4 and IPv6: a
+    /// TCP connection to a closed port is refused once neighbours and routes are in place.
+    fn wait_until_routed(&self) -> anyhow::Result<()> {
+        for addr in [IpAddr::V4(VENDOR_WAN_V4), IpAddr::V6(VENDOR_WAN_V6)] {
+            let dst = SocketAddr::new(addr, 9);
+            let ready = wait_for(Duration::from_secs(10), || {
+                let refused = self.client.run(move || {
+                    matches!(
+                        TcpStream::connect_timeout(&dst, Duration::from_millis(200)),
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    )
+                });
+                matches!(refused, Ok(true)).then_some(())
+            });
+            if ready.is_none() {
+                bail!("the lab's client cannot reach {addr} after 10 s");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The global addresses of the current network namespace's interfaces (IPv6 link-local
+/// ones need a scope to bind and are left out).
+fn namespace_addresses() -> anyhow::Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs()? {
+        let Some(a) = ifa.address else { continue };
+        if let Some(v4) = a.as_sockaddr_in() {
+            out.push(IpAddr::V4(v4.ip()));
+        } else if let Some(v6) = a.as_sockaddr_in6()
+            && v6.ip().segments()[0] & 0xffc0 != 0xfe80
+        {
+            out.push(IpAddr::V6(v6.ip()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// What a sink has received.
@@ -260,8 +308,9 @@ pub struct Received {
     pub udp_datagrams: AtomicU64,
 }
 
-/// Echo servers on the vendor host: a TCP listener and a UDP socket per port, on every
-/// address. They stop when dropped.
+/// Echo servers on the vendor host: a TCP listener per port on every address, and a UDP
+/// socket per port and address, so a reply leaves from the address the client sent to (as a
+/// firewall's flow table expects). They stop when dropped.
 pub struct Sink {
     pub received: Vec<(u16, Arc<Received>)>,
     stop: Arc<AtomicBool>,
@@ -278,13 +327,17 @@ impl Sink {
         };
         for &port in ports {
             let received = Arc::new(Received::default());
-            let (tcp, udp) = ns.run(move || -> anyhow::Result<_> {
+            let (tcp, udps) = ns.run(move || -> anyhow::Result<_> {
                 let any = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
-                // Dual-stack sockets: IPv4 arrives as IPv4-mapped addresses.
-                Ok((TcpListener::bind(any)?, UdpSocket::bind(any)?))
+                // A dual-stack listener: IPv4 arrives as IPv4-mapped addresses.
+                let tcp = TcpListener::bind(any)?;
+                let mut udps = Vec::new();
+                for addr in namespace_addresses()? {
+                    udps.push(UdpSocket::bind(SocketAddr::new(addr, port))?);
+                }
+                Ok((tcp, udps))
             })??;
             tcp.set_nonblocking(true)?;
-            udp.set_read_timeout(Some(Duration::from_millis(50)))?;
             let (r, s) = (received.clone(), stop.clone());
             sink.threads.push(std::thread::spawn(move || {
                 while !s.load(Ordering::Relaxed) {
@@ -302,16 +355,19 @@ impl Sink {
                     }
                 }
             }));
-            let (r, s) = (received.clone(), stop.clone());
-            sink.threads.push(std::thread::spawn(move || {
-                let mut buf = [0u8; 2048];
-                while !s.load(Ordering::Relaxed) {
-                    if let Ok((n, from)) = udp.recv_from(&mut buf) {
-                        r.udp_datagrams.fetch_add(1, Ordering::Relaxed);
-                        let _ = udp.send_to(&buf[..n], from);
+            for udp in udps {
+                udp.set_read_timeout(Some(Duration::from_millis(50)))?;
+                let (r, s) = (received.clone(), stop.clone());
+                sink.threads.push(std::thread::spawn(move || {
+                    let mut buf = [0u8; 2048];
+                    while !s.load(Ordering::Relaxed) {
+                        if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                            r.udp_datagrams.fetch_add(1, Ordering::Relaxed);
+                            let _ = udp.send_to(&buf[..n], from);
+                        }
                     }
-                }
-            }));
+                }));
+            }
             sink.received.push((port, received));
         }
         Ok(sink)
@@ -347,9 +403,14 @@ impl Drop for Sink {
 /// Connects from `ns` to `dst`, sends a line and waits for its echo. True if it came back.
 pub fn tcp_probe(ns: &Netns, dst: SocketAddr, timeout: Duration) -> anyhow::Result<bool> {
     let stream = ns.run(move || TcpStream::connect_timeout(&dst, timeout))?;
-    let Ok(mut stream) = stream else {
-        return Ok(false);
-    };
+    match stream {
+        Ok(stream) => echoes(stream, timeout),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Sends a line on a connected stream and waits for its echo.
+fn echoes(mut stream: TcpStream, timeout: Duration) -> anyhow::Result<bool> {
     stream.set_read_timeout(Some(timeout))?;
     let payload = b"fwd lab probe\n";
     if stream.write_all(payload).is_err() {
@@ -469,5 +530,96 @@ impl Drop for FwdProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The `fwd` binary for end-to-end tests: FWD_BIN, or the workspace's debug build
+/// (`cargo xtask test` builds it).
+pub fn fwd_bin() -> PathBuf {
+    let bin = std::env::var_os("FWD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/fwd"));
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p fwd-userspace`) or set FWD_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Fails the test with a clear message unless it runs as root.
+pub fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "end-to-end tests need root (network namespaces, BPF): run `cargo xtask test` as root"
+    );
+}
+
+/// A unique namespace prefix and a scratch directory (with `policies/`) for one test.
+pub fn scratch(test: &str) -> (String, PathBuf) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let prefix = format!("fwdt{}-{n}", std::process::id());
+    let dir = std::env::temp_dir().join(format!("{prefix}-{test}"));
+    std::fs::create_dir_all(dir.join("policies")).expect("creating the scratch directory");
+    (prefix, dir)
+}
+
+/// Scrapes the daemon's metrics from inside `ns`, parses them with a Prometheus parser and
+/// returns the one sample of `metric` that has all of `labels` (panics otherwise).
+pub fn scrape(ns: &Netns, listen: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let addr = listen.parse().expect("a metrics address");
+    let text = http_get(ns, addr, "/metrics").expect("scraping the daemon's metrics");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text exposition");
+    let matching: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{metric} is not a counter or gauge: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "expected one {metric}{labels:?} sample in:\n{text}"
+    );
+    matching[0]
+}
+
+/// Sends one datagram from `src` (an address of `ns`, any port if 0) to `dst`; the
+/// datagram's fate is for the receiver to tell.
+pub fn udp_send_from(ns: &Netns, src: SocketAddr, dst: SocketAddr) -> anyhow::Result<()> {
+    let socket = ns.run(move || UdpSocket::bind(src))??;
+    socket.send_to(b"fwd lab datagram", dst)?;
+    Ok(())
+}
+
+/// Like `tcp_probe`, from a chosen source address of `ns`.
+pub fn tcp_probe_from(
+    ns: &Netns,
+    src: IpAddr,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let stream = ns.run(move || -> std::io::Result<TcpStream> {
+        let socket = match dst {
+            SocketAddr::V4(_) => {
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?
+            }
+            SocketAddr::V6(_) => {
+                socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?
+            }
+        };
+        socket.bind(&SocketAddr::new(src, 0).into())?;
+        socket.connect_timeout(&dst.into(), timeout)?;
+        Ok(socket.into())
+    })?;
+    match stream {
+        Ok(stream) => echoes(stream, timeout),
+        Err(_) => Ok(false),
     }
 }

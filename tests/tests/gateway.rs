@@ -3,12 +3,13 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
-use fwd_lab::{FwdProcess, GATEWAY_LAN_IF, Lab, Sink, http_get, tcp_probe, udp_probe};
+use fwd_lab::{
+    FwdProcess, GATEWAY_LAN_IF, Lab, Sink, fwd_bin, require_root, scrape, scratch, tcp_probe,
+    udp_probe,
+};
 
 const METRICS: &str = "127.0.0.1:9469";
 const ALLOWED: &str = "198.51.100.10";
@@ -34,68 +35,19 @@ ports = ["10000-20000"]
 remote = "198.51.100.10"
 "#;
 
-/// The `fwd` binary: FWD_BIN, or the workspace's debug build (`cargo xtask test` builds it).
-fn fwd_bin() -> PathBuf {
-    let bin = std::env::var_os("FWD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/fwd"));
-    assert!(
-        bin.exists(),
-        "{} not found: build it first (`cargo build -p fwd-userspace`) or set FWD_BIN",
-        bin.display()
-    );
-    bin
-}
-
-fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "end-to-end tests need root (network namespaces, BPF): run `cargo xtask test` as root"
-    );
-}
-
-/// A unique namespace prefix and scratch directory for one test.
-fn scratch(test: &str) -> (String, PathBuf) {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let prefix = format!("fwdt{}-{n}", std::process::id());
-    let dir = std::env::temp_dir().join(format!("{prefix}-{test}"));
-    std::fs::create_dir_all(dir.join("policies")).unwrap();
-    (prefix, dir)
-}
-
-/// Scrapes the daemon and returns the value of `metric` with all of `labels`.
-fn metric(lab: &Lab, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = http_get(&lab.gateway, METRICS.parse().unwrap(), "/metrics").unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .expect("valid Prometheus text exposition");
-    let matching: Vec<f64> = scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == metric)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
-            ref other => panic!("{metric} is not a counter or gauge: {other:?}"),
-        })
-        .collect();
-    assert_eq!(
-        matching.len(),
-        1,
-        "expected one {metric}{labels:?} sample in:\n{text}"
-    );
-    matching[0]
-}
-
 #[test]
 fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
+    let metric = |lab: &Lab, name: &str, labels: &[(&str, &str)]| {
+        scrape(&lab.gateway, METRICS, name, labels)
+    };
     require_root();
     let (prefix, dir) = scratch("gateway");
     std::fs::write(dir.join("policies/acme.toml"), POLICY).unwrap();
     std::fs::write(
         dir.join("fwd.toml"),
         format!(
-            "policy_dir = \"policies\"\n[metrics]\nlisten = \"{METRICS}\"\n\
+            "policy_dir = \"policies\"\ncontrol_socket = \"control.sock\"\n\
+             [metrics]\nlisten = \"{METRICS}\"\n\
              [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n"
         ),
     )
@@ -119,11 +71,26 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
         METRICS.parse().unwrap(),
     )
     .unwrap();
-    let web = [("vendor", "acme"), ("rule", "web"), ("service", "Web app")];
+    let web = [
+        ("vendor", "acme"),
+        ("rule", "web"),
+        ("service", "Web app"),
+        ("direction", "egress"),
+    ];
+    let web_replies = [
+        ("vendor", "acme"),
+        ("rule", "web"),
+        ("direction", "ingress"),
+    ];
     let media = [
         ("vendor", "acme"),
         ("rule", "media"),
         ("direction", "egress"),
+    ];
+    let media_replies = [
+        ("vendor", "acme"),
+        ("rule", "media"),
+        ("direction", "ingress"),
     ];
     assert_eq!(metric(&lab, "fwd_rule_packets_total", &web), 0.0);
 
@@ -135,12 +102,25 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     // SYN, ACK, data, and at least the ACK of the echo went out through the gateway.
     assert!(metric(&lab, "fwd_rule_packets_total", &web) >= 3.0);
     assert!(metric(&lab, "fwd_rule_bytes_total", &web) > 0.0);
-    // Exactly the one datagram the client sent (replies do not cross the LAN ingress hook).
+    // Exactly the one datagram the client sent, and its echo counted as a reply.
     assert_eq!(metric(&lab, "fwd_rule_packets_total", &media), 1.0);
     assert_eq!(
         metric(&lab, "fwd_rule_bytes_total", &media),
         14.0 + 20.0 + 8.0 + 13.0
     );
+    assert_eq!(metric(&lab, "fwd_rule_packets_total", &media_replies), 1.0);
+    // SYN-ACK, the echoed data, FIN (at least): replies of the TCP flow.
+    assert!(metric(&lab, "fwd_rule_packets_total", &web_replies) >= 2.0);
+    assert!(metric(&lab, "fwd_flows_active", &[]) >= 2.0);
+
+    // `fwd monitor` shows samples of what is denied from here on.
+    let monitor = std::process::Command::new(fwd_bin())
+        .args(["monitor", "--json", "--count", "1", "--socket"])
+        .arg(dir.join("control.sock"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
 
     // Denied by address: never reaches the server, counted as no_address_match.
     let drops = |reason| metric(&lab, "fwd_drop_packets_total", &[("reason", reason)]);
@@ -150,6 +130,16 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     assert_eq!(sink.tcp_connections(443), tcp_before + 1);
     assert_eq!(sink.udp_datagrams(10000), udp_before + 1);
     assert!(drops("no_address_match") >= no_address_before + 2.0);
+    let sample = monitor.wait_with_output().unwrap();
+    let sample: serde_json::Value = serde_json::from_slice(&sample.stdout)
+        .unwrap_or_else(|e| panic!("fwd monitor printed {:?}: {e}", sample.stdout));
+    assert_eq!(sample["interface"], GATEWAY_LAN_IF);
+    assert_eq!(sample["direction"], "out");
+    assert_eq!(sample["protocol"], "tcp");
+    assert_eq!(sample["dst"], UNLISTED);
+    assert_eq!(sample["dst_port"], 443);
+    assert_eq!(sample["src"], fwd_lab::CLIENT_V4.to_string());
+    assert_eq!(sample["reason"], "no_address_match");
 
     // Denied by port at an allowed address: counted as no_port_match.
     let no_port_before = drops("no_port_match");

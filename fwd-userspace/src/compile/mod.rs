@@ -6,23 +6,26 @@
 //!    overlapping prefixes so that class is the set of every rule whose remote contains it;
 //! 2. the (class, direction, protocol, port) key's longest matching entry gives the rule.
 //!    Where several rules of a class cover a port, the narrowest port range owns it; on a
-//!    tie a rule that names addresses beats a `remote = "any"` rule, then the lower rule id
-//!    wins. A protocol-specific rule beats an `any`-protocol rule.
+//!    tie a rule that names addresses beats a `remote = "any"` rule, then the rule compiled
+//!    first (file-name order, then order in the file) wins. A protocol-specific rule beats an
+//!    `any`-protocol rule.
+//!
+//! Rule ids (counter slots) are stable: see [`RuleIds`].
 //! 3. ingress looks up both the local-port key and the remote-port key; a rule naming
 //!    addresses beats a `remote = "any"` rule, then the local-port rule wins.
 
 pub mod lpm;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, hash_map::Entry},
     fmt,
     net::IpAddr,
     rc::Rc,
 };
 
 use fwd_common::{
-    DST4_CAPACITY, DST6_CAPACITY, MAX_RULES, PORTS_CAPACITY, PortKey, PortVerdict, direction,
-    port_range_blocks, proto,
+    CLASS_AUDIT, DST4_CAPACITY, DST6_CAPACITY, MAX_RULES, PORTS_CAPACITY, PortKey, PortVerdict,
+    direction, port_range_blocks, proto,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use lpm::LpmTable;
@@ -46,6 +49,9 @@ pub struct Selection {
     pub profiles: BTreeMap<String, String>,
     /// `None`: every region.
     pub regions: Option<Vec<String>>,
+    /// Vendors whose rules are rolled out in audit mode: a packet to one of their
+    /// addresses that no rule allows passes and counts as `audit_would_drop`.
+    pub audit_vendors: BTreeSet<String>,
 }
 
 impl Selection {
@@ -57,6 +63,7 @@ impl Selection {
             levels: None,
             profiles: BTreeMap::new(),
             regions: None,
+            audit_vendors: BTreeSet::new(),
         }
     }
 
@@ -96,6 +103,32 @@ pub struct RuleInfo {
     /// Ingress only from remotes with a live flow.
     pub related: bool,
     pub source: Location,
+    /// Position in compile order (file-name order, then order in the file): the last
+    /// tie-break between rules covering the same port.
+    pub order: u32,
+    pub protocols: Vec<Protocol>,
+    /// Ports on `port_side`; empty for portless protocols.
+    pub ports: Vec<PortRange>,
+    pub port_side: PortSide,
+    /// The rule's remote is `any`.
+    pub any_remote: bool,
+    /// Hostnames and `*.domain` patterns of the rule (lowercase, no `*.`-prefix in
+    /// `Remote::Wildcard`).
+    pub names: Vec<Remote>,
+}
+
+impl RuleInfo {
+    /// Whether a hostname (any case, optional trailing dot) is one of the rule's names.
+    pub fn matches_name(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.names.iter().any(|n| match n {
+            Remote::Host(host) => *host == name,
+            Remote::Wildcard(domain) => name
+                .strip_suffix(domain.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+            Remote::Any | Remote::Nets(_) => false,
+        })
+    }
 }
 
 /// One entry of a `PORTS` trie.
@@ -112,9 +145,95 @@ pub struct MapImage {
     pub dst4: Vec<(Ipv4Net, u32)>,
     pub dst6: Vec<(Ipv6Net, u32)>,
     pub ports: Vec<PortEntry>,
-    /// Indexed by rule id.
+    /// Sorted by rule id.
     pub rules: Vec<RuleInfo>,
     pub classes: u32,
+}
+
+impl MapImage {
+    pub fn rule(&self, id: u32) -> Option<&RuleInfo> {
+        self.rules
+            .binary_search_by_key(&id, |r| r.id)
+            .ok()
+            .map(|i| &self.rules[i])
+    }
+}
+
+/// The counter slot (rule id) of every compiled rule, keyed by `vendor/rule`.
+///
+/// A rule's id derives from its name (a hash into `0..MAX_RULES`, probing on a collision) and,
+/// given the ids of the previous compile, stays what it was while the rule exists; the slots
+/// of rules that disappeared are not handed to new rules while others are free. So counters
+/// and dashboards survive reloads and edits of other rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleIds(BTreeMap<String, u32>);
+
+impl RuleIds {
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.0.get(name).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Ids for `names` (distinct `vendor/rule` names, at most `MAX_RULES` of them), keeping
+    /// the ids `self` gave them.
+    fn assign(&self, names: &[String]) -> (RuleIds, Vec<u32>) {
+        let capacity = MAX_RULES as usize;
+        let mut taken = vec![false; capacity];
+        let mut ids = vec![u32::MAX; names.len()];
+        for (name, id) in names.iter().zip(ids.iter_mut()) {
+            if let Some(old) = self.get(name).filter(|&i| (i as usize) < capacity)
+                && !taken[old as usize]
+            {
+                taken[old as usize] = true;
+                *id = old;
+            }
+        }
+        let mut reserved = vec![false; capacity];
+        for (_, old) in self.iter() {
+            if let Some(r) = reserved.get_mut(old as usize) {
+                *r = true;
+            }
+        }
+        for (name, id) in names.iter().zip(ids.iter_mut()) {
+            if *id != u32::MAX {
+                continue;
+            }
+            let home = home_slot(name) as usize;
+            let probe = |avoid_reserved: bool| {
+                (0..capacity)
+                    .map(|step| (home + step) % capacity)
+                    .find(|&slot| !(taken[slot] || (avoid_reserved && reserved[slot])))
+            };
+            let slot = probe(true)
+                .or_else(|| probe(false))
+                .expect("no more names than MAX_RULES");
+            taken[slot] = true;
+            *id = slot as u32;
+        }
+        let map = names.iter().cloned().zip(ids.iter().copied()).collect();
+        (RuleIds(map), ids)
+    }
+}
+
+/// Where a rule's id search starts: FNV-1a of `vendor/rule`, fixed across builds and hosts.
+fn home_slot(name: &str) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(MAX_RULES)) as u32
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,6 +303,8 @@ pub struct Compiled {
     pub expired: Vec<DatedRule>,
     /// Rules the selection left out (vendor, level, profile or region).
     pub unselected: usize,
+    /// The ids given to the compiled rules; pass them to the next compile.
+    pub ids: RuleIds,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -276,9 +397,46 @@ impl<'a> Evaluator<'a> {
         let Some((_, &class)) = class else {
             return Verdict::NoAddressMatch;
         };
+        decide(&self.ports, class & !CLASS_AUDIT, probe)
+    }
+
+    /// What happens to `probe` sent to a host called `name`, once DNS-based enforcement has
+    /// learned its address: the domain rules matching the name form its class, as they would
+    /// for a learned address that no listed network covers. `probe.remote` is ignored.
+    pub fn evaluate_name(&self, name: &str, probe: &Probe) -> Verdict {
+        let members: Vec<&RuleInfo> = self
+            .image
+            .rules
+            .iter()
+            .filter(|r| r.matches_name(name))
+            .collect();
+        if members.is_empty() {
+            return Verdict::NoAddressMatch;
+        }
+        let mut entries = Vec::new();
+        class_ports(NAME_CLASS, &members, &mut entries);
+        let mut ports = LpmTable::new(64);
+        for e in &entries {
+            ports.insert(port_key_bits(&e.key), e.prefix_len as u8, e.verdict);
+        }
+        decide(&ports, NAME_CLASS, probe)
+    }
+
+    pub fn rule(&self, id: u32) -> Option<&'a RuleInfo> {
+        self.image.rule(id)
+    }
+}
+
+/// The class `evaluate_name` gives the rules matching a name (any value works: the table
+/// holds that class only).
+const NAME_CLASS: u32 = 0;
+
+/// Steps 2 and 3 of the match: `class`'s port entries decide the packet.
+fn decide(ports: &LpmTable<PortVerdict>, class: u32, probe: &Probe) -> Verdict {
+    {
         let lookup = |dir: u8, port: u16| {
             let key = PortKey::new(class, dir, probe.protocol, port);
-            self.ports.lookup(port_key_bits(&key)).map(|(_, v)| *v)
+            ports.lookup(port_key_bits(&key)).map(|(_, v)| *v)
         };
         let chosen = match probe.direction {
             Direction::Egress => lookup(direction::EGRESS, probe.port),
@@ -301,10 +459,6 @@ impl<'a> Evaluator<'a> {
         chosen.map_or(Verdict::NoPortMatch { class }, |v| Verdict::Allow {
             rule: v.rule,
         })
-    }
-
-    pub fn rule(&self, id: u32) -> Option<&'a RuleInfo> {
-        self.image.rules.get(id as usize)
     }
 }
 
@@ -401,9 +555,9 @@ fn flatten(mut pairs: Vec<(Prefix, u32)>, width: u8, classes: &mut Classes) -> V
 }
 
 /// The owner of each port of `0..=65535` among `ranges`: the narrowest range, then a rule
-/// that names addresses over an `any` rule, then the lowest rule id. Returns disjoint
-/// ascending (range, rule) runs.
-fn port_owners(ranges: &[(PortRange, u32)], any_remote: &[bool]) -> Vec<(PortRange, u32)> {
+/// that names addresses over an `any` rule, then the rule compiled first. Returns disjoint
+/// ascending (range, rule id) runs.
+fn port_owners(ranges: &[(PortRange, &RuleInfo)]) -> Vec<(PortRange, u32)> {
     let mut bounds: Vec<u32> = ranges
         .iter()
         .flat_map(|(r, _)| [u32::from(r.lo), u32::from(r.hi) + 1])
@@ -416,8 +570,8 @@ fn port_owners(ranges: &[(PortRange, u32)], any_remote: &[bool]) -> Vec<(PortRan
         let owner = ranges
             .iter()
             .filter(|(r, _)| r.contains(lo))
-            .min_by_key(|(r, rule)| (r.hi - r.lo, any_remote[*rule as usize], *rule))
-            .map(|(_, rule)| *rule);
+            .min_by_key(|(r, rule)| (r.hi - r.lo, rule.any_remote, rule.order))
+            .map(|(_, rule)| rule.id);
         let Some(owner) = owner else { continue };
         match out.last_mut() {
             Some((prev, prev_owner))
@@ -431,19 +585,12 @@ fn port_owners(ranges: &[(PortRange, u32)], any_remote: &[bool]) -> Vec<(PortRan
     out
 }
 
-/// The port entries of one class.
-fn class_ports(
-    class: u32,
-    rules: &[u32],
-    all: &[&Rule],
-    any_remote: &[bool],
-    out: &mut Vec<PortEntry>,
-) {
+/// The port entries of the class made of `members`; each verdict names the member's `id`.
+pub fn class_ports(class: u32, members: &[&RuleInfo], out: &mut Vec<PortEntry>) {
     // (direction, protocol) -> (range, rule)
-    let mut by_proto: BTreeMap<(u8, u8), Vec<(PortRange, u32)>> = BTreeMap::new();
-    let mut any_proto: BTreeMap<u8, u32> = BTreeMap::new();
-    for &id in rules {
-        let rule = all[id as usize];
+    let mut by_proto: BTreeMap<(u8, u8), Vec<(PortRange, &RuleInfo)>> = BTreeMap::new();
+    let mut any_proto: BTreeMap<u8, &RuleInfo> = BTreeMap::new();
+    for &rule in members {
         let dir = direction_code(rule.direction, rule.port_side);
         for protocol in &rule.protocols {
             match protocol {
@@ -454,44 +601,49 @@ fn class_ports(
                         proto::UDP
                     };
                     let list = by_proto.entry((dir, p)).or_default();
-                    list.extend(rule.ports.iter().map(|r| (*r, id)));
+                    list.extend(rule.ports.iter().map(|r| (*r, rule)));
                 }
                 Protocol::Icmp => {
                     for p in [proto::ICMP, proto::ICMPV6] {
                         by_proto
                             .entry((dir, p))
                             .or_default()
-                            .push((PortRange::ALL, id));
+                            .push((PortRange::ALL, rule));
                     }
                 }
                 Protocol::Any => {
-                    let best = any_proto.entry(dir).or_insert(id);
-                    if any_remote[*best as usize] && !any_remote[id as usize] {
-                        *best = id;
+                    let best = any_proto.entry(dir).or_insert(rule);
+                    if (best.any_remote, best.order) > (rule.any_remote, rule.order) {
+                        *best = rule;
                     }
                 }
             }
         }
     }
-    let verdict = |rule: u32| {
+    let flags_of = |rule: &RuleInfo| {
         let mut flags = 0;
-        if all[rule as usize].related {
+        if rule.related {
             flags |= PortVerdict::FLAG_RELATED;
         }
-        if any_remote[rule as usize] {
+        if rule.any_remote {
             flags |= PortVerdict::FLAG_ANY_REMOTE;
         }
-        PortVerdict { rule, flags }
+        flags
+    };
+    let by_id: HashMap<u32, u32> = members.iter().map(|r| (r.id, flags_of(r))).collect();
+    let verdict = |rule: u32| PortVerdict {
+        rule,
+        flags: by_id[&rule],
     };
     for (dir, rule) in any_proto {
         out.push(PortEntry {
             key: PortKey::new(class, dir, 0, 0),
             prefix_len: 40,
-            verdict: verdict(rule),
+            verdict: verdict(rule.id),
         });
     }
     for ((dir, protocol), ranges) in by_proto {
-        for (range, rule) in port_owners(&ranges, any_remote) {
+        for (range, rule) in port_owners(&ranges) {
             port_range_blocks(range.lo, range.hi, |port, bits| {
                 out.push(PortEntry {
                     key: PortKey::new(class, dir, protocol, port),
@@ -511,9 +663,18 @@ fn v6_prefix(net: &Ipv6Net) -> Prefix {
     (u128::from(net.network()), net.prefix_len())
 }
 
-/// Compiles the rules of `set` that `selection` picks and that are valid today.
-/// Rule ids follow (vendor file order, rule order) over the compiled rules.
+/// Compiles the rules of `set` that `selection` picks and that are valid today, with ids
+/// derived from the rule names.
 pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, CompileError> {
+    compile_with_ids(set, selection, &RuleIds::default())
+}
+
+/// Like [`compile`], keeping the ids `previous` gave to rules that still exist.
+pub fn compile_with_ids(
+    set: &PolicySet,
+    selection: &Selection,
+    previous: &RuleIds,
+) -> Result<Compiled, CompileError> {
     let started = std::time::Instant::now();
     let mut rules: Vec<&Rule> = Vec::new();
     let mut infos = Vec::new();
@@ -524,6 +685,8 @@ pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, Compi
 
     for vp in &set.vendors {
         let (mut has4, mut has6) = (false, false);
+        // What each rule opens -> the first rule of this vendor that opens it.
+        let mut effects: HashMap<Effect<'_>, &str> = HashMap::new();
         for rule in &vp.rules {
             let name = format!("{}/{}", vp.vendor.id, rule.id);
             if !selection.includes(&vp.vendor.id, rule) {
@@ -546,20 +709,15 @@ pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, Compi
                 });
                 continue;
             }
-            if let Some(first) =
-                rules
-                    .iter()
-                    .zip(&infos)
-                    .find_map(|(r, info): (&&Rule, &RuleInfo)| {
-                        (info.vendor == vp.vendor.id && same_effect(r, rule))
-                            .then(|| info.rule.clone())
-                    })
-            {
-                warnings.push(Warning::Duplicate {
+            match effects.entry(Effect::of(rule)) {
+                Entry::Occupied(first) => warnings.push(Warning::Duplicate {
                     rule: name.clone(),
-                    first,
+                    first: first.get().to_string(),
                     location: rule.location.clone(),
-                });
+                }),
+                Entry::Vacant(slot) => {
+                    slot.insert(&rule.id);
+                }
             }
             let id = rules.len() as u32;
             rules.push(rule);
@@ -572,6 +730,17 @@ pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, Compi
                 direction: rule.direction,
                 related: rule.related,
                 source: rule.location.clone(),
+                order: id,
+                protocols: rule.protocols.clone(),
+                ports: rule.ports.clone(),
+                port_side: rule.port_side,
+                any_remote: rule.remotes.contains(&Remote::Any),
+                names: rule
+                    .remotes
+                    .iter()
+                    .filter(|r| matches!(r, Remote::Host(_) | Remote::Wildcard(_)))
+                    .cloned()
+                    .collect(),
             });
             let mut names = Vec::new();
             for remote in &rule.remotes {
@@ -636,13 +805,12 @@ pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, Compi
     check_capacity("DST4", flat4.len(), DST4_CAPACITY)?;
     check_capacity("DST6", flat6.len(), DST6_CAPACITY)?;
 
-    let any_remote: Vec<bool> = rules
-        .iter()
-        .map(|r| r.remotes.contains(&Remote::Any))
-        .collect();
     let mut ports = Vec::new();
+    let mut members = Vec::new();
     for (class, set) in classes.sets.iter().enumerate() {
-        class_ports(class as u32, set, &rules, &any_remote, &mut ports);
+        members.clear();
+        members.extend(set.iter().map(|&i| &infos[i as usize]));
+        class_ports(class as u32, &members, &mut ports);
     }
     check_capacity("PORTS", ports.len(), PORTS_CAPACITY)?;
     tracing::debug!(elapsed = ?started.elapsed(), entries = ports.len(), "compile: port keys built");
@@ -665,19 +833,49 @@ pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, Compi
         }
     }
 
+    // Classes holding a rule of an audited vendor carry the audit bit in the address maps.
+    let audited: Vec<bool> = classes
+        .sets
+        .iter()
+        .map(|set| {
+            set.iter()
+                .any(|&i| selection.audit_vendors.contains(&infos[i as usize].vendor))
+        })
+        .collect();
+    let value = |class: u32| {
+        if audited[class as usize] {
+            class | CLASS_AUDIT
+        } else {
+            class
+        }
+    };
+    // Dense compile-order indices -> stable ids.
+    let names: Vec<String> = infos
+        .iter()
+        .map(|i| format!("{}/{}", i.vendor, i.rule))
+        .collect();
+    let (ids, by_index) = previous.assign(&names);
+    for info in &mut infos {
+        info.id = by_index[info.id as usize];
+    }
+    infos.sort_by_key(|i| i.id);
+    for entry in &mut ports {
+        entry.verdict.rule = by_index[entry.verdict.rule as usize];
+    }
+
     let image = MapImage {
         dst4: flat4
             .into_iter()
             .map(|((addr, len), class)| {
                 let net = Ipv4Net::new((addr as u32).into(), len).expect("valid v4 prefix");
-                (net, class)
+                (net, value(class))
             })
             .collect(),
         dst6: flat6
             .into_iter()
             .map(|((addr, len), class)| {
                 let net = Ipv6Net::new(addr.into(), len).expect("valid v6 prefix");
-                (net, class)
+                (net, value(class))
             })
             .collect(),
         ports,
@@ -690,17 +888,32 @@ pub fn compile(set: &PolicySet, selection: &Selection) -> Result<Compiled, Compi
         pending,
         expired,
         unselected,
+        ids,
     })
 }
 
-/// Whether two rules open exactly the same packets.
-fn same_effect(a: &Rule, b: &Rule) -> bool {
-    a.direction == b.direction
-        && a.port_side == b.port_side
-        && a.related == b.related
-        && a.protocols == b.protocols
-        && a.ports == b.ports
-        && a.remotes == b.remotes
+/// What a rule opens: two rules with equal effects open exactly the same packets.
+#[derive(PartialEq, Eq, Hash)]
+struct Effect<'a> {
+    direction: Direction,
+    port_side: PortSide,
+    related: bool,
+    protocols: &'a [Protocol],
+    ports: &'a [PortRange],
+    remotes: &'a [Remote],
+}
+
+impl<'a> Effect<'a> {
+    fn of(rule: &'a Rule) -> Self {
+        Effect {
+            direction: rule.direction,
+            port_side: rule.port_side,
+            related: rule.related,
+            protocols: &rule.protocols,
+            ports: &rule.ports,
+            remotes: &rule.remotes,
+        }
+    }
 }
 
 fn check_capacity(map: &'static str, needed: usize, capacity: u32) -> Result<(), CompileError> {

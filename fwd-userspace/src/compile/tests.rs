@@ -68,6 +68,15 @@ fn tcp(remote: &str, port: u16) -> Probe {
     }
 }
 
+/// The verdict that allows a packet by rule `v/{name}`.
+fn allow(compiled: &Compiled, name: &str) -> Verdict {
+    let rule = compiled
+        .ids
+        .get(&format!("v/{name}"))
+        .expect("a compiled rule");
+    Verdict::Allow { rule }
+}
+
 fn compile_all(set: &PolicySet) -> Result<Compiled, CompileError> {
     compile(set, &widest())
 }
@@ -101,25 +110,19 @@ fn overlapping_prefixes_carry_every_rule() {
     .unwrap();
     let ev = Evaluator::new(&compiled.image);
     // Inside the /16, both the /8's and the /16's rules apply, and the any rule.
-    assert_eq!(
-        ev.evaluate(&tcp("10.1.2.3", 443)),
-        Verdict::Allow { rule: 0 }
-    );
+    assert_eq!(ev.evaluate(&tcp("10.1.2.3", 443)), allow(&compiled, "wide"));
     assert_eq!(
         ev.evaluate(&tcp("10.1.2.3", 8443)),
-        Verdict::Allow { rule: 1 }
+        allow(&compiled, "narrow")
     );
-    assert_eq!(
-        ev.evaluate(&tcp("10.1.2.3", 80)),
-        Verdict::Allow { rule: 2 }
-    );
+    assert_eq!(ev.evaluate(&tcp("10.1.2.3", 80)), allow(&compiled, "web"));
     assert!(matches!(
         ev.evaluate(&tcp("10.2.0.1", 8443)),
         Verdict::NoPortMatch { .. }
     ));
     assert_eq!(
         ev.evaluate(&tcp("2001:db8::1", 80)),
-        Verdict::Allow { rule: 2 }
+        allow(&compiled, "web")
     );
     assert!(matches!(
         ev.evaluate(&tcp("2001:db8::1", 443)),
@@ -183,11 +186,11 @@ fn narrowest_port_range_owns_the_port() {
     };
     assert_eq!(
         ev.evaluate(&udp("198.51.100.1", 10000)),
-        Verdict::Allow { rule: 1 }
+        allow(&compiled, "video")
     );
     assert_eq!(
         ev.evaluate(&udp("198.51.100.1", 10001)),
-        Verdict::Allow { rule: 0 }
+        allow(&compiled, "media")
     );
     assert!(matches!(
         ev.evaluate(&udp("198.51.100.1", 9999)),
@@ -197,18 +200,15 @@ fn narrowest_port_range_owns_the_port() {
     // ranges a rule naming addresses beats a `remote = "any"` one.
     assert_eq!(
         ev.evaluate(&udp("192.0.2.9", 10001)),
-        Verdict::Allow { rule: 0 }
+        allow(&compiled, "media")
     );
-    assert_eq!(
-        ev.evaluate(&udp("192.0.2.9", 53)),
-        Verdict::Allow { rule: 2 }
-    );
+    assert_eq!(ev.evaluate(&udp("192.0.2.9", 53)), allow(&compiled, "all"));
     let gre = Probe {
         protocol: 47,
         port: 0,
         ..tcp("192.0.2.9", 0)
     };
-    assert_eq!(ev.evaluate(&gre), Verdict::Allow { rule: 2 });
+    assert_eq!(ev.evaluate(&gre), allow(&compiled, "all"));
     let gre_elsewhere = Probe {
         remote: "198.51.100.1".parse().unwrap(),
         ..gre
@@ -351,8 +351,14 @@ proptest! {
         rules in prop::collection::vec(arb_rule(), 1..8),
         probes in prop::collection::vec((0u8..=255, prop::bool::ANY, 0u16..96), 64),
     ) {
+        let rules: Vec<Rule> = rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| with(r, |r| r.id = format!("r{i}")))
+            .collect();
         let compiled = compile_all(&set(rules.clone())).unwrap();
         let ev = Evaluator::new(&compiled.image);
+        let id_of = |index: usize| compiled.ids.get(&format!("v/r{index}")).unwrap();
         for (host, is_tcp, port) in probes {
             for addr in [Ipv4Addr::new(10, 0, 0, host), Ipv4Addr::new(10, 0, 4, host)] {
                 let probe = Probe {
@@ -366,7 +372,7 @@ proptest! {
                     Verdict::Allow { rule } => Some(rule),
                     _ => None,
                 };
-                prop_assert_eq!(got, reference(&rules, &probe), "probe {:?}", probe);
+                prop_assert_eq!(got, reference(&rules, &probe).map(|i| id_of(i as usize)), "probe {:?}", probe);
             }
         }
     }
@@ -554,7 +560,7 @@ fn ingress_matches_local_port_then_remote_port() {
     };
     assert_eq!(
         ev.evaluate(&ingress(proto::TCP, "52.71.1.1", 50000, 443)),
-        Verdict::Allow { rule: 0 }
+        allow(&compiled, "webhook")
     );
     assert!(matches!(
         ev.evaluate(&ingress(proto::TCP, "52.71.1.1", 443, 444)),
@@ -562,9 +568,13 @@ fn ingress_matches_local_port_then_remote_port() {
     ));
     assert_eq!(
         ev.evaluate(&ingress(proto::UDP, "52.71.32.188", 15000, 40000)),
-        Verdict::Allow { rule: 1 }
+        allow(&compiled, "media")
     );
-    assert!(ev.rule(1).unwrap().related);
+    assert!(
+        ev.rule(compiled.ids.get("v/media").unwrap())
+            .unwrap()
+            .related
+    );
     assert!(matches!(
         ev.evaluate(&ingress(proto::UDP, "52.71.32.188", 9999, 15000)),
         Verdict::NoPortMatch { .. }
@@ -586,7 +596,8 @@ fn ingress_matches_local_port_then_remote_port() {
             .image
             .ports
             .iter()
-            .all(|e| (e.verdict.flags & PortVerdict::FLAG_RELATED != 0) == (e.verdict.rule == 1))
+            .all(|e| (e.verdict.flags & PortVerdict::FLAG_RELATED != 0)
+                == (e.verdict.rule == compiled.ids.get("v/media").unwrap()))
     );
 }
 
@@ -667,14 +678,168 @@ fn ingress_rule_naming_addresses_beats_an_any_local_port_rule() {
     };
     assert_eq!(
         ev.evaluate(&udp_in("52.71.32.188", 12000)),
-        Verdict::Allow { rule: 1 }
+        allow(&compiled, "media")
     );
     assert_eq!(
         ev.evaluate(&udp_in("52.71.32.188", 9000)),
-        Verdict::Allow { rule: 0 }
+        allow(&compiled, "p2p")
     );
     assert_eq!(
         ev.evaluate(&udp_in("198.51.100.1", 12000)),
-        Verdict::Allow { rule: 0 }
+        allow(&compiled, "p2p")
+    );
+}
+
+fn port_rule(id: &str, port: u16, net: &str) -> Rule {
+    rule(
+        id,
+        vec![Protocol::Tcp],
+        vec![range(port, port)],
+        vec![nets(&[net])],
+    )
+}
+
+#[test]
+fn rule_ids_derive_from_names_and_survive_edits_of_other_rules() {
+    let first = compile_all(&set(vec![
+        port_rule("a", 443, "192.0.2.0/24"),
+        port_rule("b", 8443, "198.51.100.0/24"),
+        port_rule("c", 5060, "203.0.113.0/24"),
+    ]))
+    .unwrap();
+    // Without history the id is the name's home slot, wherever the rule sits in the file.
+    let reordered = compile_all(&set(vec![
+        port_rule("c", 5060, "203.0.113.0/24"),
+        port_rule("a", 443, "192.0.2.0/24"),
+    ]))
+    .unwrap();
+    assert_eq!(first.ids.get("v/a"), reordered.ids.get("v/a"));
+    assert_eq!(first.ids.get("v/c"), reordered.ids.get("v/c"));
+    assert_eq!(first.ids.get("v/a"), Some(home_slot("v/a")));
+
+    // Given the previous ids, kept rules keep theirs and new rules avoid the slots of
+    // removed ones, so no counter changes hands.
+    let next = compile_with_ids(
+        &set(vec![
+            port_rule("new", 1, "192.0.2.7/32"),
+            port_rule("c", 5061, "203.0.113.0/24"),
+        ]),
+        &widest(),
+        &first.ids,
+    )
+    .unwrap();
+    assert_eq!(next.ids.get("v/c"), first.ids.get("v/c"));
+    let new = next.ids.get("v/new").unwrap();
+    assert!(first.ids.iter().all(|(_, id)| id != new));
+    // The image speaks the same ids.
+    let ev = Evaluator::new(&next.image);
+    assert_eq!(ev.evaluate(&tcp("203.0.113.5", 5061)), allow(&next, "c"));
+    assert_eq!(ev.rule(new).unwrap().rule, "new");
+    let mut ids: Vec<u32> = next.image.rules.iter().map(|r| r.id).collect();
+    let sorted = ids.clone();
+    ids.sort();
+    assert_eq!(ids, sorted, "image rules are sorted by id");
+}
+
+#[test]
+fn colliding_names_get_distinct_ids_and_keep_them() {
+    // Force collisions: a previous assignment that already holds every name's home slot.
+    let names: Vec<String> = (0..200).map(|i| format!("v/r{i}")).collect();
+    let homes: BTreeMap<String, u32> = names
+        .iter()
+        .map(|n| (format!("gone/{n}"), home_slot(n)))
+        .collect();
+    let previous = RuleIds(homes);
+    let (ids, by_index) = previous.assign(&names);
+    let distinct: std::collections::BTreeSet<u32> = by_index.iter().copied().collect();
+    assert_eq!(distinct.len(), names.len());
+    for id in &by_index {
+        assert!(!previous.iter().any(|(_, old)| old == *id));
+    }
+    // Reassigning with the result as history changes nothing.
+    let (again, by_index_again) = ids.assign(&names);
+    assert_eq!(again, ids);
+    assert_eq!(by_index_again, by_index);
+}
+
+#[test]
+fn duplicates_are_found_among_many_rules() {
+    let mut rules: Vec<Rule> = (0..2000)
+        .map(|i| port_rule(&format!("r{i}"), 1 + i as u16, "192.0.2.0/24"))
+        .collect();
+    rules.push(port_rule("again", 1000, "192.0.2.0/24"));
+    let compiled = compile_all(&set(rules)).unwrap();
+    let dups: Vec<String> = compiled
+        .warnings
+        .iter()
+        .filter(|w| matches!(w, Warning::Duplicate { .. }))
+        .map(|w| w.to_string())
+        .collect();
+    assert_eq!(dups.len(), 1, "{dups:?}");
+    assert!(
+        dups[0].contains("rule `v/again` repeats rule `r999`"),
+        "{dups:?}"
+    );
+}
+
+#[test]
+fn hostnames_match_domain_rules_with_the_compilers_precedence() {
+    let compiled = compile_all(&set(vec![
+        rule(
+            "signaling",
+            vec![Protocol::Tcp],
+            vec![range(443, 443)],
+            vec![Remote::Wildcard("example.com".into())],
+        ),
+        rule(
+            "media",
+            vec![Protocol::Udp, Protocol::Tcp],
+            vec![range(443, 443), range(10000, 20000)],
+            vec![
+                Remote::Wildcard("sfu.example.com".into()),
+                Remote::Host("turn.example.net".into()),
+            ],
+        ),
+        port_rule("listed", 443, "192.0.2.0/24"),
+    ]))
+    .unwrap();
+    let ev = Evaluator::new(&compiled.image);
+    let udp = |port| Probe {
+        protocol: proto::UDP,
+        ..tcp("0.0.0.0", port)
+    };
+    // Any depth below the domain, any case, trailing dot; not the apex.
+    assert_eq!(
+        ev.evaluate_name("a.b.sfu.example.com", &udp(15000)),
+        allow(&compiled, "media")
+    );
+    assert_eq!(
+        ev.evaluate_name("X.SFU.Example.COM.", &udp(15000)),
+        allow(&compiled, "media")
+    );
+    assert!(matches!(
+        ev.evaluate_name("x.example.com", &udp(15000)),
+        Verdict::NoPortMatch { .. }
+    ));
+    assert_eq!(
+        ev.evaluate_name("example.com", &tcp("0.0.0.0", 443)),
+        Verdict::NoAddressMatch
+    );
+    assert_eq!(
+        ev.evaluate_name("notexample.com", &tcp("0.0.0.0", 443)),
+        Verdict::NoAddressMatch
+    );
+    // Equal port ranges: the rule compiled first owns the port, as for addresses.
+    assert_eq!(
+        ev.evaluate_name("x.sfu.example.com", &tcp("0.0.0.0", 443)),
+        allow(&compiled, "signaling")
+    );
+    assert_eq!(
+        ev.evaluate_name("turn.example.net", &tcp("0.0.0.0", 443)),
+        allow(&compiled, "media")
+    );
+    assert_eq!(
+        ev.evaluate_name("x.turn.example.net", &tcp("0.0.0.0", 443)),
+        Verdict::NoAddressMatch
     );
 }

@@ -12,7 +12,10 @@ use toml::Spanned;
 
 use crate::{
     compile::Selection,
-    policy::{Date, Level, PolicyError, SourceMap},
+    policy::{
+        Date, LOCAL_VENDOR, Level, LoadError, PolicyError, PolicySet, RawRule, Rule, SourceMap,
+        Vendor, VendorPolicy, build_rules, load_dir,
+    },
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/fwd/fwd.toml";
@@ -29,8 +32,32 @@ pub enum Action {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InterfaceMode {
-    /// XDP on the LAN-facing interface of a gateway.
+    /// The LAN-facing interface of a gateway: XDP judges what the LAN sends, TC on the
+    /// interface's egress what comes back.
     Gateway,
+    /// A host's uplink: TC judges what the host sends and receives.
+    Host,
+}
+
+/// The flow table: size and how long an idle flow stays live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flows {
+    pub capacity: u32,
+    pub tcp_timeout_s: u32,
+    pub udp_timeout_s: u32,
+    pub other_timeout_s: u32,
+}
+
+impl Default for Flows {
+    fn default() -> Self {
+        let d = fwd_common::FwdConfig::default();
+        Self {
+            capacity: fwd_common::FLOWS_CAPACITY,
+            tcp_timeout_s: d.tcp_timeout_s,
+            udp_timeout_s: d.udp_timeout_s,
+            other_timeout_s: d.other_timeout_s,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,26 +70,97 @@ pub struct Interface {
 pub struct Config {
     pub policy_dir: PathBuf,
     pub action: Action,
+    /// Vendors whose rules run in another action than `action` (`[vendor_action]`).
+    pub vendor_action: BTreeMap<String, Action>,
+    pub flows: Flows,
     pub exempt: Vec<IpNet>,
     pub metrics_listen: SocketAddr,
+    /// The root-only control socket (`fwd monitor`).
+    pub control_socket: PathBuf,
     pub interfaces: Vec<Interface>,
     /// What `[select]` picks; `None` fields select everything.
     pub vendors: Option<Vec<String>>,
     pub levels: Option<Vec<Level>>,
     pub profiles: BTreeMap<String, String>,
     pub regions: Option<Vec<String>>,
+    /// The site's own `[[rule]]`s: vendor `local`, always selected.
+    pub local_rules: Vec<Rule>,
+    /// The config file itself.
+    pub file: PathBuf,
 }
 
 impl Config {
-    /// The site's selection, judged on `today`.
+    /// The action for `vendor`'s rules.
+    pub fn action_for(&self, vendor: &str) -> Action {
+        self.vendor_action
+            .get(vendor)
+            .copied()
+            .unwrap_or(self.action)
+    }
+
+    /// Vendors in audit mode while the policy as a whole enforces.
+    pub fn audited_vendors(&self) -> std::collections::BTreeSet<String> {
+        self.vendor_action
+            .iter()
+            .filter(|(_, a)| **a == Action::Audit)
+            .map(|(v, _)| v.clone())
+            .collect()
+    }
+
+    /// The site's selection, judged on `today`. Local rules are always selected.
     pub fn selection(&self, today: Date) -> Selection {
+        let mut vendors = self.vendors.clone();
+        if let Some(v) = vendors.as_mut()
+            && !self.local_rules.is_empty()
+        {
+            v.push(LOCAL_VENDOR.to_string());
+        }
         Selection {
             today,
-            vendors: self.vendors.clone(),
+            vendors,
             levels: self.levels.clone(),
             profiles: self.profiles.clone(),
             regions: self.regions.clone(),
+            audit_vendors: self.audited_vendors(),
         }
+    }
+
+    /// The vendor files of `policy_dir` plus the site's local rules.
+    pub fn policy_set(&self) -> Result<PolicySet, LoadError> {
+        self.policy_set_from(&self.policy_dir)
+    }
+
+    /// The vendor files of `dir` plus the site's local rules.
+    pub fn policy_set_from(&self, dir: &Path) -> Result<PolicySet, LoadError> {
+        let mut set = load_dir(dir)?;
+        if self.local_rules.is_empty() {
+            return Ok(set);
+        }
+        if let Some(v) = set.vendors.iter().find(|v| v.vendor.id == LOCAL_VENDOR) {
+            return Err(LoadError::Policy(PolicyError {
+                location: crate::policy::Location {
+                    file: v.file.clone(),
+                    line: 1,
+                    col: 1,
+                },
+                message: format!(
+                    "vendor id `{LOCAL_VENDOR}` is reserved for the [[rule]]s of {}; rename this vendor",
+                    self.file.display()
+                ),
+            }));
+        }
+        set.vendors.push(VendorPolicy {
+            vendor: Vendor {
+                id: LOCAL_VENDOR.to_string(),
+                name: "Local rules".to_string(),
+                source: Some(self.file.display().to_string()),
+                reviewed: None,
+                notes: None,
+            },
+            rules: self.local_rules.clone(),
+            file: self.file.clone(),
+        });
+        Ok(set)
     }
 }
 
@@ -72,11 +170,17 @@ struct RawConfig {
     policy_dir: Option<String>,
     action: Option<Spanned<String>>,
     #[serde(default)]
+    vendor_action: BTreeMap<String, Spanned<String>>,
+    flows: Option<RawFlows>,
+    #[serde(default)]
     exempt: Vec<Spanned<String>>,
     metrics: Option<RawMetrics>,
+    control_socket: Option<String>,
     #[serde(default, rename = "interface")]
     interfaces: Vec<RawInterface>,
     select: Option<RawSelect>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RawRule>>,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +191,15 @@ struct RawSelect {
     #[serde(default)]
     profiles: BTreeMap<String, String>,
     regions: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlows {
+    capacity: Option<Spanned<i64>>,
+    tcp_timeout: Option<Spanned<i64>>,
+    udp_timeout: Option<Spanned<i64>>,
+    other_timeout: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -119,19 +232,53 @@ impl Config {
             Some(dir) => path.parent().unwrap_or(Path::new(".")).join(dir),
             None => PathBuf::from(DEFAULT_POLICY_DIR),
         };
-        let action = match raw.action {
-            None => Action::Enforce,
-            Some(a) => match a.get_ref().as_str() {
-                "enforce" => Action::Enforce,
-                "audit" => Action::Audit,
-                other => {
-                    return Err(map.error(
-                        a.span().start,
-                        format!("unknown action `{other}`; use \"enforce\" or \"audit\""),
-                    ));
-                }
-            },
+        let parse_action = |a: &Spanned<String>| match a.get_ref().as_str() {
+            "enforce" => Ok(Action::Enforce),
+            "audit" => Ok(Action::Audit),
+            other => Err(map.error(
+                a.span().start,
+                format!("unknown action `{other}`; use \"enforce\" or \"audit\""),
+            )),
         };
+        let action = match &raw.action {
+            None => Action::Enforce,
+            Some(a) => parse_action(a)?,
+        };
+        let vendor_action = raw
+            .vendor_action
+            .iter()
+            .map(|(vendor, a)| Ok((vendor.clone(), parse_action(a)?)))
+            .collect::<Result<BTreeMap<_, _>, PolicyError>>()?;
+        let mut flows = Flows::default();
+        if let Some(f) = &raw.flows {
+            let seconds = |v: &Option<Spanned<i64>>, key: &str, default: u32| match v {
+                None => Ok(default),
+                Some(s) => u32::try_from(*s.get_ref())
+                    .ok()
+                    .filter(|n| (1..=86_400 * 7).contains(n))
+                    .ok_or_else(|| {
+                        map.error(
+                            s.span().start,
+                            format!("`{key}` is in seconds, from 1 to 604800 (a week)"),
+                        )
+                    }),
+            };
+            flows.tcp_timeout_s = seconds(&f.tcp_timeout, "tcp_timeout", flows.tcp_timeout_s)?;
+            flows.udp_timeout_s = seconds(&f.udp_timeout, "udp_timeout", flows.udp_timeout_s)?;
+            flows.other_timeout_s =
+                seconds(&f.other_timeout, "other_timeout", flows.other_timeout_s)?;
+            if let Some(c) = &f.capacity {
+                flows.capacity = u32::try_from(*c.get_ref())
+                    .ok()
+                    .filter(|n| (1024..=1 << 24).contains(n))
+                    .ok_or_else(|| {
+                        map.error(
+                            c.span().start,
+                            "`capacity` is a number of flows, from 1024 to 16777216",
+                        )
+                    })?;
+            }
+        }
         let exempt = raw
             .exempt
             .iter()
@@ -164,10 +311,13 @@ impl Config {
         for i in raw.interfaces {
             let mode = match i.mode.get_ref().as_str() {
                 "gateway" => InterfaceMode::Gateway,
+                "host" => InterfaceMode::Host,
                 other => {
                     return Err(map.error(
                         i.mode.span().start,
-                        format!("unknown interface mode `{other}`; use \"gateway\""),
+                        format!(
+                            "unknown interface mode `{other}`; use \"gateway\" (a gateway's LAN interface) or \"host\" (this host's uplink)"
+                        ),
                     ));
                 }
             };
@@ -191,16 +341,26 @@ impl Config {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        let local_rules = build_rules(&map, raw.rules)?;
         Ok(Config {
             policy_dir,
             action,
+            vendor_action,
+            flows,
             exempt,
             metrics_listen,
+            // Like policy_dir, a relative path is relative to the config file.
+            control_socket: raw.control_socket.map_or_else(
+                || PathBuf::from(super::control::DEFAULT_SOCKET),
+                |s| path.parent().unwrap_or(Path::new(".")).join(s),
+            ),
             interfaces,
             vendors: select.vendors,
             levels,
             profiles: select.profiles,
             regions: select.regions,
+            local_rules,
+            file: path.to_path_buf(),
         })
     }
 }
@@ -266,6 +426,56 @@ mod tests {
             e.starts_with("/etc/fwd/fwd.toml:2:11: unknown level `urgent`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn local_rules_join_the_policy_as_vendor_local() {
+        let dir = std::env::temp_dir().join(format!("fwd-config-local-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("pexip.toml"),
+            "[vendor]\nid = \"pexip\"\nname = \"Pexip\"\n[[rule]]\nid = \"web\"\nservice = \"Web\"\n\
+             protocol = \"tcp\"\nports = [443]\nremote = \"176.121.88.0/21\"\n",
+        )
+        .unwrap();
+        let config = parse(
+            "[select]\nvendors = [\"pexip\"]\n\n[[rule]]\nid = \"ehr\"\nservice = \"EHR backend\"\n\
+             protocol = \"tcp\"\nports = [8443]\nremote = \"192.0.2.10\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.local_rules.len(), 1);
+        assert_eq!(config.local_rules[0].location.line, 4);
+        let set = config.policy_set_from(&dir).unwrap();
+        assert_eq!(set.vendors.len(), 2);
+        let local = &set.vendors[1];
+        assert_eq!(local.vendor.id, LOCAL_VENDOR);
+        assert_eq!(local.file, PathBuf::from("/etc/fwd/fwd.toml"));
+        // `[select] vendors` does not drop the site's own rules.
+        let today = Date::parse("2026-11-21").unwrap();
+        let compiled = crate::compile::compile(&set, &config.selection(today)).unwrap();
+        let names: Vec<String> = compiled
+            .image
+            .rules
+            .iter()
+            .map(|r| format!("{}/{}", r.vendor, r.rule))
+            .collect();
+        assert!(names.contains(&"local/ehr".to_string()), "{names:?}");
+        assert!(names.contains(&"pexip/web".to_string()), "{names:?}");
+
+        // A vendor file may not take the reserved id.
+        std::fs::write(
+            dir.join("local.toml"),
+            "[vendor]\nid = \"local\"\nname = \"Mine\"\n",
+        )
+        .unwrap();
+        let e = config.policy_set_from(&dir).unwrap_err().to_string();
+        assert!(e.contains("vendor id `local` is reserved"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // Local rules are checked like vendor rules, with the config's line numbers.
+        let e = parse("\n[[rule]]\nid = \"x\"\nservice = \"X\"\nprotocol = \"tcp\"\nports = [70000]\nremote = \"any\"\n")
+            .unwrap_err();
+        assert!(e.starts_with("/etc/fwd/fwd.toml:6:10: port 70000"), "{e}");
     }
 
     #[test]

@@ -3,16 +3,18 @@
 use fwd_common::{Counter, Reason};
 use prometheus::{Encoder as _, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::compile::RuleInfo;
+use crate::{compile::RuleInfo, datapath::RuleCounters};
 
 /// Everything one scrape shows.
 pub struct Snapshot<'a> {
     pub rules: &'a [RuleInfo],
     /// Indexed like `rules`.
-    pub rule_counters: &'a [Counter],
+    pub rule_counters: &'a [RuleCounters],
     pub reasons: &'a [(Reason, Counter)],
     pub generation: u32,
-    pub audit: bool,
+    /// Whether a vendor's rules are in audit mode (the whole policy, or that vendor).
+    pub audit: &'a dyn Fn(&str) -> bool,
+    pub flows_active: Option<u64>,
     pub reloads_ok: u64,
     pub reloads_error: u64,
     pub last_reload_unix: i64,
@@ -35,17 +37,24 @@ pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
         ),
         &labels,
     )?;
-    let action = if s.audit { "audit" } else { "allow" };
-    for (rule, counter) in s.rules.iter().zip(s.rule_counters) {
-        let values = [
-            rule.vendor.as_str(),
-            rule.rule.as_str(),
-            rule.service.as_str(),
-            rule.direction.as_str(),
-            action,
-        ];
-        packets.with_label_values(&values).inc_by(counter.packets);
-        bytes.with_label_values(&values).inc_by(counter.bytes);
+    // `direction` is the packets' direction: an egress rule's replies count as ingress.
+    for (rule, counters) in s.rules.iter().zip(s.rule_counters) {
+        let action = if (s.audit)(&rule.vendor) {
+            "audit"
+        } else {
+            "allow"
+        };
+        for (direction, counter) in [("egress", counters.outbound), ("ingress", counters.inbound)] {
+            let values = [
+                rule.vendor.as_str(),
+                rule.rule.as_str(),
+                rule.service.as_str(),
+                direction,
+                action,
+            ];
+            packets.with_label_values(&values).inc_by(counter.packets);
+            bytes.with_label_values(&values).inc_by(counter.bytes);
+        }
     }
     let drops = IntCounterVec::new(
         Opts::new(
@@ -97,6 +106,14 @@ pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
     for (map, n, cap) in s.maps {
         entries.with_label_values(&[*map]).set(*n as i64);
         capacity.with_label_values(&[*map]).set(i64::from(*cap));
+    }
+    if let Some(n) = s.flows_active {
+        let flows = IntGauge::new(
+            "fwd_flows_active",
+            "Flows in the flow table that are still live (replies pass).",
+        )?;
+        flows.set(n as i64);
+        registry.register(Box::new(flows))?;
     }
     registry.register(Box::new(packets))?;
     registry.register(Box::new(bytes))?;

@@ -1,6 +1,7 @@
 //! `fwd run`: load, attach, serve metrics, reload on SIGHUP, detach on SIGINT/SIGTERM.
 
 pub mod config;
+pub mod control;
 pub mod metrics;
 
 use std::{
@@ -16,8 +17,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::{
-    compile::{Compiled, compile},
-    datapath::{Datapath, own_addresses},
+    compile::{Compiled, RuleIds, compile_with_ids},
+    datapath::{Datapath, DatapathOptions, own_addresses},
     policy,
 };
 use config::{Action, Config, InterfaceMode};
@@ -25,8 +26,11 @@ use config::{Action, Config, InterfaceMode};
 struct Daemon {
     datapath: Datapath,
     config_path: PathBuf,
-    audit: bool,
+    /// The config of the active policy.
+    config: Config,
     generation: u32,
+    /// The ids the active policy gave its rules; the next compile keeps them.
+    rule_ids: RuleIds,
     reloads_ok: u64,
     reloads_error: u64,
     last_reload_unix: i64,
@@ -34,11 +38,16 @@ struct Daemon {
 
 type Shared = Arc<Mutex<Daemon>>;
 
-/// Loads the config and compiles its policies; nothing touches the kernel.
-pub fn load_policy(config_path: &Path) -> anyhow::Result<(Config, Compiled)> {
+/// Loads the config and compiles its policies, keeping the rule ids of `previous`; nothing
+/// touches the kernel.
+pub fn load_policy(config_path: &Path, previous: &RuleIds) -> anyhow::Result<(Config, Compiled)> {
     let config = Config::load(config_path)?;
-    let policies = policy::load_dir(&config.policy_dir)?;
-    let compiled = compile(&policies, &config.selection(policy::Date::today()))?;
+    let policies = config.policy_set()?;
+    let compiled = compile_with_ids(
+        &policies,
+        &config.selection(policy::Date::today()),
+        previous,
+    )?;
     Ok((config, compiled))
 }
 
@@ -51,13 +60,13 @@ fn unix_now() -> i64 {
 impl Daemon {
     /// Recompiles and installs atomically; on any error the running policy stays.
     fn reload(&mut self) -> anyhow::Result<()> {
-        let (config, compiled) = load_policy(&self.config_path)?;
+        let (config, compiled) = load_policy(&self.config_path, &self.rule_ids)?;
         let generation = self.generation + 1;
         self.datapath.install(&compiled.image, generation)?;
-        let audit = config.action == Action::Audit;
-        self.datapath.set_audit(audit)?;
-        self.audit = audit;
+        self.datapath.set_audit(config.action == Action::Audit)?;
+        self.config = config;
         self.generation = generation;
+        self.rule_ids = compiled.ids;
         self.last_reload_unix = unix_now();
         info!(
             generation,
@@ -72,7 +81,9 @@ impl Daemon {
             .datapath
             .active_image()
             .context("no policy installed")?;
-        let rule_counters = self.datapath.rule_counters(image.rules.len())?;
+        let rule_counters = self
+            .datapath
+            .rule_counters(image.rules.iter().map(|r| r.id))?;
         let reasons = self.datapath.reason_counters()?;
         let maps = [
             ("dst4", image.dst4.len(), DST4_CAPACITY),
@@ -84,7 +95,14 @@ impl Daemon {
             rule_counters: &rule_counters,
             reasons: &reasons,
             generation: self.generation,
-            audit: self.audit,
+            audit: &|vendor| self.config.action_for(vendor) == Action::Audit,
+            flows_active: match self.datapath.flows_active() {
+                Ok(n) => Some(n),
+                Err(err) => {
+                    warn!(%err, "counting live flows");
+                    None
+                }
+            },
             reloads_ok: self.reloads_ok,
             reloads_error: self.reloads_error,
             last_reload_unix: self.last_reload_unix,
@@ -114,9 +132,64 @@ async fn serve_metrics(State(shared): State<Shared>) -> impl IntoResponse {
     }
 }
 
+/// Reads the kernel's denied-packet samples and passes them to `fwd monitor` clients.
+async fn read_denied_samples(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    shared: Shared,
+    samples: tokio::sync::broadcast::Sender<control::DeniedSample>,
+) {
+    // SAFETY: the ring buffer owns its map's file descriptor, which stays open and the
+    // same until the AsyncFd (which owns the ring buffer) is dropped.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register(ring) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(err) => {
+            error!(%err, "watching the denied-samples ring buffer; fwd monitor shows nothing");
+            return;
+        }
+    };
+    loop {
+        let mut guard = match fd.readable_mut().await {
+            Ok(guard) => guard,
+            Err(err) => {
+                error!(%err, "reading the denied-samples ring buffer");
+                return;
+            }
+        };
+        let mut events = Vec::new();
+        {
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if item.len() >= std::mem::size_of::<fwd_common::DeniedEvent>() {
+                    // SAFETY: the kernel wrote a DeniedEvent (repr(C), plain integers).
+                    events.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<fwd_common::DeniedEvent>())
+                    });
+                }
+            }
+        }
+        guard.clear_ready();
+        if samples.receiver_count() == 0 || events.is_empty() {
+            continue;
+        }
+        let now = crate::datapath::monotonic_ns();
+        let described: Vec<_> = {
+            let daemon = shared.lock().expect("daemon state lock");
+            let image = daemon.datapath.active_image();
+            events
+                .iter()
+                .map(|e| control::describe(e, image, now))
+                .collect()
+        };
+        for sample in described {
+            let _ = samples.send(sample);
+        }
+    }
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let (config, compiled) = load_policy(config_path)?;
+    let (config, compiled) = load_policy(config_path, &RuleIds::default())?;
     for warning in &compiled.warnings {
         warn!("{warning}");
     }
@@ -126,18 +199,32 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config_path.display()
         );
     }
-    let mut datapath = Datapath::load()?;
+    let mut datapath = Datapath::load_with(&DatapathOptions {
+        flow_capacity: config.flows.capacity,
+        tcp_timeout_s: config.flows.tcp_timeout_s,
+        udp_timeout_s: config.flows.udp_timeout_s,
+        other_timeout_s: config.flows.other_timeout_s,
+        ..DatapathOptions::default()
+    })?;
     let mut exempt = config.exempt.clone();
-    exempt.extend(own_addresses());
+    // A gateway's own addresses are management (it is not what the policy protects); a
+    // host's are not, or nothing it receives would be judged.
+    if config
+        .interfaces
+        .iter()
+        .any(|i| i.mode == InterfaceMode::Gateway)
+    {
+        exempt.extend(own_addresses());
+    }
     datapath.set_exemptions(&exempt)?;
-    let audit = config.action == Action::Audit;
-    datapath.set_audit(audit)?;
+    datapath.set_audit(config.action == Action::Audit)?;
     datapath.install(&compiled.image, 1)?;
     for iface in &config.interfaces {
         match iface.mode {
             InterfaceMode::Gateway => {
                 datapath.attach_gateway(&iface.name)?;
             }
+            InterfaceMode::Host => datapath.attach_host(&iface.name)?,
         }
     }
     info!(
@@ -150,15 +237,23 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "policy installed"
     );
 
+    let denied = datapath.take_denied_samples()?;
+
     let shared: Shared = Arc::new(Mutex::new(Daemon {
         datapath,
         config_path: config_path.to_path_buf(),
-        audit,
+        config: config.clone(),
         generation: 1,
+        rule_ids: compiled.ids.clone(),
         reloads_ok: 0,
         reloads_error: 0,
         last_reload_unix: unix_now(),
     }));
+
+    let (samples, _) = tokio::sync::broadcast::channel(1024);
+    let control = control::bind(&config.control_socket)?;
+    tokio::spawn(control::serve(control, samples.clone()));
+    tokio::spawn(read_denied_samples(denied, shared.clone(), samples));
 
     let listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await

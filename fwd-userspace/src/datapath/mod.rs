@@ -3,17 +3,25 @@
 use std::{net::IpAddr, time::Duration};
 
 use aya::{
-    Ebpf, EbpfError, Pod,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
-    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    Ebpf, EbpfError, EbpfLoader, Pod,
+    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf, lpm_trie::Key},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, TestRunOptions, Xdp, XdpMode,
+        tc::{self, SchedClassifierLinkId},
+        xdp::XdpLinkId,
+    },
+    util::{KernelVersion, nr_cpus},
 };
-use fwd_common::{Counter, FwdConfig, PortKey, PortVerdict, Reason};
+use fwd_common::{
+    Counter, FLOWS_CAPACITY, FlowKey, FlowValue, FwdConfig, PortKey, PortVerdict, Reason,
+    rule_counter_index,
+};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracing::{debug, info, warn};
 
 use crate::compile::MapImage;
 
-/// The kernel programs, built by build.rs from `fwd-ebpf`.
+/// The kernel programs, built by build.rs from `fwd-ebpf`; empty without the `ebpf` feature.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fwd-ebpf"));
 
 /// How long in-flight programs may still read the old slot after a flip. XDP and TC
@@ -30,8 +38,12 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    #[error("reading the possible CPUs: {0}")]
+    Cpus(std::io::Error),
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
+    #[error("this build of fwd has no eBPF programs (built without the `ebpf` feature)")]
+    NoPrograms,
     #[error("program {name}: {source}")]
     Program {
         name: &'static str,
@@ -39,12 +51,78 @@ pub enum DatapathError {
         source: ProgramError,
     },
     #[error(
-        "attaching XDP to interface `{iface}`: {source}; check that the interface exists in this network namespace"
+        "attaching {program} to interface `{iface}`: {source}; check that the interface exists in this network namespace"
     )]
     Attach {
+        program: &'static str,
         iface: String,
         #[source]
         source: ProgramError,
+    },
+    #[error(
+        "Linux {found} is too old: fwd needs {MIN_KERNEL} or newer (LPM tries, ring buffers, BPF-to-BPF calls)"
+    )]
+    KernelTooOld { found: String },
+}
+
+/// The oldest kernel fwd supports (stated in the README).
+pub const MIN_KERNEL: &str = "5.15";
+
+/// Checks the running kernel against `MIN_KERNEL`.
+pub fn check_kernel() -> Result<(), DatapathError> {
+    match KernelVersion::current() {
+        Ok(v) if v < KernelVersion::new(5, 15, 0) => Err(DatapathError::KernelTooOld {
+            found: format!("{v:?}"),
+        }),
+        // A kernel whose version cannot be read is given the benefit of the doubt; loading
+        // will say what is missing.
+        _ => Ok(()),
+    }
+}
+
+/// The programs in the eBPF object.
+pub mod program {
+    /// XDP, outbound (a gateway's LAN interface, ingress).
+    pub const XDP_OUT: &str = "fwd_xdp";
+    /// TC, outbound (a host's uplink, egress).
+    pub const TC_OUT: &str = "fwd_tc_out";
+    /// TC, inbound (a host's uplink ingress; a gateway's LAN interface egress).
+    pub const TC_IN: &str = "fwd_tc_in";
+}
+
+/// Load-time sizes and the flow timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatapathOptions {
+    pub flow_capacity: u32,
+    pub tcp_timeout_s: u32,
+    pub udp_timeout_s: u32,
+    pub other_timeout_s: u32,
+    pub samples_per_second: u32,
+}
+
+impl Default for DatapathOptions {
+    fn default() -> Self {
+        let config = FwdConfig::default();
+        Self {
+            flow_capacity: FLOWS_CAPACITY,
+            tcp_timeout_s: config.tcp_timeout_s,
+            udp_timeout_s: config.udp_timeout_s,
+            other_timeout_s: config.other_timeout_s,
+            samples_per_second: config.samples_per_second,
+        }
+    }
+}
+
+/// One attached program.
+enum Attachment {
+    Xdp {
+        iface: String,
+        link: XdpLinkId,
+    },
+    Tc {
+        program: &'static str,
+        iface: String,
+        link: SchedClassifierLinkId,
     },
 }
 
@@ -66,6 +144,15 @@ pub enum XdpAttachMode {
     Generic,
 }
 
+/// Counters of one rule, by packet direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounters {
+    /// Packets from the protected network out (egress rules, replies of inbound flows).
+    pub outbound: Counter,
+    /// Packets in (ingress rules, replies of outbound flows).
+    pub inbound: Counter,
+}
+
 pub struct Datapath {
     ebpf: Ebpf,
     config: Array<MapData, FwdConfig>,
@@ -77,7 +164,7 @@ pub struct Datapath {
     /// What each slot holds, so clearing removes exactly that.
     installed: [Option<MapImage>; 2],
     active: usize,
-    xdp_links: Vec<(String, XdpLinkId)>,
+    attachments: Vec<Attachment>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -89,10 +176,21 @@ where
 }
 
 impl Datapath {
-    /// Loads the programs and creates the maps (nothing is attached yet).
+    /// Loads the programs and creates the maps with default sizes (nothing is attached).
     pub fn load() -> Result<Self, DatapathError> {
+        Self::load_with(&DatapathOptions::default())
+    }
+
+    /// Loads the programs and creates the maps (nothing is attached yet).
+    pub fn load_with(options: &DatapathOptions) -> Result<Self, DatapathError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(DatapathError::NoPrograms);
+        }
+        check_kernel()?;
         raise_memlock_limit();
-        let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FLOWS", options.flow_capacity.max(1))
+            .load(EBPF_OBJECT)?;
         let slots = [
             Slot {
                 dst4: take(&mut ebpf, "DST4_0")?,
@@ -115,42 +213,112 @@ impl Datapath {
             ebpf,
             installed: [None, None],
             active: 0,
-            xdp_links: Vec::new(),
+            attachments: Vec::new(),
         };
-        let program: &mut Xdp = datapath
-            .ebpf
-            .program_mut("fwd_xdp")
-            .ok_or(DatapathError::Program {
-                name: "fwd_xdp",
-                source: ProgramError::NotLoaded,
-            })?
+        let prog_err = |name| move |source| DatapathError::Program { name, source };
+        let xdp: &mut Xdp = datapath
+            .program_mut(program::XDP_OUT)?
             .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: "fwd_xdp",
-                source,
-            })?;
-        program.load().map_err(|source| DatapathError::Program {
-            name: "fwd_xdp",
-            source,
+            .map_err(prog_err(program::XDP_OUT))?;
+        xdp.load().map_err(prog_err(program::XDP_OUT))?;
+        for name in [program::TC_OUT, program::TC_IN] {
+            let tc: &mut SchedClassifier = datapath
+                .program_mut(name)?
+                .try_into()
+                .map_err(prog_err(name))?;
+            tc.load().map_err(prog_err(name))?;
+        }
+        datapath.write_config(FwdConfig {
+            tcp_timeout_s: options.tcp_timeout_s,
+            udp_timeout_s: options.udp_timeout_s,
+            other_timeout_s: options.other_timeout_s,
+            samples_per_second: options.samples_per_second,
+            ..FwdConfig::default()
         })?;
         Ok(datapath)
     }
 
-    /// Attaches the gateway program to `iface`: native XDP where the driver has it,
-    /// generic XDP otherwise.
-    pub fn attach_gateway(&mut self, iface: &str) -> Result<XdpAttachMode, DatapathError> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut("fwd_xdp")
+    fn program_mut(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut aya::programs::Program, DatapathError> {
+        self.ebpf.program_mut(name).ok_or(DatapathError::Program {
+            name,
+            source: ProgramError::NotLoaded,
+        })
+    }
+
+    fn xdp(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(program::XDP_OUT)
+            .and_then(|p| p.try_into().ok())
             .expect("loaded in Datapath::load")
-            .try_into()
-            .expect("fwd_xdp is an XDP program");
+    }
+
+    fn classifier(&mut self, name: &'static str) -> &mut SchedClassifier {
+        self.ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Datapath::load")
+    }
+
+    /// Attaches a TC program to one side of `iface`: TCX where the kernel has it (6.6+),
+    /// a clsact qdisc otherwise.
+    fn attach_tc(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+        side: TcAttachType,
+    ) -> Result<(), DatapathError> {
+        let attach_err = |source| DatapathError::Attach {
+            program: name,
+            iface: iface.to_string(),
+            source,
+        };
+        if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+            // The qdisc may be there already (another tool, an earlier run): that is fine.
+            if let Err(err) = tc::qdisc_add_clsact(iface) {
+                debug!(%iface, %err, "adding the clsact qdisc");
+            }
+        }
+        let link = self
+            .classifier(name)
+            .attach(iface, side)
+            .map_err(attach_err)?;
+        info!(%iface, program = name, ?side, "TC program attached");
+        self.attachments.push(Attachment::Tc {
+            program: name,
+            iface: iface.to_string(),
+            link,
+        });
+        Ok(())
+    }
+
+    /// Gateway mode on the LAN interface `iface`: XDP on its ingress judges what the LAN
+    /// sends out (native XDP where the driver has it, generic otherwise), and TC on its
+    /// egress judges what comes back in, after NAT has restored the LAN host's address.
+    pub fn attach_gateway(&mut self, iface: &str) -> Result<XdpAttachMode, DatapathError> {
+        let mode = self.attach_xdp(iface)?;
+        self.attach_tc(program::TC_IN, iface, TcAttachType::Egress)?;
+        Ok(mode)
+    }
+
+    /// Host mode on the uplink `iface`: TC on its egress judges what the host sends, TC on
+    /// its ingress what it receives.
+    pub fn attach_host(&mut self, iface: &str) -> Result<(), DatapathError> {
+        self.attach_tc(program::TC_OUT, iface, TcAttachType::Egress)?;
+        self.attach_tc(program::TC_IN, iface, TcAttachType::Ingress)
+    }
+
+    fn attach_xdp(&mut self, iface: &str) -> Result<XdpAttachMode, DatapathError> {
+        let program = self.xdp();
         let (link, mode) = match program.attach(iface, XdpMode::Driver) {
             Ok(link) => (link, XdpAttachMode::Driver),
             Err(err) => {
                 debug!(%iface, %err, "native XDP unavailable, using generic XDP");
                 let link = program.attach(iface, XdpMode::Skb).map_err(|source| {
                     DatapathError::Attach {
+                        program: program::XDP_OUT,
                         iface: iface.to_string(),
                         source,
                     }
@@ -158,23 +326,34 @@ impl Datapath {
                 (link, XdpAttachMode::Generic)
             }
         };
-        info!(%iface, ?mode, "XDP gateway program attached");
-        self.xdp_links.push((iface.to_string(), link));
+        info!(%iface, ?mode, "XDP program attached");
+        self.attachments.push(Attachment::Xdp {
+            iface: iface.to_string(),
+            link,
+        });
         Ok(mode)
     }
 
-    /// Detaches every program this datapath attached.
+    /// Detaches every program this datapath attached, the last attached first.
     pub fn detach_all(&mut self) {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut("fwd_xdp")
-            .expect("loaded in Datapath::load")
-            .try_into()
-            .expect("fwd_xdp is an XDP program");
-        for (iface, link) in self.xdp_links.drain(..) {
-            match program.detach(link) {
-                Ok(()) => info!(%iface, "XDP program detached"),
-                Err(err) => warn!(%iface, %err, "detaching XDP program"),
+        while let Some(attachment) = self.attachments.pop() {
+            let (program, iface, result) = match attachment {
+                Attachment::Xdp { iface, link } => {
+                    let result = self.xdp().detach(link);
+                    (program::XDP_OUT, iface, result)
+                }
+                Attachment::Tc {
+                    program,
+                    iface,
+                    link,
+                } => {
+                    let result = self.classifier(program).detach(link);
+                    (program, iface, result)
+                }
+            };
+            match result {
+                Ok(()) => info!(%iface, program, "program detached"),
+                Err(err) => warn!(%iface, program, %err, "detaching program"),
             }
         }
     }
@@ -227,6 +406,7 @@ impl Datapath {
         };
         self.clear_slot(target)?;
         fill_slot(&mut self.slots[target], image)?;
+        self.reset_new_rule_counters(image)?;
         self.installed[target] = Some(image.clone());
         let mut config = self.read_config()?;
         config.active_slot = target as u32;
@@ -260,10 +440,48 @@ impl Datapath {
         Ok(())
     }
 
-    /// Per-rule counters summed over CPUs, indexed by rule id, for `rules` ids.
-    pub fn rule_counters(&self, rules: usize) -> Result<Vec<Counter>, DatapathError> {
-        (0..rules as u32)
-            .map(|id| sum_cpus(&self.rule_counters, id, "RULE_COUNTERS"))
+    /// Zeroes the counters of rules `image` brings that the active policy does not have
+    /// (same id and name), so a new rule never starts with another rule's counts. Rules
+    /// that stay keep counting across the swap.
+    fn reset_new_rule_counters(&mut self, image: &MapImage) -> Result<(), DatapathError> {
+        let active = self.installed[self.active].as_ref();
+        let cpus = nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+        for rule in &image.rules {
+            let kept = active
+                .and_then(|a| a.rule(rule.id))
+                .is_some_and(|old| old.vendor == rule.vendor && old.rule == rule.rule);
+            if !kept {
+                for inbound in [false, true] {
+                    let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
+                        .map_err(DatapathError::Cpus)?;
+                    self.rule_counters
+                        .set(rule_counter_index(rule.id, inbound), zero, 0)
+                        .map_err(map_err("RULE_COUNTERS"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-rule counters summed over CPUs, one per id of `ids`.
+    pub fn rule_counters(
+        &self,
+        ids: impl IntoIterator<Item = u32>,
+    ) -> Result<Vec<RuleCounters>, DatapathError> {
+        let read = |id, inbound| {
+            sum_cpus(
+                &self.rule_counters,
+                rule_counter_index(id, inbound),
+                "RULE_COUNTERS",
+            )
+        };
+        ids.into_iter()
+            .map(|id| {
+                Ok(RuleCounters {
+                    outbound: read(id, false)?,
+                    inbound: read(id, true)?,
+                })
+            })
             .collect()
     }
 
@@ -280,9 +498,9 @@ impl Datapath {
             .collect()
     }
 
-    /// Runs the gateway program on one Ethernet frame through BPF_PROG_TEST_RUN, `repeat`
-    /// times; returns the XDP action and the kernel's average time per run. Counters count
-    /// these runs like real packets.
+    /// Runs the outbound XDP program on one Ethernet frame through BPF_PROG_TEST_RUN,
+    /// `repeat` times; returns the XDP action and the kernel's average time per run.
+    /// Counters, flows and fragments record these runs like real packets.
     pub fn test_run_xdp(
         &self,
         frame: &[u8],
@@ -290,20 +508,58 @@ impl Datapath {
     ) -> Result<(u32, Duration), DatapathError> {
         let program: &Xdp = self
             .ebpf
-            .program("fwd_xdp")
-            .expect("loaded in Datapath::load")
-            .try_into()
-            .expect("fwd_xdp is an XDP program");
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat.max(1);
-        let result = program
-            .test_run(opts)
-            .map_err(|source| DatapathError::Program {
-                name: "fwd_xdp",
-                source,
+            .program(program::XDP_OUT)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded in Datapath::load");
+        test_run(program, program::XDP_OUT, frame, repeat)
+    }
+
+    /// Runs a TC program (`program::TC_OUT` or `program::TC_IN`) on one Ethernet frame;
+    /// returns the TC action (-1 pass to the next program, 2 drop) and the time per run.
+    pub fn test_run_tc(
+        &self,
+        name: &'static str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(i32, Duration), DatapathError> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DatapathError::Program {
+                name,
+                source: ProgramError::NotLoaded,
             })?;
-        Ok((result.return_value, result.duration))
+        let (action, duration) = test_run(program, name, frame, repeat)?;
+        Ok((action as i32, duration))
+    }
+
+    /// Flows in the flow table whose last packet is within their protocol's timeout.
+    /// Walks the table: cost grows with the number of entries.
+    pub fn flows_active(&self) -> Result<u64, DatapathError> {
+        let flows: aya::maps::HashMap<&MapData, FlowKey, FlowValue> = self
+            .ebpf
+            .map("FLOWS")
+            .ok_or(DatapathError::MissingMap("FLOWS"))?
+            .try_into()
+            .map_err(map_err("FLOWS"))?;
+        let config = self.read_config()?;
+        let now = monotonic_ns();
+        let mut live = 0;
+        for entry in flows.iter() {
+            // An entry evicted between listing and lookup is simply gone.
+            let Ok((key, value)) = entry else { continue };
+            let timeout = u64::from(config.timeout_s(key.protocol)) * 1_000_000_000;
+            if now.saturating_sub(value.last_seen_ns) <= timeout {
+                live += 1;
+            }
+        }
+        Ok(live)
+    }
+
+    /// The ring buffer of denied-packet samples (its one reader takes it).
+    pub fn take_denied_samples(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        take(&mut self.ebpf, "DENIED")
     }
 
     /// Entries in the active slot's maps.
@@ -316,6 +572,27 @@ impl Drop for Datapath {
     fn drop(&mut self) {
         self.detach_all();
     }
+}
+
+fn test_run<P>(
+    program: &P,
+    name: &'static str,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(u32, Duration), DatapathError>
+where
+    P: for<'a> aya::programs::TestRun<
+            Opts<'a> = TestRunOptions<'a>,
+            Result = aya::programs::TestRunResult,
+        >,
+{
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.repeat = repeat.max(1);
+    let result = program
+        .test_run(opts)
+        .map_err(|source| DatapathError::Program { name, source })?;
+    Ok((result.return_value, result.duration))
 }
 
 fn fill_slot(slot: &mut Slot, image: &MapImage) -> Result<(), DatapathError> {
@@ -370,6 +647,13 @@ fn sum_cpus(
         packets: acc.packets + c.packets,
         bytes: acc.bytes + c.bytes,
     }))
+}
+
+/// The clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; harmless on newer ones.

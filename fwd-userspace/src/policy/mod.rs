@@ -5,6 +5,7 @@
 pub mod remote;
 
 use std::{
+    collections::HashMap,
     fmt,
     path::{Path, PathBuf},
 };
@@ -319,6 +320,9 @@ pub struct VendorPolicy {
     pub file: PathBuf,
 }
 
+/// The vendor id of the rules a site config adds (`[[rule]]` in `fwd.toml`).
+pub const LOCAL_VENDOR: &str = "local";
+
 /// Every vendor file of a policy directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicySet {
@@ -393,9 +397,10 @@ enum RawPort {
     Text(String),
 }
 
+/// A `[[rule]]` table as written, in a vendor file or in the site config.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRule {
+pub(crate) struct RawRule {
     id: Spanned<String>,
     service: String,
     purpose: Option<String>,
@@ -493,26 +498,36 @@ pub fn parse_vendor_file(file: &Path, text: &str) -> Result<VendorPolicy, Policy
         notes: raw.vendor.notes,
     };
 
-    let mut rules: Vec<Rule> = Vec::with_capacity(raw.rules.len());
-    for spanned in raw.rules {
+    Ok(VendorPolicy {
+        vendor,
+        rules: build_rules(&map, raw.rules)?,
+        file: file.to_path_buf(),
+    })
+}
+
+/// Validates `[[rule]]` tables; rule ids must be unique among them.
+pub(crate) fn build_rules(
+    map: &SourceMap<'_>,
+    raw: Vec<Spanned<RawRule>>,
+) -> Result<Vec<Rule>, PolicyError> {
+    let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
+    let mut lines: HashMap<String, usize> = HashMap::with_capacity(raw.len());
+    for spanned in raw {
         let rule_start = spanned.span().start;
-        let rule = build_rule(&map, rule_start, spanned.into_inner())?;
-        if let Some(first) = rules.iter().find(|r| r.id == rule.id) {
+        let rule = build_rule(map, rule_start, spanned.into_inner())?;
+        if let Some(line) = lines.get(&rule.id) {
             return Err(PolicyError {
                 location: rule.location.clone(),
                 message: format!(
-                    "rule id `{}` is already used at line {}; rule ids must be unique per vendor",
-                    rule.id, first.location.line
+                    "rule id `{}` is already used at line {line}; rule ids must be unique per vendor",
+                    rule.id
                 ),
             });
         }
+        lines.insert(rule.id.clone(), rule.location.line);
         rules.push(rule);
     }
-    Ok(VendorPolicy {
-        vendor,
-        rules,
-        file: file.to_path_buf(),
-    })
+    Ok(rules)
 }
 
 fn build_rule(map: &SourceMap<'_>, start: usize, raw: RawRule) -> Result<Rule, PolicyError> {

@@ -1,0 +1,274 @@
+//! End to end, host mode: `fwd run` in the client's namespace on its uplink (TC egress and
+//! ingress), IPv4 and IPv6, real TCP and UDP both ways, return traffic, ingress rules,
+//! "related" media, and audit mode. Needs root; run through `cargo xtask test`.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use fwd_lab::{
+    CLIENT_V4, CLIENT_V6, FwdProcess, Lab, Sink, fwd_bin, require_root, scrape, scratch, tcp_probe,
+    tcp_probe_from, udp_probe, udp_send_from, wait_for,
+};
+
+const METRICS: &str = "127.0.0.1:9470";
+
+/// The vendor's media and web address, a webhook source, and an address nothing lists.
+const MEDIA_V4: &str = "198.51.100.10";
+const MEDIA_V6: &str = "2001:db8:100::10";
+const WEBHOOK_V4: &str = "198.51.100.20";
+const UNLISTED_V4: &str = "203.0.113.50";
+const UNLISTED_V6: &str = "2001:db8:999::50";
+
+const POLICY: &str = r#"
+[vendor]
+id = "acme"
+name = "Acme Video"
+
+[[rule]]
+id = "web"
+service = "Web app"
+protocol = "tcp"
+ports = [443]
+remote = ["198.51.100.10", "2001:db8:100::10"]
+
+[[rule]]
+id = "media"
+service = "Media"
+protocol = "udp"
+ports = ["10000-20000"]
+remote = ["198.51.100.10", "2001:db8:100::10"]
+
+[[rule]]
+id = "media-in"
+service = "Media from the gateway"
+direction = "ingress"
+protocol = "udp"
+remote_ports = ["10000-20000"]
+related = true
+remote = ["198.51.100.0/24", "2001:db8:100::/64"]
+
+[[rule]]
+id = "webhook"
+service = "Webhook"
+direction = "ingress"
+protocol = "tcp"
+local_ports = [8443]
+remote = "198.51.100.20"
+"#;
+
+fn config(action: &str) -> String {
+    format!(
+        "policy_dir = \"policies\"\naction = \"{action}\"\ncontrol_socket = \"control.sock\"\n\
+         [metrics]\nlisten = \"{METRICS}\"\n\
+         [[interface]]\nname = \"eth0\"\nmode = \"host\"\n"
+    )
+}
+
+struct Setup {
+    lab: Lab,
+    fwd: FwdProcess,
+    /// Echo servers on the vendor host.
+    vendor: Sink,
+    /// Echo servers on the protected host (webhook, media, and a port nothing opens).
+    client: Sink,
+    dir: std::path::PathBuf,
+}
+
+fn setup(test: &str, action: &str) -> Setup {
+    require_root();
+    let (prefix, dir) = scratch(test);
+    std::fs::write(dir.join("policies/acme.toml"), POLICY).unwrap();
+    std::fs::write(dir.join("fwd.toml"), config(action)).unwrap();
+    let addrs: Vec<IpAddr> = [MEDIA_V4, MEDIA_V6, WEBHOOK_V4, UNLISTED_V4, UNLISTED_V6]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let lab = Lab::create(&prefix, &addrs).unwrap();
+    let vendor = Sink::start(&lab.vendor, &[443, 8080, 10000]).unwrap();
+    let client = Sink::start(&lab.client, &[8443, 2222, 40000]).unwrap();
+    let fwd = FwdProcess::start(
+        &lab.client,
+        &fwd_bin(),
+        &dir.join("fwd.toml"),
+        &dir.join("fwd.log"),
+        METRICS.parse().unwrap(),
+    )
+    .unwrap();
+    Setup {
+        lab,
+        fwd,
+        vendor,
+        client,
+        dir,
+    }
+}
+
+impl Setup {
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        scrape(&self.lab.client, METRICS, name, labels)
+    }
+
+    fn reason(&self, reason: &str) -> f64 {
+        self.metric("fwd_drop_packets_total", &[("reason", reason)])
+    }
+
+    fn finish(mut self) {
+        let status = self.fwd.stop(Duration::from_secs(10)).expect("fwd stops");
+        assert!(
+            status.success(),
+            "fwd exited with {status}: {}",
+            self.fwd.log_text()
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn at(addr: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(addr.parse().unwrap(), port)
+}
+
+/// Waits until a sink counter reaches `want` (datagrams arrive asynchronously).
+fn reaches(f: impl Fn() -> u64, want: u64) -> bool {
+    wait_for(Duration::from_secs(2), || (f() >= want).then_some(())).is_some()
+}
+
+#[test]
+fn host_mode_filters_both_directions_on_ipv4_and_ipv6() {
+    let s = setup("host", "enforce");
+    let t = Duration::from_secs(1);
+
+    // "Related" media before the host talks to the vendor: dropped as not related.
+    let not_related = s.reason("not_related");
+    udp_send_from(
+        &s.lab.vendor,
+        at(MEDIA_V4, 12000),
+        at(&CLIENT_V4.to_string(), 40000),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.client.udp_datagrams(40000), 0);
+    assert_eq!(s.reason("not_related"), not_related + 1.0);
+
+    // Outbound, IPv4 and IPv6: a real TCP exchange both ways, and UDP with its reply.
+    for media in [MEDIA_V4, MEDIA_V6] {
+        assert!(
+            tcp_probe(&s.lab.client, at(media, 443), t).unwrap(),
+            "tcp {media}"
+        );
+        assert!(
+            udp_probe(&s.lab.client, at(media, 10000), t).unwrap(),
+            "udp {media}"
+        );
+    }
+    assert_eq!(s.vendor.tcp_connections(443), 2);
+    assert_eq!(s.vendor.udp_datagrams(10000), 2);
+    let web_out = [("rule", "web"), ("direction", "egress")];
+    let web_in = [("rule", "web"), ("direction", "ingress")];
+    assert!(s.metric("fwd_rule_packets_total", &web_out) >= 6.0);
+    assert!(s.metric("fwd_rule_packets_total", &web_in) >= 4.0);
+    assert_eq!(
+        s.metric(
+            "fwd_rule_packets_total",
+            &[("rule", "media"), ("direction", "ingress")]
+        ),
+        2.0
+    );
+
+    // Denied outbound: wrong port, unlisted addresses of both families.
+    assert!(!tcp_probe(&s.lab.client, at(MEDIA_V4, 8080), t).unwrap());
+    assert!(!tcp_probe(&s.lab.client, at(UNLISTED_V4, 443), t).unwrap());
+    assert!(!udp_probe(&s.lab.client, at(UNLISTED_V6, 10000), t).unwrap());
+    assert_eq!(s.vendor.tcp_connections(8080), 0);
+    assert!(s.reason("no_port_match") >= 1.0);
+    assert!(s.reason("no_address_match") >= 2.0);
+
+    // Now the host has live flows with the media address: its media comes in.
+    udp_send_from(
+        &s.lab.vendor,
+        at(MEDIA_V4, 12000),
+        at(&CLIENT_V4.to_string(), 40000),
+    )
+    .unwrap();
+    assert!(
+        reaches(|| s.client.udp_datagrams(40000), 1),
+        "related media"
+    );
+    udp_send_from(
+        &s.lab.vendor,
+        at(MEDIA_V6, 12000),
+        at(&CLIENT_V6.to_string(), 40000),
+    )
+    .unwrap();
+    assert!(
+        reaches(|| s.client.udp_datagrams(40000), 2),
+        "related media v6"
+    );
+    // ... but not from a source port outside the rule's range.
+    udp_send_from(
+        &s.lab.vendor,
+        at(MEDIA_V4, 9999),
+        at(&CLIENT_V4.to_string(), 40000),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.client.udp_datagrams(40000), 2);
+
+    // Ingress rule: the webhook source reaches the local service, and gets its answer back
+    // (the host's reply passes as part of the flow the ingress rule opened).
+    let client_v4 = SocketAddr::new(IpAddr::V4(CLIENT_V4), 8443);
+    assert!(tcp_probe_from(&s.lab.vendor, WEBHOOK_V4.parse().unwrap(), client_v4, t).unwrap());
+    assert_eq!(s.client.tcp_connections(8443), 1);
+    // Unsolicited inbound: other sources, other ports.
+    assert!(!tcp_probe_from(&s.lab.vendor, UNLISTED_V4.parse().unwrap(), client_v4, t).unwrap());
+    let ssh = SocketAddr::new(IpAddr::V4(CLIENT_V4), 2222);
+    assert!(!tcp_probe_from(&s.lab.vendor, WEBHOOK_V4.parse().unwrap(), ssh, t).unwrap());
+    let ssh6 = SocketAddr::new(IpAddr::V6(CLIENT_V6), 2222);
+    assert!(!tcp_probe_from(&s.lab.vendor, MEDIA_V6.parse().unwrap(), ssh6, t).unwrap());
+    assert_eq!(s.client.tcp_connections(8443), 1);
+    assert_eq!(s.client.tcp_connections(2222), 0);
+    assert!(
+        s.metric(
+            "fwd_rule_packets_total",
+            &[("rule", "webhook"), ("direction", "ingress")]
+        ) >= 3.0
+    );
+    assert!(
+        s.metric(
+            "fwd_rule_packets_total",
+            &[("rule", "webhook"), ("direction", "egress")]
+        ) >= 2.0
+    );
+    assert!(s.metric("fwd_flows_active", &[]) >= 5.0);
+    s.finish();
+}
+
+#[test]
+fn audit_mode_passes_everything_and_counts_what_it_would_drop() {
+    let s = setup("audit", "audit");
+    let t = Duration::from_secs(1);
+    let would = s.reason("audit_would_drop");
+    assert!(tcp_probe(&s.lab.client, at(UNLISTED_V4, 443), t).unwrap());
+    assert!(udp_probe(&s.lab.client, at(UNLISTED_V6, 10000), t).unwrap());
+    assert!(tcp_probe(&s.lab.client, at(MEDIA_V4, 8080), t).unwrap());
+    let ssh = SocketAddr::new(IpAddr::V4(CLIENT_V4), 2222);
+    assert!(tcp_probe_from(&s.lab.vendor, UNLISTED_V4.parse().unwrap(), ssh, t).unwrap());
+    // Each flow's first packet, at least, would have been dropped.
+    assert!(s.reason("audit_would_drop") >= would + 4.0);
+    assert!(s.reason("no_address_match") >= 2.0);
+    assert!(s.reason("no_port_match") >= 1.0);
+    // Allowed traffic still counts on its rule, labelled as audited.
+    assert!(tcp_probe(&s.lab.client, at(MEDIA_V4, 443), t).unwrap());
+    assert!(
+        s.metric(
+            "fwd_rule_packets_total",
+            &[
+                ("rule", "web"),
+                ("direction", "egress"),
+                ("action", "audit")
+            ]
+        ) >= 3.0
+    );
+    s.finish();
+}
