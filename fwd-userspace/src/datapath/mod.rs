@@ -1,6 +1,6 @@
 //! The only module that talks to the kernel: load, attach, fill, swap, read counters.
 
-use std::{net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader, Pod,
@@ -165,6 +165,8 @@ pub struct Datapath {
     installed: [Option<MapImage>; 2],
     active: usize,
     attachments: Vec<Attachment>,
+    /// Host entries learned at run time: address -> class value of the active image.
+    learned: BTreeMap<IpAddr, u32>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -214,6 +216,7 @@ impl Datapath {
             installed: [None, None],
             active: 0,
             attachments: Vec::new(),
+            learned: BTreeMap::new(),
         };
         let prog_err = |name| move |source| DatapathError::Program { name, source };
         let xdp: &mut Xdp = datapath
@@ -397,8 +400,22 @@ impl Datapath {
     }
 
     /// Installs `image` atomically: fill the inactive slot, flip, wait, clear the old one.
-    /// A packet sees either the old policy or the new one, never a mix.
+    /// A packet sees either the old policy or the new one, never a mix. Learned host
+    /// entries are carried over with their class values unchanged; when the new image
+    /// numbers its classes differently, use `install_with_learned`.
     pub fn install(&mut self, image: &MapImage, generation: u32) -> Result<(), DatapathError> {
+        let learned = self.learned.clone();
+        self.install_with_learned(image, generation, learned)
+    }
+
+    /// Installs `image` together with the learned host entries that go with it (address ->
+    /// class value in this image), atomically.
+    pub fn install_with_learned(
+        &mut self,
+        image: &MapImage,
+        generation: u32,
+        learned: BTreeMap<IpAddr, u32>,
+    ) -> Result<(), DatapathError> {
         let target = if self.installed[self.active].is_none() {
             self.active
         } else {
@@ -406,6 +423,10 @@ impl Datapath {
         };
         self.clear_slot(target)?;
         fill_slot(&mut self.slots[target], image)?;
+        for (addr, class) in &learned {
+            insert_host(&mut self.slots[target], *addr, *class)?;
+        }
+        self.learned = learned;
         self.reset_new_rule_counters(image)?;
         self.installed[target] = Some(image.clone());
         let mut config = self.read_config()?;
@@ -421,11 +442,64 @@ impl Datapath {
         Ok(())
     }
 
+    /// Adds a host entry (a /32 or /128 learned at run time, e.g. from DNS) with a class
+    /// value of the active image, without a recompile. It replaces a compiled entry for the
+    /// same host prefix until `forget`.
+    pub fn learn(&mut self, addr: IpAddr, class: u32) -> Result<(), DatapathError> {
+        if self.installed[self.active].is_some() {
+            insert_host(&mut self.slots[self.active], addr, class)?;
+        }
+        self.learned.insert(addr, class);
+        Ok(())
+    }
+
+    /// Removes a learned host entry; a compiled entry for the same host prefix comes back.
+    pub fn forget(&mut self, addr: IpAddr) -> Result<(), DatapathError> {
+        if self.learned.remove(&addr).is_none() {
+            return Ok(());
+        }
+        let Some(image) = self.installed[self.active].as_ref() else {
+            return Ok(());
+        };
+        let host = IpNet::from(addr);
+        let compiled = match host {
+            IpNet::V4(h) => image.dst4.iter().find(|(n, _)| *n == h).map(|(_, c)| *c),
+            IpNet::V6(h) => image.dst6.iter().find(|(n, _)| *n == h).map(|(_, c)| *c),
+        };
+        let slot = &mut self.slots[self.active];
+        match (compiled, host) {
+            (Some(class), _) => insert_host(slot, addr, class),
+            (None, IpNet::V4(h)) => slot.dst4.remove(&key4(&h)).map_err(map_err("DST4")),
+            (None, IpNet::V6(h)) => slot.dst6.remove(&key6(&h)).map_err(map_err("DST6")),
+        }
+    }
+
+    /// The learned host entries of the active policy.
+    pub fn learned(&self) -> &BTreeMap<IpAddr, u32> {
+        &self.learned
+    }
+
     fn clear_slot(&mut self, index: usize) -> Result<(), DatapathError> {
         let Some(image) = self.installed[index].take() else {
             return Ok(());
         };
         let slot = &mut self.slots[index];
+        // Learned entries the image does not also hold (removing twice would fail).
+        for addr in self.learned.keys() {
+            let removed = match IpNet::from(*addr) {
+                IpNet::V4(h) if !image.dst4.iter().any(|(n, _)| *n == h) => {
+                    slot.dst4.remove(&key4(&h)).map_err(map_err("DST4"))
+                }
+                IpNet::V6(h) if !image.dst6.iter().any(|(n, _)| *n == h) => {
+                    slot.dst6.remove(&key6(&h)).map_err(map_err("DST6"))
+                }
+                _ => Ok(()),
+            };
+            // An entry learned after this slot was filled was never in it.
+            if let Err(err) = removed {
+                debug!(%err, %addr, "learned entry not in the slot being cleared");
+            }
+        }
         for (net, _) in &image.dst4 {
             slot.dst4.remove(&key4(net)).map_err(map_err("DST4"))?;
         }
@@ -612,6 +686,19 @@ fn fill_slot(slot: &mut Slot, image: &MapImage) -> Result<(), DatapathError> {
             .map_err(map_err("PORTS"))?;
     }
     Ok(())
+}
+
+fn insert_host(slot: &mut Slot, addr: IpAddr, class: u32) -> Result<(), DatapathError> {
+    match IpNet::from(addr) {
+        IpNet::V4(h) => slot
+            .dst4
+            .insert(&key4(&h), class, 0)
+            .map_err(map_err("DST4")),
+        IpNet::V6(h) => slot
+            .dst6
+            .insert(&key6(&h), class, 0)
+            .map_err(map_err("DST6")),
+    }
 }
 
 fn key4(net: &Ipv4Net) -> Key<[u8; 4]> {
