@@ -14,6 +14,8 @@ use fwd_lab::{
 const METRICS: &str = "127.0.0.1:9469";
 const ALLOWED: &str = "198.51.100.10";
 const UNLISTED: &str = "203.0.113.50";
+const ALLOWED_V6: &str = "2001:db8:100::10";
+const UNLISTED_V6: &str = "2001:db8:999::50";
 
 const POLICY: &str = r#"
 [vendor]
@@ -25,7 +27,7 @@ id = "web"
 service = "Web app"
 protocol = "tcp"
 ports = [443]
-remote = "198.51.100.0/24"
+remote = ["198.51.100.0/24", "2001:db8:100::/64"]
 
 [[rule]]
 id = "media"
@@ -54,7 +56,9 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     .unwrap();
     let allowed: IpAddr = ALLOWED.parse().unwrap();
     let unlisted: IpAddr = UNLISTED.parse().unwrap();
-    let lab = Lab::create(&prefix, &[allowed, unlisted]).unwrap();
+    let allowed_v6: IpAddr = ALLOWED_V6.parse().unwrap();
+    let unlisted_v6: IpAddr = UNLISTED_V6.parse().unwrap();
+    let lab = Lab::create(&prefix, &[allowed, unlisted, allowed_v6, unlisted_v6]).unwrap();
     let sink = Sink::start(&lab.vendor, &[443, 8080, 10000]).unwrap();
 
     // Without fwd, every flow goes through: the lab itself is sound.
@@ -146,6 +150,13 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     assert!(!tcp_probe(&lab.client, SocketAddr::new(allowed, 8080), timeout).unwrap());
     assert_eq!(sink.tcp_connections(8080), 0);
     assert!(drops("no_port_match") >= no_port_before + 1.0);
+
+    // IPv6 is filtered as strictly: the listed network passes both ways, others do not.
+    let tcp_443 = sink.tcp_connections(443);
+    assert!(tcp_probe(&lab.client, SocketAddr::new(allowed_v6, 443), timeout).unwrap());
+    assert!(!tcp_probe(&lab.client, SocketAddr::new(unlisted_v6, 443), timeout).unwrap());
+    assert!(!udp_probe(&lab.client, SocketAddr::new(allowed_v6, 10000), timeout).unwrap());
+    assert_eq!(sink.tcp_connections(443), tcp_443 + 1);
 
     // The allowed rules did not count the denied traffic.
     assert_eq!(metric(&lab, "fwd_rule_packets_total", &media), 1.0);
