@@ -62,6 +62,16 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Ask the running daemon to reload its config and policies; print the result. A bad
+    /// policy is rejected whole (the running one stays) and the exit code is 2.
+    Reload {
+        /// The daemon's config (for its control_socket).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The control socket, if not the config's.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Show samples of denied packets as the daemon sees them: time, interface, direction,
     /// protocol, addresses and ports, the reason, and the nearest rule.
     #[command(
@@ -218,6 +228,7 @@ pub fn main(cli: Cli) -> ExitCode {
         } => explain(&policy, json, &packet),
         Command::Import(args) => crate::import::run(&args),
         Command::Run { config } => run(&config),
+        Command::Reload { config, socket } => reload(&config, socket),
         Command::Monitor {
             config,
             socket,
@@ -385,6 +396,36 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
         }
     }
     Ok(ExitCode::from(if rule.is_some() { 0 } else { 1 }))
+}
+
+fn reload(config: &Path, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let socket = match socket {
+        Some(s) => s,
+        // The daemon's config names the socket. Read leniently: a config with a mistake
+        // elsewhere must still reach the daemon, which rejects it and says why.
+        None => daemon::control::socket_path_lenient(config),
+    };
+    let reply = daemon::control::reload(&socket)?;
+    for warning in &reply.warnings {
+        eprintln!("warning: {warning}");
+    }
+    match reply.error {
+        None => {
+            println!(
+                "reloaded: generation {} in force, {} rules",
+                reply.generation, reply.rules
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(error) => {
+            eprintln!("{error}");
+            eprintln!(
+                "fwd: reload rejected; generation {} stays in force",
+                reply.generation
+            );
+            Ok(ExitCode::from(EXIT_BAD_INPUT))
+        }
+    }
 }
 
 fn monitor(

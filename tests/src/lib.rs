@@ -547,6 +547,13 @@ pub fn fwd_bin() -> PathBuf {
     bin
 }
 
+/// A command running `fwd` (in the current network namespace).
+pub fn fwd_command(fwd: &std::path::Path) -> Command {
+    let mut cmd = Command::new(fwd);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
 /// Fails the test with a clear message unless it runs as root.
 pub fn require_root() {
     assert!(

@@ -161,6 +161,53 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     // The allowed rules did not count the denied traffic.
     assert_eq!(metric(&lab, "fwd_rule_packets_total", &media), 1.0);
 
+    // `fwd reload` with a broken policy: rejected whole, located, the old policy stays.
+    let reload = || {
+        fwd_lab::fwd_command(&fwd_bin())
+            .args(["reload", "--config"])
+            .arg(dir.join("fwd.toml"))
+            .output()
+            .unwrap()
+    };
+    let policy_file = dir.join("policies/acme.toml");
+    std::fs::write(
+        &policy_file,
+        POLICY.replace("ports = [443]", "ports = [70000]"),
+    )
+    .unwrap();
+    let out = reload();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("acme.toml:10:10: port 70000"), "{stderr}");
+    assert_eq!(
+        metric(&lab, "fwd_reloads_total", &[("result", "error")]),
+        1.0
+    );
+    assert!(tcp_probe(&lab.client, SocketAddr::new(allowed, 443), timeout).unwrap());
+    assert!(!tcp_probe(&lab.client, SocketAddr::new(unlisted, 443), timeout).unwrap());
+
+    // A good edit: the unlisted network opens; the web rule's counters carry on.
+    let web_before = metric(&lab, "fwd_rule_packets_total", &web);
+    std::fs::write(
+        &policy_file,
+        POLICY.replace(
+            "\"198.51.100.0/24\"",
+            "\"198.51.100.0/24\", \"203.0.113.0/24\"",
+        ),
+    )
+    .unwrap();
+    let out = reload();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("reloaded: generation 2"), "{stdout}");
+    assert_eq!(metric(&lab, "fwd_policy_generation", &[]), 2.0);
+    assert!(tcp_probe(&lab.client, SocketAddr::new(unlisted, 443), timeout).unwrap());
+    assert!(metric(&lab, "fwd_rule_packets_total", &web) >= web_before + 3.0);
+
     // A clean stop detaches: traffic flows unfiltered again.
     let mut fwd = fwd;
     let status = fwd

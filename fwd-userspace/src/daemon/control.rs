@@ -3,6 +3,7 @@
 //!
 //! Protocol: the client sends one command line; the daemon answers with JSON lines.
 //! - `monitor`: one `DeniedSample` object per line until the client hangs up.
+//! - `reload`: one `ReloadReply` object once the reload is done or rejected.
 
 use std::{
     net::IpAddr,
@@ -24,6 +25,21 @@ use tracing::{debug, info, warn};
 use crate::compile::MapImage;
 
 pub const DEFAULT_SOCKET: &str = "/run/fwd/control.sock";
+
+/// The answer to `reload`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    pub ok: bool,
+    /// The generation now in force (the old one if the reload was rejected).
+    pub generation: u32,
+    pub rules: usize,
+    /// Why the reload was rejected (`file:line:col: message` for bad input).
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// A reload request from a control client, answered on the enclosed channel.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<ReloadReply>;
 
 /// A denied packet as `fwd monitor` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,13 +187,18 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Serves control connections until the task is dropped.
-pub async fn serve(listener: UnixListener, samples: broadcast::Sender<DeniedSample>) {
+pub async fn serve(
+    listener: UnixListener,
+    samples: broadcast::Sender<DeniedSample>,
+    reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let samples = samples.subscribe();
+                let reloads = reloads.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = handle(stream, samples).await {
+                    if let Err(err) = handle(stream, samples, reloads).await {
                         debug!(%err, "control connection ended");
                     }
                 });
@@ -193,11 +214,21 @@ pub async fn serve(listener: UnixListener, samples: broadcast::Sender<DeniedSamp
 async fn handle(
     stream: UnixStream,
     mut samples: broadcast::Receiver<DeniedSample>,
+    reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
 ) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let command = lines.next_line().await?.unwrap_or_default();
     match command.trim() {
+        "reload" => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            reloads.send(tx).await?;
+            let reply = rx.await?;
+            let mut line = serde_json::to_string(&reply)?;
+            line.push('\n');
+            write.write_all(line.as_bytes()).await?;
+            Ok(())
+        }
         "monitor" => loop {
             match samples.recv().await {
                 Ok(sample) => {
@@ -214,7 +245,7 @@ async fn handle(
         },
         other => {
             let reply = serde_json::json!({
-                "error": format!("unknown command `{other}`; this daemon knows: monitor")
+                "error": format!("unknown command `{other}`; this daemon knows: monitor, reload")
             });
             write.write_all(format!("{reply}\n").as_bytes()).await?;
             Ok(())
@@ -259,6 +290,36 @@ pub fn monitor(socket: &Path, json: bool, count: Option<u64>) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// `fwd reload`: asks the daemon to reload and prints what happened; an error if rejected.
+pub fn reload(socket: &Path) -> anyhow::Result<ReloadReply> {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connecting to {} (is `fwd run` running? fwd reload needs root)",
+            socket.display()
+        )
+    })?;
+    stream.write_all(b"reload\n")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line)?;
+    serde_json::from_str(&line)
+        .with_context(|| format!("unexpected answer from the daemon: {line:?}"))
+}
+
+/// The socket path named by the config at `config_path`, read without validating the rest
+/// of the file; the default if the file or the key is missing.
+pub fn socket_path_lenient(config_path: &Path) -> PathBuf {
+    let named = std::fs::read_to_string(config_path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("control_socket")?.as_str().map(PathBuf::from));
+    match named {
+        Some(p) if p.is_relative() => config_path.parent().unwrap_or(Path::new(".")).join(p),
+        Some(p) => p,
+        None => PathBuf::from(DEFAULT_SOCKET),
+    }
 }
 
 /// The socket path: the config's, or the default.

@@ -59,21 +59,25 @@ fn unix_now() -> i64 {
 
 impl Daemon {
     /// Recompiles and installs atomically; on any error the running policy stays.
-    fn reload(&mut self) -> anyhow::Result<()> {
+    fn reload(&mut self) -> anyhow::Result<Compiled> {
         let (config, compiled) = load_policy(&self.config_path, &self.rule_ids)?;
+        if config.interfaces != self.config.interfaces {
+            warn!("[[interface]] changed: interfaces are attached at start; restart fwd to apply");
+        }
         let generation = self.generation + 1;
+        self.datapath.set_exemptions(&exemptions(&config))?;
         self.datapath.install(&compiled.image, generation)?;
         self.datapath.set_audit(config.action == Action::Audit)?;
         self.config = config;
         self.generation = generation;
-        self.rule_ids = compiled.ids;
+        self.rule_ids = compiled.ids.clone();
         self.last_reload_unix = unix_now();
         info!(
             generation,
             rules = compiled.image.rules.len(),
             "policy reloaded"
         );
-        Ok(())
+        Ok(compiled)
     }
 
     fn metrics(&self) -> anyhow::Result<String> {
@@ -129,6 +133,48 @@ async fn serve_metrics(State(shared): State<Shared>) -> impl IntoResponse {
             (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
         }
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+/// What always passes: the config's exemptions, and a gateway's own addresses (it is not
+/// what the policy protects; a host's are, or nothing it receives would be judged).
+fn exemptions(config: &Config) -> Vec<ipnet::IpNet> {
+    let mut exempt = config.exempt.clone();
+    if config
+        .interfaces
+        .iter()
+        .any(|i| i.mode == InterfaceMode::Gateway)
+    {
+        exempt.extend(own_addresses());
+    }
+    exempt
+}
+
+/// Reloads under the lock, counts the result and says what happened.
+fn reload_and_report(shared: &Shared) -> control::ReloadReply {
+    let mut daemon = shared.lock().expect("daemon state lock");
+    match daemon.reload() {
+        Ok(compiled) => {
+            daemon.reloads_ok += 1;
+            control::ReloadReply {
+                ok: true,
+                generation: daemon.generation,
+                rules: compiled.image.rules.len(),
+                error: None,
+                warnings: compiled.warnings.iter().map(ToString::to_string).collect(),
+            }
+        }
+        Err(err) => {
+            daemon.reloads_error += 1;
+            error!("reload rejected, previous policy stays in force: {err:#}");
+            control::ReloadReply {
+                ok: false,
+                generation: daemon.generation,
+                rules: daemon.datapath.active_image().map_or(0, |i| i.rules.len()),
+                error: Some(format!("{err:#}")),
+                warnings: Vec::new(),
+            }
+        }
     }
 }
 
@@ -206,17 +252,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         other_timeout_s: config.flows.other_timeout_s,
         ..DatapathOptions::default()
     })?;
-    let mut exempt = config.exempt.clone();
-    // A gateway's own addresses are management (it is not what the policy protects); a
-    // host's are not, or nothing it receives would be judged.
-    if config
-        .interfaces
-        .iter()
-        .any(|i| i.mode == InterfaceMode::Gateway)
-    {
-        exempt.extend(own_addresses());
-    }
-    datapath.set_exemptions(&exempt)?;
+    datapath.set_exemptions(&exemptions(&config))?;
     datapath.set_audit(config.action == Action::Audit)?;
     datapath.install(&compiled.image, 1)?;
     for iface in &config.interfaces {
@@ -252,7 +288,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let (samples, _) = tokio::sync::broadcast::channel(1024);
     let control = control::bind(&config.control_socket)?;
-    tokio::spawn(control::serve(control, samples.clone()));
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<control::ReloadRequest>(8);
+    tokio::spawn(control::serve(control, samples.clone(), reload_tx));
     tokio::spawn(read_denied_samples(denied, shared.clone(), samples));
 
     let listener = tokio::net::TcpListener::bind(config.metrics_listen)
@@ -274,17 +311,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 _ = sigterm.recv() => break,
                 _ = sighup.recv() => {
                     let reloader = reloader.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let mut daemon = reloader.lock().expect("daemon state lock");
-                        match daemon.reload() {
-                            Ok(()) => daemon.reloads_ok += 1,
-                            Err(err) => {
-                                daemon.reloads_error += 1;
-                                error!("reload rejected, previous policy stays in force: {err:#}");
-                            }
-                        }
-                    })
-                    .await;
+                    let _ = tokio::task::spawn_blocking(move || reload_and_report(&reloader)).await;
+                }
+                Some(reply) = reload_rx.recv() => {
+                    let reloader = reloader.clone();
+                    if let Ok(report) =
+                        tokio::task::spawn_blocking(move || reload_and_report(&reloader)).await
+                    {
+                        let _ = reply.send(report);
+                    }
                 }
             }
         }
