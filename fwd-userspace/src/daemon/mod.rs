@@ -150,9 +150,41 @@ fn exemptions(config: &Config) -> Vec<ipnet::IpNet> {
     exempt
 }
 
+/// Tells systemd (Type=notify) where the daemon is; a no-op outside systemd.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, state) {
+        warn!(%err, "notifying systemd");
+    }
+}
+
 /// Reloads under the lock, counts the result and says what happened.
 fn reload_and_report(shared: &Shared) -> control::ReloadReply {
     let mut daemon = shared.lock().expect("daemon state lock");
+    let mut state = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+        state.push(now);
+    }
+    notify(&state);
+    let reply = reload_reply(&mut daemon);
+    let status = if reply.ok {
+        format!(
+            "generation {} in force, {} rules",
+            reply.generation, reply.rules
+        )
+    } else {
+        format!(
+            "reload rejected; generation {} stays in force",
+            reply.generation
+        )
+    };
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+    reply
+}
+
+fn reload_reply(daemon: &mut Daemon) -> control::ReloadReply {
     match daemon.reload() {
         Ok(compiled) => {
             daemon.reloads_ok += 1;
@@ -300,6 +332,26 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .route("/metrics", get(serve_metrics))
         .with_state(shared.clone());
 
+    let status = format!(
+        "generation 1 in force, {} rules",
+        compiled.image.rules.len()
+    );
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
+    let mut watchdog_usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
+        // Pet the watchdog at half its period; a hung runtime stops petting it.
+        let period = std::time::Duration::from_micros(watchdog_usec / 2);
+        tokio::spawn(async move {
+            loop {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+                tokio::time::sleep(period).await;
+            }
+        });
+    }
+
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -324,6 +376,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             }
         }
         info!("stopping");
+        notify(&[sd_notify::NotifyState::Stopping]);
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
