@@ -290,7 +290,7 @@ fn show(probes: &[LabProbe], metrics: &str, lab: &Lab, interactive: bool, elapse
         out.push_str("\x1b[H\x1b[2J");
     }
     out.push_str(&format!(
-        "fwd lab, {}s; client {} -> gateway {} (XDP on {GATEWAY_LAN_IF}) -> vendor {}\n",
+        "fwd lab, {}s; client {} -> gateway {} (XDP out, TC back on {GATEWAY_LAN_IF}) -> vendor {}\n",
         elapsed.as_secs(),
         lab.client.name(),
         lab.gateway.name(),
@@ -337,7 +337,7 @@ fn show(probes: &[LabProbe], metrics: &str, lab: &Lab, interactive: bool, elapse
             }
         }
     }
-    out.push_str("\nrule counters (fwd_rule_packets_total / fwd_rule_bytes_total):\n");
+    out.push_str("\nrule counters, both directions (fwd_rule_packets_total / fwd_rule_bytes_total):\n");
     for (rule, (packets, bytes)) in &rules {
         out.push_str(&format!(
             "  {rule:<40} {packets:>8} pkts {bytes:>10} bytes\n"
