@@ -72,6 +72,19 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Say what the running daemon has attached where, which policy generation is in
+    /// force, how full the maps are, and how many flows are live.
+    Status {
+        /// The daemon's config (for its control_socket).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The control socket, if not the config's.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show samples of denied packets as the daemon sees them: time, interface, direction,
     /// protocol, addresses and ports, the reason, and the nearest rule.
     #[command(
@@ -229,6 +242,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Import(args) => crate::import::run(&args),
         Command::Run { config } => run(&config),
         Command::Reload { config, socket } => reload(&config, socket),
+        Command::Status {
+            config,
+            socket,
+            json,
+        } => status(&config, socket, json),
         Command::Monitor {
             config,
             socket,
@@ -398,13 +416,21 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
     Ok(ExitCode::from(if rule.is_some() { 0 } else { 1 }))
 }
 
+fn status(config: &Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let socket = socket.unwrap_or_else(|| daemon::control::socket_path_lenient(config));
+    let status: daemon::control::StatusReply = daemon::control::ask(&socket, "status")?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+    } else {
+        println!("{status}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn reload(config: &Path, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let socket = match socket {
-        Some(s) => s,
-        // The daemon's config names the socket. Read leniently: a config with a mistake
-        // elsewhere must still reach the daemon, which rejects it and says why.
-        None => daemon::control::socket_path_lenient(config),
-    };
+    // The daemon's config names the socket. Read leniently: a config with a mistake
+    // elsewhere must still reach the daemon, which rejects it and says why.
+    let socket = socket.unwrap_or_else(|| daemon::control::socket_path_lenient(config));
     let reply = daemon::control::reload(&socket)?;
     for warning in &reply.warnings {
         eprintln!("warning: {warning}");

@@ -337,7 +337,9 @@ fn show(probes: &[LabProbe], metrics: &str, lab: &Lab, interactive: bool, elapse
             }
         }
     }
-    out.push_str("\nrule counters, both directions (fwd_rule_packets_total / fwd_rule_bytes_total):\n");
+    out.push_str(
+        "\nrule counters, both directions (fwd_rule_packets_total / fwd_rule_bytes_total):\n",
+    );
     for (rule, (packets, bytes)) in &rules {
         out.push_str(&format!(
             "  {rule:<40} {packets:>8} pkts {bytes:>10} bytes\n"

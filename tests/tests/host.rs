@@ -241,6 +241,29 @@ fn host_mode_filters_both_directions_on_ipv4_and_ipv6() {
         ) >= 2.0
     );
     assert!(s.metric("fwd_flows_active", &[]) >= 5.0);
+
+    // `fwd status` says what is attached where and what is in force.
+    let out = fwd_lab::fwd_command(&fwd_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(s.dir.join("control.sock"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["rules"], 4);
+    assert_eq!(status["action"], "enforce");
+    let attached = status["attached"].to_string();
+    assert!(
+        attached.contains(r#"["eth0","fwd_tc_out","tc egress"]"#)
+            && attached.contains(r#"["eth0","fwd_tc_in","tc ingress"]"#),
+        "{attached}"
+    );
+    assert!(status["flows_active"].as_u64().unwrap() >= 5);
     s.finish();
 }
 

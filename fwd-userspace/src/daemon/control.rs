@@ -4,6 +4,7 @@
 //! Protocol: the client sends one command line; the daemon answers with JSON lines.
 //! - `monitor`: one `DeniedSample` object per line until the client hangs up.
 //! - `reload`: one `ReloadReply` object once the reload is done or rejected.
+//! - `status`: one `StatusReply` object.
 
 use std::{
     net::IpAddr,
@@ -38,8 +39,51 @@ pub struct ReloadReply {
     pub warnings: Vec<String>,
 }
 
-/// A reload request from a control client, answered on the enclosed channel.
-pub type ReloadRequest = tokio::sync::oneshot::Sender<ReloadReply>;
+/// The answer to `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub generation: u32,
+    pub rules: usize,
+    /// (interface, program, hook)
+    pub attached: Vec<(String, String, String)>,
+    /// (map, entries, capacity)
+    pub maps: Vec<(String, usize, u32)>,
+    pub flows_active: Option<u64>,
+    pub reloads_ok: u64,
+    pub reloads_error: u64,
+    pub last_reload_unix: i64,
+    pub action: String,
+}
+
+impl std::fmt::Display for StatusReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "policy generation {} ({} rules, {}), reloads: {} ok, {} rejected",
+            self.generation, self.rules, self.action, self.reloads_ok, self.reloads_error
+        )?;
+        for (iface, program, hook) in &self.attached {
+            writeln!(f, "attached: {iface:<10} {hook:<11} {program}")?;
+        }
+        for (map, entries, capacity) in &self.maps {
+            let fill = 100.0 * *entries as f64 / f64::from((*capacity).max(1));
+            writeln!(
+                f,
+                "map {map:<6} {entries:>9} / {capacity:<9} ({fill:.1}% full)"
+            )?;
+        }
+        match self.flows_active {
+            Some(n) => write!(f, "live flows: {n}"),
+            None => write!(f, "live flows: unknown"),
+        }
+    }
+}
+
+/// What a control client asks the daemon, with the channel for the answer.
+pub enum Request {
+    Reload(tokio::sync::oneshot::Sender<ReloadReply>),
+    Status(tokio::sync::oneshot::Sender<StatusReply>),
+}
 
 /// A denied packet as `fwd monitor` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,15 +234,15 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 pub async fn serve(
     listener: UnixListener,
     samples: broadcast::Sender<DeniedSample>,
-    reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+    requests: tokio::sync::mpsc::Sender<Request>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let samples = samples.subscribe();
-                let reloads = reloads.clone();
+                let requests = requests.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = handle(stream, samples, reloads).await {
+                    if let Err(err) = handle(stream, samples, requests).await {
                         debug!(%err, "control connection ended");
                     }
                 });
@@ -214,7 +258,7 @@ pub async fn serve(
 async fn handle(
     stream: UnixStream,
     mut samples: broadcast::Receiver<DeniedSample>,
-    reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+    requests: tokio::sync::mpsc::Sender<Request>,
 ) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -222,9 +266,16 @@ async fn handle(
     match command.trim() {
         "reload" => {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            reloads.send(tx).await?;
-            let reply = rx.await?;
-            let mut line = serde_json::to_string(&reply)?;
+            requests.send(Request::Reload(tx)).await?;
+            let mut line = serde_json::to_string(&rx.await?)?;
+            line.push('\n');
+            write.write_all(line.as_bytes()).await?;
+            Ok(())
+        }
+        "status" => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            requests.send(Request::Status(tx)).await?;
+            let mut line = serde_json::to_string(&rx.await?)?;
             line.push('\n');
             write.write_all(line.as_bytes()).await?;
             Ok(())
@@ -245,7 +296,7 @@ async fn handle(
         },
         other => {
             let reply = serde_json::json!({
-                "error": format!("unknown command `{other}`; this daemon knows: monitor, reload")
+                "error": format!("unknown command `{other}`; this daemon knows: monitor, reload, status")
             });
             write.write_all(format!("{reply}\n").as_bytes()).await?;
             Ok(())
@@ -292,20 +343,25 @@ pub fn monitor(socket: &Path, json: bool, count: Option<u64>) -> anyhow::Result<
     Ok(())
 }
 
-/// `fwd reload`: asks the daemon to reload and prints what happened; an error if rejected.
-pub fn reload(socket: &Path) -> anyhow::Result<ReloadReply> {
+/// Sends one command and reads the one-line JSON answer.
+pub fn ask<T: serde::de::DeserializeOwned>(socket: &Path, command: &str) -> anyhow::Result<T> {
     use std::io::{BufRead as _, Write as _};
     let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
         format!(
-            "connecting to {} (is `fwd run` running? fwd reload needs root)",
+            "connecting to {} (is `fwd run` running? fwd {command} needs root)",
             socket.display()
         )
     })?;
-    stream.write_all(b"reload\n")?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
     let mut line = String::new();
     std::io::BufReader::new(stream).read_line(&mut line)?;
     serde_json::from_str(&line)
         .with_context(|| format!("unexpected answer from the daemon: {line:?}"))
+}
+
+/// `fwd reload`: asks the daemon to reload; the reply says whether it was rejected.
+pub fn reload(socket: &Path) -> anyhow::Result<ReloadReply> {
+    ask(socket, "reload")
 }
 
 /// The socket path named by the config at `config_path`, read without validating the rest

@@ -80,6 +80,37 @@ impl Daemon {
         Ok(compiled)
     }
 
+    fn status(&self) -> control::StatusReply {
+        let image = self.datapath.active_image();
+        control::StatusReply {
+            generation: self.generation,
+            rules: image.map_or(0, |i| i.rules.len()),
+            attached: self
+                .datapath
+                .attached()
+                .into_iter()
+                .map(|(i, p, h)| (i, p.to_string(), h.to_string()))
+                .collect(),
+            maps: image
+                .map(|i| {
+                    vec![
+                        ("dst4".to_string(), i.dst4.len(), DST4_CAPACITY),
+                        ("dst6".to_string(), i.dst6.len(), DST6_CAPACITY),
+                        ("ports".to_string(), i.ports.len(), PORTS_CAPACITY),
+                    ]
+                })
+                .unwrap_or_default(),
+            flows_active: self.datapath.flows_active().ok(),
+            reloads_ok: self.reloads_ok,
+            reloads_error: self.reloads_error,
+            last_reload_unix: self.last_reload_unix,
+            action: match self.config.action {
+                Action::Enforce => "enforce".into(),
+                Action::Audit => "audit".into(),
+            },
+        }
+    }
+
     fn metrics(&self) -> anyhow::Result<String> {
         let image = self
             .datapath
@@ -320,8 +351,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let (samples, _) = tokio::sync::broadcast::channel(1024);
     let control = control::bind(&config.control_socket)?;
-    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<control::ReloadRequest>(8);
-    tokio::spawn(control::serve(control, samples.clone(), reload_tx));
+    let (request_tx, mut request_rx) = tokio::sync::mpsc::channel::<control::Request>(8);
+    tokio::spawn(control::serve(control, samples.clone(), request_tx));
     tokio::spawn(read_denied_samples(denied, shared.clone(), samples));
 
     let listener = tokio::net::TcpListener::bind(config.metrics_listen)
@@ -365,12 +396,25 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                     let reloader = reloader.clone();
                     let _ = tokio::task::spawn_blocking(move || reload_and_report(&reloader)).await;
                 }
-                Some(reply) = reload_rx.recv() => {
-                    let reloader = reloader.clone();
-                    if let Ok(report) =
-                        tokio::task::spawn_blocking(move || reload_and_report(&reloader)).await
-                    {
-                        let _ = reply.send(report);
+                Some(request) = request_rx.recv() => {
+                    let shared = reloader.clone();
+                    match request {
+                        control::Request::Reload(reply) => {
+                            if let Ok(report) =
+                                tokio::task::spawn_blocking(move || reload_and_report(&shared)).await
+                            {
+                                let _ = reply.send(report);
+                            }
+                        }
+                        control::Request::Status(reply) => {
+                            if let Ok(status) = tokio::task::spawn_blocking(move || {
+                                shared.lock().expect("daemon state lock").status()
+                            })
+                            .await
+                            {
+                                let _ = reply.send(status);
+                            }
+                        }
                     }
                 }
             }

@@ -122,6 +122,8 @@ enum Attachment {
     Tc {
         program: &'static str,
         iface: String,
+        /// True on the interface's ingress, false on its egress.
+        ingress: bool,
         link: SchedClassifierLinkId,
     },
 }
@@ -292,6 +294,7 @@ impl Datapath {
         self.attachments.push(Attachment::Tc {
             program: name,
             iface: iface.to_string(),
+            ingress: matches!(side, TcAttachType::Ingress),
             link,
         });
         Ok(())
@@ -349,6 +352,7 @@ impl Datapath {
                     program,
                     iface,
                     link,
+                    ..
                 } => {
                     let result = self.classifier(program).detach(link);
                     (program, iface, result)
@@ -629,6 +633,25 @@ impl Datapath {
             }
         }
         Ok(live)
+    }
+
+    /// What is attached where: (interface, program, hook).
+    pub fn attached(&self) -> Vec<(String, &'static str, &'static str)> {
+        self.attachments
+            .iter()
+            .map(|a| match a {
+                Attachment::Xdp { iface, .. } => (iface.clone(), program::XDP_OUT, "xdp"),
+                Attachment::Tc {
+                    program: name,
+                    iface,
+                    ingress,
+                    ..
+                } => {
+                    let hook = if *ingress { "tc ingress" } else { "tc egress" };
+                    (iface.clone(), *name, hook)
+                }
+            })
+            .collect()
     }
 
     /// The ring buffer of denied-packet samples (its one reader takes it).
