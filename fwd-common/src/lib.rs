@@ -274,12 +274,15 @@ pub struct FlowKey {
     pub local_port: u16,
     pub remote_port: u16,
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    /// 4 or 6: an IPv6 packet with `::ffff:` addresses never matches an IPv4 flow.
+    pub family: u8,
+    pub _pad: [u8; 2],
 }
 
 impl FlowKey {
     #[inline(always)]
     pub const fn new(
+        family: u8,
         local: Addr,
         remote: Addr,
         local_port: u16,
@@ -292,7 +295,8 @@ impl FlowKey {
             local_port,
             remote_port,
             protocol,
-            _pad: [0; 3],
+            family,
+            _pad: [0; 2],
         }
     }
 }
@@ -321,8 +325,11 @@ pub struct FragKey {
     pub src: Addr,
     pub dst: Addr,
     pub id: u32,
+    /// IPv4's protocol field, or the next-header field of IPv6's fragment header.
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Value of the first-fragment table: the first fragment passed on `rule`.

@@ -154,22 +154,37 @@ fn tc(ctx: &TcContext, inbound: bool) -> i32 {
 
 /// What the rules say about one packet.
 #[derive(Clone, Copy)]
+///
+/// Plain integers with a sentinel rather than `Option`s: copying an `Option` copies its
+/// undefined payload when it is `None`, and the verifier rejects reading that register.
 struct Outcome {
     reason: Reason,
-    /// The rule it counts on.
-    rule: Option<u32>,
-    /// The remote's class, if the address matched (with `CLASS_AUDIT` if set).
-    class: Option<u32>,
+    /// The rule it counts on, or `Outcome::NONE`.
+    rule: u32,
+    /// The remote's class if the address matched (with `CLASS_AUDIT` if set), or `NONE`.
+    class: u32,
 }
 
 impl Outcome {
+    const NONE: u32 = u32::MAX;
+
     #[inline(always)]
     fn new(reason: Reason, rule: Option<u32>, class: Option<u32>) -> Self {
         Self {
             reason,
-            rule,
-            class,
+            rule: rule.unwrap_or(Self::NONE),
+            class: class.unwrap_or(Self::NONE),
         }
+    }
+
+    #[inline(always)]
+    fn rule(&self) -> Option<u32> {
+        (self.rule != Self::NONE).then_some(self.rule)
+    }
+
+    #[inline(always)]
+    fn class(&self) -> Option<u32> {
+        (self.class != Self::NONE).then_some(self.class)
     }
 }
 
@@ -201,7 +216,7 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> bool {
     };
     let ip = if ip { Some(&scratch.ip) } else { None };
     bump(&REASON_COUNTERS, outcome.reason as u32, len);
-    if let Some(rule) = outcome.rule {
+    if let Some(rule) = outcome.rule() {
         bump(&RULE_COUNTERS, rule_counter_index(rule, inbound), len);
     }
     if !outcome.reason.is_drop() {
@@ -214,7 +229,7 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> bool {
         config.samples_per_second,
         now,
     );
-    let audited_class = outcome.class.is_some_and(|c| c & CLASS_AUDIT != 0);
+    let audited_class = outcome.class().is_some_and(|c| c & CLASS_AUDIT != 0);
     if config.mode == FwdConfig::MODE_AUDIT || audited_class {
         bump(&REASON_COUNTERS, Reason::AuditWouldDrop as u32, len);
         return true;
@@ -236,7 +251,7 @@ fn outbound(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
         return Outcome::new(Reason::Exempt, None, None);
     }
     if ip.frag == Frag::Later {
-        return later_fragment(ip, &mut s.frag, config, now);
+        return later_fragment(ip, &mut s.frag, false, config, now);
     }
     let slot = config.active_slot;
     s.flow = flow_key(ip, false);
@@ -281,7 +296,7 @@ fn outbound(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
         }
     };
     if ip.frag == Frag::First
-        && let Some(rule) = outcome.rule
+        && let Some(rule) = outcome.rule()
     {
         remember_first_fragment(ip, &mut s.frag, rule, false, now);
     }
@@ -305,7 +320,7 @@ fn inbound(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
         return Outcome::new(Reason::Exempt, None, None);
     }
     if ip.frag == Frag::Later {
-        return later_fragment(ip, &mut s.frag, config, now);
+        return later_fragment(ip, &mut s.frag, true, config, now);
     }
     s.flow = flow_key(ip, true);
     let flow = &s.flow;
@@ -355,7 +370,7 @@ fn inbound(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
         Outcome::new(Reason::Allowed, Some(v.rule), class)
     };
     if ip.frag == Frag::First
-        && let Some(rule) = outcome.rule
+        && let Some(rule) = outcome.rule()
     {
         remember_first_fragment(ip, &mut s.frag, rule, true, now);
     }
@@ -376,7 +391,14 @@ fn flow_key(ip: &Ip, inbound: bool) -> FlowKey {
     } else {
         local_port
     };
-    FlowKey::new(local, remote, local_port, remote_port, ip.protocol)
+    FlowKey::new(
+        ip.family,
+        local,
+        remote,
+        local_port,
+        remote_port,
+        ip.protocol,
+    )
 }
 
 /// Which flows a lookup accepts: a packet in the direction a flow began in is judged by
@@ -419,12 +441,17 @@ fn quoted_flow(
     now: u64,
 ) -> Option<u32> {
     let q = ip.quoted.as_ref()?;
+    // An error goes back to the quoted packet's sender; anything else is not an error
+    // about that flow (and must not ride it to another destination).
+    if ip.dst != q.src {
+        return None;
+    }
     // An outbound error quotes a packet that came in (remote -> local), an inbound error
     // one that went out.
     *key = if outbound {
-        FlowKey::new(q.dst, q.src, q.dst_port, q.src_port, q.protocol)
+        FlowKey::new(ip.family, q.dst, q.src, q.dst_port, q.src_port, q.protocol)
     } else {
-        FlowKey::new(q.src, q.dst, q.src_port, q.dst_port, q.protocol)
+        FlowKey::new(ip.family, q.src, q.dst, q.src_port, q.dst_port, q.protocol)
     };
     live_flow(key, Began::Either, config, now)
 }
@@ -445,8 +472,9 @@ fn frag_key(ip: &Ip) -> FragKey {
         src: ip.src,
         dst: ip.dst,
         id: ip.frag_id,
-        protocol: ip.protocol,
-        _pad: [0; 3],
+        protocol: ip.frag_protocol,
+        family: ip.family,
+        _pad: [0; 2],
     }
 }
 
@@ -463,7 +491,13 @@ fn remember_first_fragment(ip: &Ip, key: &mut FragKey, rule: u32, inbound: bool,
 
 /// A later fragment passes on its first fragment's rule, or is dropped.
 #[inline(always)]
-fn later_fragment(ip: &Ip, key: &mut FragKey, config: &FwdConfig, now: u64) -> Outcome {
+fn later_fragment(
+    ip: &Ip,
+    key: &mut FragKey,
+    inbound: bool,
+    config: &FwdConfig,
+    now: u64,
+) -> Outcome {
     *key = frag_key(ip);
     // SAFETY: a plain value read.
     match unsafe { FRAGS.get(key) } {
@@ -473,7 +507,12 @@ fn later_fragment(ip: &Ip, key: &mut FragKey, config: &FwdConfig, now: u64) -> O
         {
             Outcome::new(Reason::Allowed, Some(v.rule), None)
         }
-        _ => Outcome::new(Reason::Fragment, None, None),
+        _ => {
+            // The remote's class, so a vendor in audit mode passes it like its first fragment.
+            let remote = if inbound { &ip.src } else { &ip.dst };
+            let class = lookup_class(config.active_slot, ip.family, remote);
+            Outcome::new(Reason::Fragment, None, class)
+        }
     }
 }
 
@@ -556,7 +595,7 @@ fn sample(outcome: &Outcome, ip: Option<&Ip>, where_: u64, per_second: u32, now:
         ts_ns: now,
         ifindex: where_ as u32,
         class: outcome
-            .class
+            .class()
             .map_or(DeniedEvent::NO_CLASS, |c| c & !CLASS_AUDIT),
         reason: outcome.reason as u8,
         inbound: (where_ >> 32) as u8,

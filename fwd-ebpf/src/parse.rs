@@ -101,6 +101,10 @@ pub struct Ip {
     pub frag: Frag,
     /// The datagram id of a fragment (IPv4's 16 bits, IPv6's 32).
     pub frag_id: u32,
+    /// What identifies the datagram's payload in every fragment: IPv4's protocol field, or
+    /// the next-header field of IPv6's fragment header (headers after it are only in the
+    /// first fragment).
+    pub frag_protocol: u8,
     /// For ICMP errors (unreachable, too big, time exceeded, parameter problem): the quoted
     /// packet, so the error can follow the flow it belongs to.
     pub quoted: Option<Quoted>,
@@ -118,6 +122,7 @@ impl Ip {
         echo_id: 0,
         frag: Frag::Whole,
         frag_id: 0,
+        frag_protocol: 0,
         quoted: None,
     };
 
@@ -199,6 +204,7 @@ fn parse_ipv4(packet: &Packet, offset: usize, out: &mut Ip) -> Result<Parsed, Re
     out.protocol = protocol;
     out.frag = frag;
     out.frag_id = u32::from(be16(&ip, 4));
+    out.frag_protocol = protocol;
     if frag != Frag::Later {
         // The first fragment must hold the whole transport header, or it is malformed.
         parse_l4(packet, offset + header_len, out)?;
@@ -215,9 +221,11 @@ fn parse_ipv6(packet: &Packet, offset: usize, out: &mut Ip) -> Result<Parsed, Re
     out.src.copy_from_slice(&ip[8..24]);
     out.dst.copy_from_slice(&ip[24..40]);
     let mut next_header = ip[6];
+    let hop_limit = ip[7];
     let mut at = offset + IPV6_HLEN;
     let mut frag = Frag::Whole;
     let mut frag_id = 0;
+    let mut frag_protocol = 0;
     // Walk the extension-header chain, bounded; a longer chain is not judged.
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next_header {
@@ -248,6 +256,11 @@ fn parse_ipv6(packet: &Packet, offset: usize, out: &mut Ip) -> Result<Parsed, Re
                 let fragment_offset = offset_flags >> 3;
                 let more = offset_flags & 1 != 0;
                 frag_id = be32(&h, 4);
+                frag_protocol = next_header;
+                // As for IPv4: 8 bytes into a TCP header can only be an attempt to rewrite it.
+                if fragment_offset == 1 && next_header == proto::TCP {
+                    return Err(Reason::Fragment);
+                }
                 if fragment_offset != 0 {
                     frag = Frag::Later;
                 } else if more {
@@ -278,13 +291,10 @@ fn parse_ipv6(packet: &Packet, offset: usize, out: &mut Ip) -> Result<Parsed, Re
     out.protocol = next_header;
     out.frag = frag;
     out.frag_id = frag_id;
+    out.frag_protocol = frag_protocol;
     if frag != Frag::Later {
         parse_l4(packet, at, out)?;
-        if out.protocol == proto::ICMPV6
-            && matches!(out.icmp_type, 130..=137 | 143)
-            && frag == Frag::Whole
-        {
-            // MLD (130-132, 143) and router/neighbour discovery and redirect (133-137).
+        if frag == Frag::Whole && is_link_management(out, hop_limit) {
             return Ok(Parsed::Exempt);
         }
     }
@@ -405,6 +415,31 @@ fn parse_quoted_v6(packet: &Packet, offset: usize) -> Result<Quoted, Reason> {
         src_port,
         dst_port,
     })
+}
+
+/// Neighbour and router discovery, redirects (133-137, hop limit 255 as RFC 4861 requires)
+/// and MLD (130-132, 143, hop limit 1), between link-scoped addresses: a message of these
+/// types to or from global addresses could be routed, so it is judged like any packet.
+#[inline(always)]
+fn is_link_management(ip: &Ip, hop_limit: u8) -> bool {
+    if ip.protocol != proto::ICMPV6 {
+        return false;
+    }
+    let hop_ok = match ip.icmp_type {
+        133..=137 => hop_limit == 255,
+        130..=132 | 143 => hop_limit == 1,
+        _ => return false,
+    };
+    let link_scoped = |a: &Addr| a[0] == 0xfe && a[1] & 0xc0 == 0x80;
+    let link_multicast = |a: &Addr| a[0] == 0xff && a[1] & 0x0f == 0x02;
+    // Neighbour solicitations go to a solicited-node multicast address; advertisements,
+    // redirects and unicast probes come from or go to link-local addresses. Address
+    // resolution between global addresses of one link needs that prefix exempted.
+    hop_ok
+        && (link_scoped(&ip.src)
+            || link_scoped(&ip.dst)
+            || link_multicast(&ip.dst)
+            || ip.src == [0; 16])
 }
 
 /// Destinations that never leave the link: limited broadcast, IPv4 local network control

@@ -1,6 +1,8 @@
 //! The real XDP program, run through BPF_PROG_TEST_RUN, against the evaluator behind
 //! `fwd explain`: on random policies and random packets both must give the same verdict, the
-//! same rule and the same drop reason. Needs root (BPF); `cargo xtask test` runs it.
+//! same rule and the same drop reason. Every packet also runs through the outbound TC
+//! program (`fwd_tc_out`, host mode), which must give the same verdict and move the same
+//! counters by the same amounts as XDP. Needs root (BPF); `cargo xtask test` runs it.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -10,14 +12,18 @@ use std::{
 use etherparse::PacketBuilder;
 use fwd::{
     compile::{Evaluator, Probe, RuleIds, Selection, Verdict, compile_with_ids},
-    datapath::Datapath,
+    datapath::{Datapath, RuleCounters, program},
     policy::{Date, Direction, PolicySet, parse_vendor_file},
 };
-use fwd_common::{Reason, proto};
+use fwd_common::{Counter, Reason, proto};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+/// TC_ACT_UNSPEC: on to the next program or the stack.
+const TC_PASS: i32 = -1;
+/// TC_ACT_SHOT.
+const TC_DROP: i32 = 2;
 
 fn random_v4(rng: &mut StdRng) -> Ipv4Addr {
     Ipv4Addr::new(
@@ -171,12 +177,67 @@ fn random_packet(rng: &mut StdRng) -> Packet {
     }
 }
 
-fn reason_packets(dp: &Datapath) -> Vec<u64> {
-    dp.reason_counters()
-        .unwrap()
-        .iter()
-        .map(|(_, c)| c.packets)
-        .collect()
+/// What one program run did: the verdict, and how much every reason counter and every
+/// rule counter (of the ids given) moved.
+#[derive(Debug, PartialEq, Eq)]
+struct Run {
+    pass: bool,
+    reasons: Vec<Counter>,
+    rules: Vec<RuleCounters>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Program {
+    Xdp,
+    TcOut,
+}
+
+fn minus(after: Counter, before: Counter) -> Counter {
+    Counter {
+        packets: after.packets - before.packets,
+        bytes: after.bytes - before.bytes,
+    }
+}
+
+fn run(dp: &Datapath, which: Program, frame: &[u8], rule_ids: &[u32]) -> Run {
+    let reasons = || -> Vec<Counter> {
+        dp.reason_counters()
+            .unwrap()
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect()
+    };
+    let rules = || dp.rule_counters(rule_ids.iter().copied()).unwrap();
+    let (reasons_before, rules_before) = (reasons(), rules());
+    let pass = match which {
+        Program::Xdp => match dp.test_run_xdp(frame, 1).unwrap().0 {
+            XDP_PASS => true,
+            XDP_DROP => false,
+            other => panic!("XDP action {other}"),
+        },
+        Program::TcOut => match dp.test_run_tc(program::TC_OUT, frame, 1).unwrap().0 {
+            TC_PASS => true,
+            TC_DROP => false,
+            other => panic!("TC action {other}"),
+        },
+    };
+    let (reasons_after, rules_after) = (reasons(), rules());
+    Run {
+        pass,
+        reasons: reasons_after
+            .into_iter()
+            .zip(reasons_before)
+            .map(|(a, b)| minus(a, b))
+            .collect(),
+        rules: rules_after
+            .into_iter()
+            .zip(rules_before)
+            .map(|(a, b)| RuleCounters {
+                outbound: minus(a.outbound, b.outbound),
+                inbound: minus(a.inbound, b.inbound),
+            })
+            .collect(),
+    }
 }
 
 #[test]
@@ -207,41 +268,34 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
         for _ in 0..400 {
             let packet = random_packet(&mut rng);
             let expected = ev.evaluate(&packet.probe);
-            let reasons_before = reason_packets(&dp);
-            let rules_before = dp.rule_counters(rule_ids.iter().copied()).unwrap();
-            let (action, _) = dp.test_run_xdp(&packet.frame, 1).unwrap();
-            let rules_after = dp.rule_counters(rule_ids.iter().copied()).unwrap();
-            let reasons_after = reason_packets(&dp);
+            let xdp = run(&dp, Program::Xdp, &packet.frame, &rule_ids);
             let context = format!(
                 "seed {seed}, round {round}, probe {:?}, expected {expected:?}",
                 packet.probe
             );
-            let (want_action, want_reason, want_rule) = match expected {
-                Verdict::Allow { rule } => (XDP_PASS, Reason::Allowed, Some(rule)),
-                Verdict::NoAddressMatch => (XDP_DROP, Reason::NoAddressMatch, None),
-                Verdict::NoPortMatch { .. } => (XDP_DROP, Reason::NoPortMatch, None),
+            let (want_pass, want_reason, want_rule) = match expected {
+                Verdict::Allow { rule } => (true, Reason::Allowed, Some(rule)),
+                Verdict::NoAddressMatch => (false, Reason::NoAddressMatch, None),
+                Verdict::NoPortMatch { .. } => (false, Reason::NoPortMatch, None),
             };
-            assert_eq!(action, want_action, "{context}");
-            for (i, (b, a)) in reasons_before.iter().zip(&reasons_after).enumerate() {
-                let want = u64::from(i == want_reason as usize);
-                assert_eq!(a - b, want, "{context}: reason {:?}", Reason::ALL[i]);
+            let len = packet.frame.len() as u64;
+            let counted = |n: u64| Counter {
+                packets: n,
+                bytes: n * len,
+            };
+            assert_eq!(xdp.pass, want_pass, "{context}");
+            for (i, moved) in xdp.reasons.iter().enumerate() {
+                let want = counted(u64::from(i == want_reason as usize));
+                assert_eq!(*moved, want, "{context}: reason {:?}", Reason::ALL[i]);
             }
-            for (&id, (b, a)) in rule_ids.iter().zip(rules_before.iter().zip(&rules_after)) {
-                let want = u64::from(want_rule == Some(id));
-                assert_eq!(
-                    a.outbound.packets - b.outbound.packets,
-                    want,
-                    "{context}: rule {id}"
-                );
-                assert_eq!(a.inbound, b.inbound, "{context}: rule {id} inbound");
-                if want == 1 {
-                    assert_eq!(
-                        a.outbound.bytes - b.outbound.bytes,
-                        packet.frame.len() as u64,
-                        "{context}"
-                    );
-                }
+            for (&id, moved) in rule_ids.iter().zip(&xdp.rules) {
+                let want = counted(u64::from(want_rule == Some(id)));
+                assert_eq!(moved.outbound, want, "{context}: rule {id}");
+                assert_eq!(moved.inbound, counted(0), "{context}: rule {id} inbound");
             }
+            // Host mode: the TC egress program judges and counts exactly like XDP.
+            let tc = run(&dp, Program::TcOut, &packet.frame, &rule_ids);
+            assert_eq!(tc, xdp, "{context}: fwd_tc_out differs from fwd_xdp");
             if want_rule.is_some() {
                 allowed += 1;
             } else {
@@ -249,7 +303,7 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
             }
         }
     }
-    eprintln!("{allowed} allowed and {denied} denied packets agreed");
+    eprintln!("{allowed} allowed and {denied} denied packets agreed (XDP, TC and explain)");
     // The generator must exercise both outcomes, or the comparison proves little.
     assert!(
         allowed > 200 && denied > 200,
