@@ -343,14 +343,14 @@ fn inbound(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
             slot,
             PortKey::new(c, direction::INGRESS_REMOTE_PORT, ip.protocol, ip.src_port),
         );
-        // A rule naming addresses beats a `remote = "any"` rule, then local port beats remote.
+        // A rule that needs no live flow beats a `related` one, a rule naming addresses beats
+        // a `remote = "any"` rule, then local port beats remote (as `fwd explain` ranks).
+        let rank = |v: &PortVerdict| {
+            (v.flags & PortVerdict::FLAG_RELATED != 0) as u32 * 2
+                + (v.flags & PortVerdict::FLAG_ANY_REMOTE != 0) as u32
+        };
         let chosen = match (local, remote) {
-            (Some(l), Some(r))
-                if l.flags & PortVerdict::FLAG_ANY_REMOTE != 0
-                    && r.flags & PortVerdict::FLAG_ANY_REMOTE == 0 =>
-            {
-                Some(r)
-            }
+            (Some(l), Some(r)) if rank(&r) < rank(&l) => Some(r),
             (Some(l), _) => Some(l),
             (None, r) => r,
         };

@@ -547,14 +547,14 @@ fn webrtc_media_is_related_ingress_from_the_gateway() {
     // Media is ingress only.
     expect_deny(&ev, udp("52.71.32.188", 10000));
     // Under the widest policy VSee's "inbound UDP on any port from any host" also covers
-    // these packets, but a rule naming the address takes precedence over an `any` rule, so
-    // the media keeps its `related` condition and its counter.
+    // these packets and needs no live flow: it allows them whatever the media rule's
+    // condition, so they count on it (a related rule never shadows an unconditional one).
     let c = build(&widest(TODAY));
     let ev = Evaluator::new(&c.image);
     expect_allow(
         &ev,
         ingress(UDP, "52.71.32.188", 10000, 40000),
-        "webrtc-sip-wss/media",
+        "vsee/p2p-udp-inbound",
     );
     // Outside the media's source ports VSee's rule still admits them.
     expect_allow(

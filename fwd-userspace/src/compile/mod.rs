@@ -5,14 +5,16 @@
 //! 1. the remote address's longest matching prefix gives a class; the compiler flattened
 //!    overlapping prefixes so that class is the set of every rule whose remote contains it;
 //! 2. the (class, direction, protocol, port) key's longest matching entry gives the rule.
-//!    Where several rules of a class cover a port, the narrowest port range owns it; on a
-//!    tie a rule that names addresses beats a `remote = "any"` rule, then the rule compiled
-//!    first (file-name order, then order in the file) wins. A protocol-specific rule beats an
+//!    Where several rules of a class cover a port, a rule that needs no live flow beats a
+//!    `related` one (which would drop what the other allows), then the narrowest port
+//!    range owns it; on a tie a rule that names addresses beats a `remote = "any"` rule,
+//!    then the rule compiled first (file-name order, then order in the file) wins. A protocol-specific rule beats an
 //!    `any`-protocol rule.
 //!
 //! Rule ids (counter slots) are stable: see [`RuleIds`].
-//! 3. ingress looks up both the local-port key and the remote-port key; a rule naming
-//!    addresses beats a `remote = "any"` rule, then the local-port rule wins.
+//! 3. ingress looks up both the local-port key and the remote-port key; a rule that needs no
+//!    live flow beats a `related` one, a rule naming addresses beats a `remote = "any"`
+//!    rule, then the local-port rule wins.
 
 pub mod lpm;
 
@@ -431,6 +433,16 @@ impl<'a> Evaluator<'a> {
 /// holds that class only).
 const NAME_CLASS: u32 = 0;
 
+/// Which of the two ingress matches wins (lower first): a rule that needs no live flow
+/// beats a `related` one, then a rule naming addresses beats a `remote = "any"` one; on a
+/// tie the local-port rule wins. The kernel ranks the same way.
+fn ingress_rank(v: PortVerdict) -> (bool, bool) {
+    (
+        v.flags & PortVerdict::FLAG_RELATED != 0,
+        v.flags & PortVerdict::FLAG_ANY_REMOTE != 0,
+    )
+}
+
 /// Steps 2 and 3 of the match: `class`'s port entries decide the packet.
 fn decide(ports: &LpmTable<PortVerdict>, class: u32, probe: &Probe) -> Verdict {
     {
@@ -446,12 +458,7 @@ fn decide(ports: &LpmTable<PortVerdict>, class: u32, probe: &Probe) -> Verdict {
                 let local = lookup(direction::INGRESS_LOCAL_PORT, probe.local_port);
                 let remote = lookup(direction::INGRESS_REMOTE_PORT, probe.port);
                 match (local, remote) {
-                    (Some(l), Some(r))
-                        if l.flags & PortVerdict::FLAG_ANY_REMOTE != 0
-                            && r.flags & PortVerdict::FLAG_ANY_REMOTE == 0 =>
-                    {
-                        Some(r)
-                    }
+                    (Some(l), Some(r)) if ingress_rank(r) < ingress_rank(l) => Some(r),
                     (l, r) => l.or(r),
                 }
             }
@@ -570,7 +577,7 @@ fn port_owners(ranges: &[(PortRange, &RuleInfo)]) -> Vec<(PortRange, u32)> {
         let owner = ranges
             .iter()
             .filter(|(r, _)| r.contains(lo))
-            .min_by_key(|(r, rule)| (r.hi - r.lo, rule.any_remote, rule.order))
+            .min_by_key(|(r, rule)| (rule.related, r.hi - r.lo, rule.any_remote, rule.order))
             .map(|(_, rule)| rule.id);
         let Some(owner) = owner else { continue };
         match out.last_mut() {
@@ -613,7 +620,9 @@ pub fn class_ports(class: u32, members: &[&RuleInfo], out: &mut Vec<PortEntry>) 
                 }
                 Protocol::Any => {
                     let best = any_proto.entry(dir).or_insert(rule);
-                    if (best.any_remote, best.order) > (rule.any_remote, rule.order) {
+                    if (best.related, best.any_remote, best.order)
+                        > (rule.related, rule.any_remote, rule.order)
+                    {
                         *best = rule;
                     }
                 }

@@ -642,6 +642,15 @@ fn shadowed_and_duplicate_rules_warn() {
 
 #[test]
 fn ingress_rule_naming_addresses_beats_an_any_local_port_rule() {
+    for related in [false, true] {
+        ingress_precedence(related);
+    }
+}
+
+/// An ingress rule naming addresses beats a `remote = "any"` rule on the other port key;
+/// but a `related` rule never beats a rule that needs no live flow, or the kernel would
+/// drop (without a flow) what that rule allows.
+fn ingress_precedence(related: bool) {
     let p2p = with(
         rule(
             "p2p",
@@ -664,7 +673,7 @@ fn ingress_rule_naming_addresses_beats_an_any_local_port_rule() {
         |r| {
             r.direction = Direction::Ingress;
             r.port_side = PortSide::Remote;
-            r.related = true;
+            r.related = related;
         },
     );
     let compiled = compile_all(&set(vec![p2p, media])).unwrap();
@@ -678,7 +687,7 @@ fn ingress_rule_naming_addresses_beats_an_any_local_port_rule() {
     };
     assert_eq!(
         ev.evaluate(&udp_in("52.71.32.188", 12000)),
-        allow(&compiled, "media")
+        allow(&compiled, if related { "p2p" } else { "media" })
     );
     assert_eq!(
         ev.evaluate(&udp_in("52.71.32.188", 9000)),
@@ -841,5 +850,54 @@ fn hostnames_match_domain_rules_with_the_compilers_precedence() {
     assert_eq!(
         ev.evaluate_name("x.turn.example.net", &tcp("0.0.0.0", 443)),
         Verdict::NoAddressMatch
+    );
+}
+
+#[test]
+fn a_related_rule_never_shadows_one_that_needs_no_flow() {
+    // Found by fuzzing: the narrower related rule owned 10000-20000, so the kernel dropped
+    // (without a live flow) packets the wider unconditional rule allows.
+    let any_port = with(
+        rule(
+            "any-port",
+            vec![Protocol::Udp],
+            vec![range(1, 65535)],
+            vec![nets(&["10.0.0.0/8"])],
+        ),
+        |r| {
+            r.direction = Direction::Ingress;
+            r.port_side = PortSide::Local;
+        },
+    );
+    let related = with(
+        rule(
+            "related",
+            vec![Protocol::Udp],
+            vec![range(10000, 20000)],
+            vec![nets(&["10.0.0.0/8"])],
+        ),
+        |r| {
+            r.direction = Direction::Ingress;
+            r.port_side = PortSide::Local;
+            r.related = true;
+        },
+    );
+    let compiled = compile_all(&set(vec![any_port, related])).unwrap();
+    let ev = Evaluator::new(&compiled.image);
+    let probe = Probe {
+        direction: Direction::Ingress,
+        protocol: proto::UDP,
+        remote: "10.1.2.3".parse().unwrap(),
+        port: 5000,
+        local_port: 15000,
+    };
+    assert_eq!(ev.evaluate(&probe), allow(&compiled, "any-port"));
+    assert!(
+        compiled
+            .warnings
+            .iter()
+            .any(|w| w.to_string().contains("rule `v/related` is shadowed")),
+        "{:?}",
+        compiled.warnings
     );
 }
