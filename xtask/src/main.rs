@@ -4,6 +4,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, ExitCode},
     sync::{Arc, atomic::AtomicBool},
+    time::{Instant, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
@@ -20,8 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building fwd needs (nightly rust-src, LLVM 22, bpf-linker, iproute2).
-    /// Idempotent and quick when everything is there.
+    /// Install what building fwd needs (nightly rust-src, LLVM 22, bpf-linker, iproute2,
+    /// cargo-fuzz). Idempotent and quick when everything is there.
     Setup,
     /// Build fwd and run the built-in lab with the bundled policies until Ctrl-C.
     Run {
@@ -29,10 +30,19 @@ enum Task {
         #[arg(long)]
         duration: Option<u64>,
     },
-    /// Run every test (as root): unit, property, golden and BPF_PROG_TEST_RUN tests, then the
-    /// end-to-end tests in network namespaces.
+    /// Run every test (as root): unit, property, golden and BPF_PROG_TEST_RUN tests, a short
+    /// fuzzing run, then the end-to-end tests in network namespaces.
     Test,
-    /// cargo fmt --check and cargo clippy -D warnings.
+    /// Fuzz the policy parser and compiler and the site config (cargo-fuzz, libFuzzer, nightly).
+    /// Fails if a target crashes, and says how to reproduce it.
+    Fuzz {
+        /// How long to fuzz each target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// One target (default: every target): policy_parse, policy_compile or site_config.
+        target: Option<String>,
+    },
+    /// cargo fmt --check and cargo clippy -D warnings (the workspace and the fuzz targets).
     Lint,
     /// Write the benchmark's generated policy directory (for profiling by hand).
     #[command(hide = true)]
@@ -60,6 +70,51 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libxml2-dev",
     "iproute2",
 ];
+
+/// A cargo-fuzz target of `fwd-userspace/fuzz/`.
+struct FuzzTarget {
+    name: &'static str,
+    /// libFuzzer dictionary, relative to `fwd-userspace/fuzz/`.
+    dict: Option<&'static str>,
+    /// Read-only seed directories besides the committed `fuzz/seeds/NAME/` (where it
+    /// exists), relative to the workspace root. libFuzzer reads them as corpora and never
+    /// writes into them, so the bundled policies seed the parser without copies.
+    seeds: &'static [&'static str],
+    /// More libFuzzer options.
+    options: &'static [&'static str],
+}
+
+const FUZZ_TARGETS: &[FuzzTarget] = &[
+    FuzzTarget {
+        name: "policy_parse",
+        dict: Some("policy.dict"),
+        seeds: &["policies"],
+        options: &[],
+    },
+    // Generates its policies from the fuzzer's bytes: no text seeds or dictionary. Inputs of
+    // any length from the start (libFuzzer would grow them slowly from a few bytes, i.e. a
+    // rule or two): more rules, more overlaps, more coverage in a short run.
+    FuzzTarget {
+        name: "policy_compile",
+        dict: None,
+        seeds: &[],
+        options: &["-len_control=0", "-max_len=1024"],
+    },
+    FuzzTarget {
+        name: "site_config",
+        dict: Some("config.dict"),
+        seeds: &[],
+        options: &[],
+    },
+];
+
+/// Seconds per target in `cargo xtask test`: catches regressions in the seeds and shallow
+/// crashes; longer runs are `cargo xtask fuzz`.
+const TEST_FUZZ_SECONDS: u64 = 20;
+
+/// An input slower than this is a finding (a policy that stalls `fwd check` or a reload),
+/// reported as a `timeout-*` artifact; it also bounds a run to `--seconds` plus this.
+const FUZZ_INPUT_TIMEOUT_SECONDS: u64 = 10;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -140,6 +195,14 @@ fn setup() -> anyhow::Result<()> {
         )?;
     }
 
+    if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+        run(
+            "installing cargo-fuzz",
+            Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]),
+            "cargo install cargo-fuzz --locked",
+        )?;
+    }
+
     if !succeeds(Command::new("bpf-linker").arg("--version")) {
         run(
             "installing bpf-linker (builds against LLVM 22; takes a few minutes)",
@@ -215,6 +278,7 @@ fn test() -> anyhow::Result<()> {
         ]),
         "cargo test --workspace --exclude fwd-ebpf --exclude fwd-lab (as root)",
     )?;
+    fuzz(TEST_FUZZ_SECONDS, None)?;
     run(
         "end-to-end tests in network namespaces",
         cargo()
@@ -230,6 +294,164 @@ fn test() -> anyhow::Result<()> {
             .env("FWD_BIN", &fwd),
         "cargo test --package fwd-lab --tests -- --test-threads=1 (as root)",
     )?;
+    Ok(())
+}
+
+/// `cargo +nightly fuzz ...` in `fwd-userspace/`. Plain `cargo` (the rustup proxy), not
+/// `$CARGO`: that is the stable cargo running xtask, which does not take `+nightly`.
+fn cargo_fuzz() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(workspace_root().join("fwd-userspace"))
+        .args(["+nightly", "fuzz"]);
+    cmd
+}
+
+/// Crash, leak, timeout and out-of-memory inputs libFuzzer wrote for `target` since `since`.
+fn fuzz_artifacts(target: &str, since: SystemTime) -> Vec<PathBuf> {
+    let dir = workspace_root()
+        .join("fwd-userspace/fuzz/artifacts")
+        .join(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            // Not `slow-unit-*`: a slow input that stays under -timeout is no failure.
+            ["crash-", "leak-", "timeout-", "oom-"]
+                .iter()
+                .any(|p| name.starts_with(p))
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= since)
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Fuzzes `only` (default: every target) for `seconds` each. Runs every target before
+/// failing, so one run reports every crashing target.
+///
+/// Address sanitizer (cargo-fuzz's default) works on this machine and costs little here
+/// (the targets are safe Rust; it mainly adds leak detection), so no `--sanitizer none`.
+/// The fuzz crate depends on fwd-userspace without its `ebpf` feature: no kernel programs
+/// are built under the sanitizer flags, and edits to fwd-ebpf do not rebuild the fuzzers.
+fn fuzz(seconds: u64, only: Option<&str>) -> anyhow::Result<()> {
+    let targets: Vec<&FuzzTarget> = match only {
+        None => FUZZ_TARGETS.iter().collect(),
+        Some(name) => match FUZZ_TARGETS.iter().find(|t| t.name == name) {
+            Some(t) => vec![t],
+            None => bail!(
+                "no fuzz target `{name}`; the targets are {}",
+                FUZZ_TARGETS
+                    .iter()
+                    .map(|t| t.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    if !succeeds(cargo_fuzz().arg("--version")) {
+        bail!(
+            "cargo-fuzz is not installed; run `cargo xtask setup` (or cargo install cargo-fuzz --locked)"
+        );
+    }
+    let started = Instant::now();
+    let mut build = cargo_fuzz();
+    build.arg("build");
+    if let [t] = targets.as_slice() {
+        build.arg(t.name);
+    }
+    run(
+        "building the fuzz targets (nightly, address sanitizer)",
+        &mut build,
+        "cd fwd-userspace && cargo +nightly fuzz build",
+    )?;
+    eprintln!(
+        "xtask: fuzz targets built in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let fuzz_dir = workspace_root().join("fwd-userspace/fuzz");
+    let mut crashes = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        // The working corpus (git-ignored) keeps what earlier runs found; it must exist, as
+        // libFuzzer writes new inputs into the first directory it is given.
+        let corpus = fuzz_dir.join("corpus").join(t.name);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("creating {}", corpus.display()))?;
+        // Paths relative to fwd-userspace/, where cargo fuzz runs, so the by-hand command
+        // below is the same command.
+        let mut args = vec![
+            "run".to_string(),
+            t.name.to_string(),
+            format!("fuzz/corpus/{}", t.name),
+        ];
+        if fuzz_dir.join("seeds").join(t.name).is_dir() {
+            args.push(format!("fuzz/seeds/{}", t.name));
+        }
+        args.extend(t.seeds.iter().map(|s| format!("../{s}")));
+        args.extend([
+            "--".to_string(),
+            format!("-max_total_time={seconds}"),
+            format!("-timeout={FUZZ_INPUT_TIMEOUT_SECONDS}"),
+            "-print_final_stats=1".to_string(),
+        ]);
+        args.extend(t.dict.map(|d| format!("-dict=fuzz/{d}")));
+        args.extend(t.options.iter().map(|o| o.to_string()));
+        let step = format!(
+            "fuzzing {} for {seconds} s ({}/{})",
+            t.name,
+            i + 1,
+            targets.len()
+        );
+        let by_hand = format!("cd fwd-userspace && cargo +nightly fuzz {}", args.join(" "));
+        let since = SystemTime::now();
+        let target_started = Instant::now();
+        let result = run(&step, cargo_fuzz().args(&args), &by_hand);
+        let artifacts = fuzz_artifacts(t.name, since);
+        if artifacts.is_empty() {
+            result?;
+            eprintln!(
+                "xtask: {}: no crash in {:.0} s",
+                t.name,
+                target_started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
+        if let Err(err) = result {
+            eprintln!("xtask: {err:#}");
+        }
+        // libFuzzer stops at the first finding: one artifact per run.
+        for artifact in &artifacts {
+            let in_crate = artifact
+                .strip_prefix(workspace_root().join("fwd-userspace"))
+                .unwrap_or(artifact);
+            eprintln!(
+                "xtask: {name}: libFuzzer found a failing input: fwd-userspace/{path}\n\
+                 xtask:   reproduce: cd fwd-userspace && cargo +nightly fuzz run {name} {path}\n\
+                 xtask:   show it:   cd fwd-userspace && cargo +nightly fuzz fmt {name} {path}\n\
+                 xtask:   minimise:  cd fwd-userspace && cargo +nightly fuzz tmin {name} {path}",
+                name = t.name,
+                path = in_crate.display(),
+            );
+        }
+        crashes.push(t.name);
+    }
+    if !crashes.is_empty() {
+        bail!(
+            "fuzzing found failing inputs for {}; see above for the artifacts and how to reproduce them",
+            crashes.join(", ")
+        );
+    }
+    eprintln!(
+        "xtask: fuzzing done in {:.0} s, no crashes",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -256,6 +478,17 @@ fn lint() -> anyhow::Result<()> {
         cargo().args(["fmt", "--all", "--check"]),
         "cargo fmt --all",
     )?;
+    // The fuzz crate is a workspace of its own, so `--all` does not reach it.
+    run(
+        "cargo fmt --check (fuzz targets)",
+        cargo().args([
+            "fmt",
+            "--manifest-path",
+            "fwd-userspace/fuzz/Cargo.toml",
+            "--check",
+        ]),
+        "cargo fmt --manifest-path fwd-userspace/fuzz/Cargo.toml",
+    )?;
     run(
         "cargo clippy",
         cargo().args([
@@ -269,6 +502,20 @@ fn lint() -> anyhow::Result<()> {
             "warnings",
         ]),
         "cargo clippy --workspace --exclude fwd-ebpf --all-targets",
+    )?;
+    // Stable clippy builds the fuzz crate without sanitizers (its own target directory).
+    run(
+        "cargo clippy (fuzz targets)",
+        cargo().args([
+            "clippy",
+            "--manifest-path",
+            "fwd-userspace/fuzz/Cargo.toml",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        "cargo clippy --manifest-path fwd-userspace/fuzz/Cargo.toml --all-targets",
     )
 }
 
@@ -278,6 +525,7 @@ fn main() -> ExitCode {
         Task::Run { duration } => lab(duration),
         Task::Test => test(),
         Task::Lint => lint(),
+        Task::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
         Task::Bench { quick } => bench_all(quick),
         Task::BenchPolicy {
             dir,

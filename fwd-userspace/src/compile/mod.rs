@@ -577,7 +577,16 @@ fn port_owners(ranges: &[(PortRange, &RuleInfo)]) -> Vec<(PortRange, u32)> {
         let owner = ranges
             .iter()
             .filter(|(r, _)| r.contains(lo))
-            .min_by_key(|(r, rule)| (rule.related, r.hi - r.lo, rule.any_remote, rule.order))
+            .min_by_key(|(r, rule)| {
+                let any_protocol = rule.protocols.contains(&Protocol::Any);
+                (
+                    rule.related,
+                    r.hi - r.lo,
+                    any_protocol,
+                    rule.any_remote,
+                    rule.order,
+                )
+            })
             .map(|(_, rule)| rule.id);
         let Some(owner) = owner else { continue };
         match out.last_mut() {
@@ -644,14 +653,23 @@ pub fn class_ports(class: u32, members: &[&RuleInfo], out: &mut Vec<PortEntry>) 
         rule,
         flags: by_id[&rule],
     };
-    for (dir, rule) in any_proto {
+    for (&dir, rule) in &any_proto {
         out.push(PortEntry {
             key: PortKey::new(class, dir, 0, 0),
             prefix_len: 40,
             verdict: verdict(rule.id),
         });
     }
-    for ((dir, protocol), ranges) in by_proto {
+    for ((dir, protocol), mut ranges) in by_proto {
+        // A protocol-specific entry hides the `any`-protocol entry (a shorter prefix) for its
+        // ports. Where the specific rule is `related` and the `any` rule is not, the `any`
+        // rule must own those ports, or the kernel would drop what it allows.
+        if let Some(any) = any_proto.get(&dir)
+            && !any.related
+            && ranges.iter().any(|(_, r)| r.related)
+        {
+            ranges.push((PortRange::ALL, any));
+        }
         for (range, rule) in port_owners(&ranges) {
             port_range_blocks(range.lo, range.hi, |port, bits| {
                 out.push(PortEntry {
