@@ -93,9 +93,9 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
     )]
     Monitor {
         /// The daemon's config (for its control_socket).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// The control socket, if not the config's (default /run/fwd/control.sock).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The control socket, if not the config's.
         #[arg(long)]
         socket: Option<PathBuf>,
         /// Print one JSON object per sample.
@@ -252,7 +252,7 @@ pub fn main(cli: Cli) -> ExitCode {
             socket,
             json,
             count,
-        } => monitor(config.as_deref(), socket, json, count),
+        } => monitor(&config, socket, json, count),
         Command::Lab(args) => lab::run(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {
@@ -455,18 +455,12 @@ fn reload(config: &Path, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 fn monitor(
-    config: Option<&Path>,
+    config: &Path,
     socket: Option<PathBuf>,
     json: bool,
     count: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
-    let socket = match socket {
-        Some(s) => s,
-        None => {
-            let config = config.map(Config::load).transpose()?;
-            daemon::control::socket_path(config.as_ref())
-        }
-    };
+    let socket = socket.unwrap_or_else(|| daemon::control::socket_path_lenient(config));
     daemon::control::monitor(&socket, json, count)?;
     Ok(ExitCode::SUCCESS)
 }

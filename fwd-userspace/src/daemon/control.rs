@@ -324,16 +324,14 @@ pub fn monitor(socket: &Path, json: bool, count: Option<u64>) -> anyhow::Result<
     let stdout = std::io::stdout();
     for line in std::io::BufReader::new(stream).lines() {
         let line = line?;
+        let sample = serde_json::from_str::<DeniedSample>(&line).ok();
         let mut out = stdout.lock();
-        if json {
-            writeln!(out, "{line}")?;
-        } else if let Ok(sample) = serde_json::from_str::<DeniedSample>(&line) {
-            writeln!(out, "{sample}")?;
-        } else {
-            writeln!(out, "{line}")?;
+        match &sample {
+            Some(sample) if !json => writeln!(out, "{sample}")?,
+            _ => writeln!(out, "{line}")?,
         }
         out.flush()?;
-        if serde_json::from_str::<DeniedSample>(&line).is_ok() {
+        if sample.is_some() {
             seen += 1;
             if count.is_some_and(|c| seen >= c) {
                 break;
@@ -376,14 +374,6 @@ pub fn socket_path_lenient(config_path: &Path) -> PathBuf {
         Some(p) => p,
         None => PathBuf::from(DEFAULT_SOCKET),
     }
-}
-
-/// The socket path: the config's, or the default.
-pub fn socket_path(config: Option<&crate::daemon::config::Config>) -> PathBuf {
-    config.map_or_else(
-        || PathBuf::from(DEFAULT_SOCKET),
-        |c| c.control_socket.clone(),
-    )
 }
 
 #[cfg(test)]

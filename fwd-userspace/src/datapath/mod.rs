@@ -488,22 +488,6 @@ impl Datapath {
             return Ok(());
         };
         let slot = &mut self.slots[index];
-        // Learned entries the image does not also hold (removing twice would fail).
-        for addr in self.learned.keys() {
-            let removed = match IpNet::from(*addr) {
-                IpNet::V4(h) if !image.dst4.iter().any(|(n, _)| *n == h) => {
-                    slot.dst4.remove(&key4(&h)).map_err(map_err("DST4"))
-                }
-                IpNet::V6(h) if !image.dst6.iter().any(|(n, _)| *n == h) => {
-                    slot.dst6.remove(&key6(&h)).map_err(map_err("DST6"))
-                }
-                _ => Ok(()),
-            };
-            // An entry learned after this slot was filled was never in it.
-            if let Err(err) = removed {
-                debug!(%err, %addr, "learned entry not in the slot being cleared");
-            }
-        }
         for (net, _) in &image.dst4 {
             slot.dst4.remove(&key4(net)).map_err(map_err("DST4"))?;
         }
@@ -514,6 +498,17 @@ impl Datapath {
             slot.ports
                 .remove(&Key::new(entry.prefix_len, entry.key))
                 .map_err(map_err("PORTS"))?;
+        }
+        // Learned entries last: one over a compiled host prefix went with the image's entry,
+        // and one learned after this slot was filled was never in it.
+        for addr in self.learned.keys() {
+            let removed = match IpNet::from(*addr) {
+                IpNet::V4(h) => slot.dst4.remove(&key4(&h)),
+                IpNet::V6(h) => slot.dst6.remove(&key6(&h)),
+            };
+            if let Err(err) = removed {
+                debug!(%err, %addr, "learned entry not in the slot being cleared");
+            }
         }
         Ok(())
     }
