@@ -71,6 +71,10 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         /// The control socket, if not the config's.
         #[arg(long)]
         socket: Option<PathBuf>,
+        /// Print the daemon's reply as one JSON object (with the compile, fill and swap
+        /// times); the exit code is the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Say what the running daemon has attached where, which policy generation is in
     /// force, how full the maps are, and how many flows are live.
@@ -105,6 +109,12 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Read the counters straight from the pinned maps: per rule and direction, drops by
+    /// reason, live flows, the generation in force. Works with the daemon stopped or dead.
+    #[command(
+        after_help = "Examples:\n  fwd stats\n  fwd stats --json\n  fwd stats --pin-dir /sys/fs/bpf/fwd --state-dir /var/lib/fwd"
+    )]
+    Stats(crate::stats::StatsArgs),
     /// Build a throwaway lab (client, gateway, vendor namespaces), run fwd on the gateway,
     /// drive traffic and show live counters until Ctrl-C; then remove the lab.
     Lab(lab::LabArgs),
@@ -241,7 +251,11 @@ pub fn main(cli: Cli) -> ExitCode {
         } => explain(&policy, json, &packet),
         Command::Import(args) => crate::import::run(&args),
         Command::Run { config } => run(&config),
-        Command::Reload { config, socket } => reload(&config, socket),
+        Command::Reload {
+            config,
+            socket,
+            json,
+        } => reload(&config, socket, json),
         Command::Status {
             config,
             socket,
@@ -253,6 +267,7 @@ pub fn main(cli: Cli) -> ExitCode {
             json,
             count,
         } => monitor(&config, socket, json, count),
+        Command::Stats(args) => crate::stats::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Lab(args) => lab::run(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {
@@ -427,19 +442,27 @@ fn status(config: &Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-fn reload(config: &Path, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn reload(config: &Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
     // The daemon's config names the socket. Read leniently: a config with a mistake
     // elsewhere must still reach the daemon, which rejects it and says why.
     let socket = socket.unwrap_or_else(|| daemon::control::socket_path_lenient(config));
     let reply = daemon::control::reload(&socket)?;
+    if json {
+        println!("{}", serde_json::to_string(&reply)?);
+        return Ok(if reply.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_BAD_INPUT)
+        });
+    }
     for warning in &reply.warnings {
         eprintln!("warning: {warning}");
     }
     match reply.error {
         None => {
             println!(
-                "reloaded: generation {} in force, {} rules",
-                reply.generation, reply.rules
+                "reloaded: generation {} in force, {} rules (compile {:.1} ms, fill {:.1} ms, swap {:.1} ms)",
+                reply.generation, reply.rules, reply.compile_ms, reply.fill_ms, reply.swap_ms
             );
             Ok(ExitCode::SUCCESS)
         }

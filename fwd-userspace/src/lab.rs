@@ -222,9 +222,12 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "policy_dir = {policies:?}\ncontrol_socket = \"control.sock\"\n\n[metrics]\nlisten = \"{METRICS}\"\n\n\
+            "policy_dir = {policies:?}\ncontrol_socket = \"control.sock\"\n\
+             pin_dir = \"/sys/fs/bpf/{}\"\nstate_dir = \"state\"\non_exit = \"detach\"\n\n\
+             [metrics]\nlisten = \"{METRICS}\"\n\n\
              [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n\n\
              [select]\nlevels = [{}]\n",
+            args.prefix,
             levels
                 .iter()
                 .map(|l| format!("{:?}", l.as_str()))

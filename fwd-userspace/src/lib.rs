@@ -10,3 +10,4 @@ pub mod datapath;
 pub mod import;
 pub mod lab;
 pub mod policy;
+pub mod stats;

@@ -522,6 +522,44 @@ impl FwdProcess {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         wait_for(timeout, || self.child.try_wait().ok().flatten())
     }
+
+    /// Kills the daemon with SIGKILL (no clean-up runs) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A test daemon's own pin directory on the bpf filesystem, removed (which detaches what
+/// is still pinned there) when dropped.
+pub struct Pins {
+    pub dir: PathBuf,
+}
+
+impl Pins {
+    pub fn new(prefix: &str) -> Pins {
+        Pins {
+            dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}")),
+        }
+    }
+
+    /// Config lines that keep the daemon's pins and state out of the system's defaults.
+    pub fn config_lines(&self) -> String {
+        format!(
+            "pin_dir = \"{}\"\nstate_dir = \"state\"\n",
+            self.dir.display()
+        )
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Drop for FwdProcess {

@@ -7,7 +7,7 @@ use std::{
 };
 
 use fwd_lab::{
-    FwdProcess, GATEWAY_LAN_IF, Lab, Sink, fwd_bin, require_root, scrape, scratch, tcp_probe,
+    FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, fwd_bin, require_root, scrape, scratch, tcp_probe,
     udp_probe,
 };
 
@@ -44,13 +44,15 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     };
     require_root();
     let (prefix, dir) = scratch("gateway");
+    let pins = Pins::new(&prefix);
     std::fs::write(dir.join("policies/acme.toml"), POLICY).unwrap();
     std::fs::write(
         dir.join("fwd.toml"),
         format!(
-            "policy_dir = \"policies\"\ncontrol_socket = \"control.sock\"\n\
+            "{}policy_dir = \"policies\"\ncontrol_socket = \"control.sock\"\n\
              [metrics]\nlisten = \"{METRICS}\"\n\
-             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n"
+             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n",
+            pins.config_lines()
         ),
     )
     .unwrap();

@@ -8,8 +8,8 @@ use std::{
 };
 
 use fwd_lab::{
-    CLIENT_V4, CLIENT_V6, FwdProcess, Lab, Sink, fwd_bin, require_root, scrape, scratch, tcp_probe,
-    tcp_probe_from, udp_probe, udp_send_from, wait_for,
+    CLIENT_V4, CLIENT_V6, FwdProcess, Lab, Pins, Sink, fwd_bin, require_root, scrape, scratch,
+    tcp_probe, tcp_probe_from, udp_probe, udp_send_from, wait_for,
 };
 
 const METRICS: &str = "127.0.0.1:9470";
@@ -58,11 +58,12 @@ local_ports = [8443]
 remote = "198.51.100.20"
 "#;
 
-fn config(action: &str) -> String {
+fn config(action: &str, pins: &Pins) -> String {
     format!(
-        "policy_dir = \"policies\"\naction = \"{action}\"\ncontrol_socket = \"control.sock\"\n\
+        "{}policy_dir = \"policies\"\naction = \"{action}\"\ncontrol_socket = \"control.sock\"\n\
          [metrics]\nlisten = \"{METRICS}\"\n\
-         [[interface]]\nname = \"eth0\"\nmode = \"host\"\n"
+         [[interface]]\nname = \"eth0\"\nmode = \"host\"\n",
+        pins.config_lines()
     )
 }
 
@@ -74,13 +75,16 @@ struct Setup {
     /// Echo servers on the protected host (webhook, media, and a port nothing opens).
     client: Sink,
     dir: std::path::PathBuf,
+    /// Dropped last, after the daemon stopped.
+    _pins: Pins,
 }
 
 fn setup(test: &str, action: &str) -> Setup {
     require_root();
     let (prefix, dir) = scratch(test);
+    let pins = Pins::new(&prefix);
     std::fs::write(dir.join("policies/acme.toml"), POLICY).unwrap();
-    std::fs::write(dir.join("fwd.toml"), config(action)).unwrap();
+    std::fs::write(dir.join("fwd.toml"), config(action, &pins)).unwrap();
     let addrs: Vec<IpAddr> = [MEDIA_V4, MEDIA_V6, WEBHOOK_V4, UNLISTED_V4, UNLISTED_V6]
         .iter()
         .map(|a| a.parse().unwrap())
@@ -102,6 +106,7 @@ fn setup(test: &str, action: &str) -> Setup {
         vendor,
         client,
         dir,
+        _pins: pins,
     }
 }
 
@@ -257,11 +262,36 @@ fn host_mode_filters_both_directions_on_ipv4_and_ipv6() {
     assert_eq!(status["generation"], 1);
     assert_eq!(status["rules"], 4);
     assert_eq!(status["action"], "enforce");
-    let attached = status["attached"].to_string();
-    assert!(
-        attached.contains(r#"["eth0","fwd_tc_out","tc egress"]"#)
-            && attached.contains(r#"["eth0","fwd_tc_in","tc ingress"]"#),
-        "{attached}"
+    let attached: Vec<(String, String, String, String, bool)> = status["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap().to_string();
+            (
+                s("interface"),
+                s("program"),
+                s("hook"),
+                s("origin"),
+                a["pinned"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let expected = |program: &str, hook: &str| {
+        (
+            "eth0".to_string(),
+            program.to_string(),
+            hook.to_string(),
+            "attached".to_string(),
+            true,
+        )
+    };
+    assert_eq!(
+        attached,
+        vec![
+            expected("fwd_tc_out", "tc_egress"),
+            expected("fwd_tc_in", "tc_ingress")
+        ]
     );
     assert!(status["flows_active"].as_u64().unwrap() >= 5);
     s.finish();

@@ -171,6 +171,11 @@ impl MapImage {
 pub struct RuleIds(BTreeMap<String, u32>);
 
 impl RuleIds {
+    /// Ids recorded by an earlier run: (`vendor/rule`, id).
+    pub fn from_recorded(ids: impl IntoIterator<Item = (String, u32)>) -> Self {
+        RuleIds(ids.into_iter().collect())
+    }
+
     pub fn get(&self, name: &str) -> Option<u32> {
         self.0.get(name).copied()
     }

@@ -21,6 +21,27 @@ use crate::{
 pub const DEFAULT_CONFIG: &str = "/etc/fwd/fwd.toml";
 pub const DEFAULT_POLICY_DIR: &str = "/etc/fwd/policies";
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9469";
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fwd";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/fwd";
+pub const DEFAULT_DEBOUNCE_MS: u64 = 500;
+
+/// What a clean stop (SIGTERM, `systemctl stop`) does with the programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExit {
+    /// Leave the pinned programs attached: enforcement and counting go on, and the next
+    /// start adopts them without a gap.
+    Keep,
+    /// Detach the programs and remove the pins: traffic is no longer filtered.
+    Detach,
+}
+
+/// Reloading on its own when the policy directory or the config file changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watch {
+    pub enabled: bool,
+    /// Changes closer together than this make one reload.
+    pub debounce_ms: u64,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -77,6 +98,12 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// The root-only control socket (`fwd monitor`).
     pub control_socket: PathBuf,
+    /// Where programs, links and maps are pinned (on a bpf filesystem).
+    pub pin_dir: PathBuf,
+    /// Where the daemon keeps what must survive a restart (rule ids).
+    pub state_dir: PathBuf,
+    pub on_exit: OnExit,
+    pub watch: Watch,
     pub interfaces: Vec<Interface>,
     /// What `[select]` picks; `None` fields select everything.
     pub vendors: Option<Vec<String>>,
@@ -176,6 +203,10 @@ struct RawConfig {
     exempt: Vec<Spanned<String>>,
     metrics: Option<RawMetrics>,
     control_socket: Option<String>,
+    pin_dir: Option<String>,
+    state_dir: Option<String>,
+    on_exit: Option<Spanned<String>>,
+    reload: Option<RawReload>,
     #[serde(default, rename = "interface")]
     interfaces: Vec<RawInterface>,
     select: Option<RawSelect>,
@@ -200,6 +231,13 @@ struct RawFlows {
     tcp_timeout: Option<Spanned<i64>>,
     udp_timeout: Option<Spanned<i64>>,
     other_timeout: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    watch: Option<bool>,
+    debounce_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -342,6 +380,41 @@ impl Config {
             })
             .transpose()?;
         let local_rules = build_rules(&map, raw.rules)?;
+        let on_exit = match &raw.on_exit {
+            None => OnExit::Keep,
+            Some(s) => match s.get_ref().as_str() {
+                "keep" => OnExit::Keep,
+                "detach" => OnExit::Detach,
+                other => {
+                    return Err(map.error(
+                        s.span().start,
+                        format!(
+                            "unknown on_exit `{other}`; use \"keep\" (programs stay attached and keep enforcing) or \"detach\" (a stop removes them)"
+                        ),
+                    ));
+                }
+            },
+        };
+        let mut watch = Watch {
+            enabled: true,
+            debounce_ms: DEFAULT_DEBOUNCE_MS,
+        };
+        if let Some(r) = &raw.reload {
+            watch.enabled = r.watch.unwrap_or(true);
+            if let Some(d) = &r.debounce_ms {
+                watch.debounce_ms = u64::try_from(*d.get_ref())
+                    .ok()
+                    .filter(|n| (10..=60_000).contains(n))
+                    .ok_or_else(|| {
+                        map.error(
+                            d.span().start,
+                            "`debounce_ms` is in milliseconds, from 10 to 60000",
+                        )
+                    })?;
+            }
+        }
+        // Like policy_dir, a relative path is relative to the config file.
+        let relative = |s: String| path.parent().unwrap_or(Path::new(".")).join(s);
         Ok(Config {
             policy_dir,
             action,
@@ -349,11 +422,17 @@ impl Config {
             flows,
             exempt,
             metrics_listen,
-            // Like policy_dir, a relative path is relative to the config file.
-            control_socket: raw.control_socket.map_or_else(
-                || PathBuf::from(super::control::DEFAULT_SOCKET),
-                |s| path.parent().unwrap_or(Path::new(".")).join(s),
-            ),
+            control_socket: raw
+                .control_socket
+                .map_or_else(|| PathBuf::from(super::control::DEFAULT_SOCKET), relative),
+            pin_dir: raw
+                .pin_dir
+                .map_or_else(|| PathBuf::from(DEFAULT_PIN_DIR), relative),
+            state_dir: raw
+                .state_dir
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), relative),
+            on_exit,
+            watch,
             interfaces,
             vendors: select.vendors,
             levels,
@@ -391,6 +470,34 @@ mod tests {
         assert_eq!(c.action, Action::Enforce);
         assert_eq!(c.metrics_listen.to_string(), DEFAULT_METRICS);
         assert!(c.interfaces.is_empty());
+        assert_eq!(c.pin_dir, PathBuf::from(DEFAULT_PIN_DIR));
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.on_exit, OnExit::Keep);
+        assert!(c.watch.enabled);
+    }
+
+    #[test]
+    fn lifecycle_keys() {
+        let c = parse(
+            "pin_dir = \"/sys/fs/bpf/fwd-lab\"\nstate_dir = \"state\"\non_exit = \"detach\"\n\
+             [reload]\nwatch = false\ndebounce_ms = 200\n",
+        )
+        .unwrap();
+        assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/fwd-lab"));
+        assert_eq!(c.state_dir, PathBuf::from("/etc/fwd/state"));
+        assert_eq!(c.on_exit, OnExit::Detach);
+        assert_eq!(
+            c.watch,
+            Watch {
+                enabled: false,
+                debounce_ms: 200
+            }
+        );
+        let err = parse("action = \"audit\"\non_exit = \"stop\"\n").unwrap_err();
+        assert!(err.starts_with("/etc/fwd/fwd.toml:2:11:"), "{err}");
+        assert!(err.contains("\"keep\""), "{err}");
+        let err = parse("[reload]\ndebounce_ms = 0\n").unwrap_err();
+        assert!(err.starts_with("/etc/fwd/fwd.toml:2:15:"), "{err}");
     }
 
     #[test]

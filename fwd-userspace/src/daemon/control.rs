@@ -28,7 +28,7 @@ use crate::compile::MapImage;
 pub const DEFAULT_SOCKET: &str = "/run/fwd/control.sock";
 
 /// The answer to `reload`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReloadReply {
     pub ok: bool,
     /// The generation now in force (the old one if the reload was rejected).
@@ -37,6 +37,14 @@ pub struct ReloadReply {
     /// Why the reload was rejected (`file:line:col: message` for bad input).
     pub error: Option<String>,
     pub warnings: Vec<String>,
+    /// How long the accepted reload took: reading and compiling the policy, filling the
+    /// inactive slot, and flipping to it (with the grace period and clearing the old slot).
+    #[serde(default)]
+    pub compile_ms: f64,
+    #[serde(default)]
+    pub fill_ms: f64,
+    #[serde(default)]
+    pub swap_ms: f64,
 }
 
 /// The answer to `status`.
@@ -44,8 +52,9 @@ pub struct ReloadReply {
 pub struct StatusReply {
     pub generation: u32,
     pub rules: usize,
-    /// (interface, program, hook)
-    pub attached: Vec<(String, String, String)>,
+    pub attached: Vec<AttachedStatus>,
+    /// Where programs, links and maps are pinned.
+    pub pin_dir: Option<PathBuf>,
     /// (map, entries, capacity)
     pub maps: Vec<(String, usize, u32)>,
     pub flows_active: Option<u64>,
@@ -55,6 +64,20 @@ pub struct StatusReply {
     pub action: String,
 }
 
+/// One program in place, as `fwd status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedStatus {
+    pub interface: String,
+    pub program: String,
+    /// "xdp", "tc_ingress" or "tc_egress".
+    pub hook: String,
+    /// "attached" (by this run), "adopted" (an earlier run's pinned link, same program
+    /// version) or "replaced" (an earlier run's pinned link, program version changed).
+    pub origin: String,
+    /// Stays attached when the daemon stops or dies.
+    pub pinned: bool,
+}
+
 impl std::fmt::Display for StatusReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
@@ -62,8 +85,19 @@ impl std::fmt::Display for StatusReply {
             "policy generation {} ({} rules, {}), reloads: {} ok, {} rejected",
             self.generation, self.rules, self.action, self.reloads_ok, self.reloads_error
         )?;
-        for (iface, program, hook) in &self.attached {
-            writeln!(f, "attached: {iface:<10} {hook:<11} {program}")?;
+        for a in &self.attached {
+            writeln!(
+                f,
+                "attached: {:<10} {:<10} {:<10} {}{}",
+                a.interface,
+                a.hook,
+                a.program,
+                a.origin,
+                if a.pinned { ", pinned" } else { "" }
+            )?;
+        }
+        if let Some(dir) = &self.pin_dir {
+            writeln!(f, "pins: {}", dir.display())?;
         }
         for (map, entries, capacity) in &self.maps {
             let fill = 100.0 * *entries as f64 / f64::from((*capacity).max(1));

@@ -3,11 +3,13 @@
 pub mod config;
 pub mod control;
 pub mod metrics;
+pub mod state;
+mod watch;
 
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context as _;
@@ -18,10 +20,10 @@ use tracing::{error, info, warn};
 
 use crate::{
     compile::{Compiled, RuleIds, compile_with_ids},
-    datapath::{Datapath, DatapathOptions, own_addresses},
+    datapath::{Datapath, DatapathOptions, InstallTimings, own_addresses},
     policy,
 };
-use config::{Action, Config, InterfaceMode};
+use config::{Action, Config, InterfaceMode, OnExit};
 
 struct Daemon {
     datapath: Datapath,
@@ -59,25 +61,61 @@ fn unix_now() -> i64 {
 
 impl Daemon {
     /// Recompiles and installs atomically; on any error the running policy stays.
-    fn reload(&mut self) -> anyhow::Result<Compiled> {
+    fn reload(&mut self) -> anyhow::Result<(Compiled, Duration, InstallTimings)> {
+        let started = Instant::now();
         let (config, compiled) = load_policy(&self.config_path, &self.rule_ids)?;
-        if config.interfaces != self.config.interfaces {
-            warn!("[[interface]] changed: interfaces are attached at start; restart fwd to apply");
+        let compile_time = started.elapsed();
+        let restart_needed = [
+            (config.interfaces != self.config.interfaces, "[[interface]]"),
+            (config.pin_dir != self.config.pin_dir, "pin_dir"),
+            (
+                config.flows.capacity != self.config.flows.capacity,
+                "[flows] capacity",
+            ),
+            (
+                config.control_socket != self.config.control_socket,
+                "control_socket",
+            ),
+            (
+                config.metrics_listen != self.config.metrics_listen,
+                "[metrics] listen",
+            ),
+        ];
+        for (changed, key) in restart_needed {
+            if changed {
+                warn!("{key} changed: it takes effect when fwd restarts");
+            }
         }
-        let generation = self.generation + 1;
+        let generation = self.generation.wrapping_add(1).max(1);
         self.datapath.set_exemptions(&exemptions(&config))?;
-        self.datapath.install(&compiled.image, generation)?;
+        let timings = self.datapath.install(&compiled.image, generation)?;
         self.datapath.set_audit(config.action == Action::Audit)?;
         self.config = config;
         self.generation = generation;
         self.rule_ids = compiled.ids.clone();
         self.last_reload_unix = unix_now();
+        self.record(&compiled);
         info!(
             generation,
             rules = compiled.image.rules.len(),
+            compile_ms = compile_time.as_secs_f64() * 1e3,
+            fill_ms = timings.fill.as_secs_f64() * 1e3,
+            swap_ms = timings.swap.as_secs_f64() * 1e3,
             "policy reloaded"
         );
-        Ok(compiled)
+        Ok((compiled, compile_time, timings))
+    }
+
+    /// Records the rule ids in force, for the next start and for `fwd stats`.
+    fn record(&self, compiled: &Compiled) {
+        let recorded = state::Recorded::of(&compiled.image, self.generation);
+        if let Err(err) = state::save(&self.config.state_dir, &recorded) {
+            warn!(
+                dir = %self.config.state_dir.display(),
+                %err,
+                "cannot record the rule ids; a restart may reset some rule counters"
+            );
+        }
     }
 
     fn status(&self) -> control::StatusReply {
@@ -89,8 +127,15 @@ impl Daemon {
                 .datapath
                 .attached()
                 .into_iter()
-                .map(|(i, p, h)| (i, p.to_string(), h.to_string()))
+                .map(|a| control::AttachedStatus {
+                    interface: a.iface,
+                    program: a.program.to_string(),
+                    hook: a.hook.name().to_string(),
+                    origin: a.origin.name().to_string(),
+                    pinned: a.pinned,
+                })
                 .collect(),
+            pin_dir: self.datapath.pin_dir().map(Path::to_path_buf),
             maps: image
                 .map(|i| {
                     vec![
@@ -217,7 +262,7 @@ fn reload_and_report(shared: &Shared) -> control::ReloadReply {
 
 fn reload_reply(daemon: &mut Daemon) -> control::ReloadReply {
     match daemon.reload() {
-        Ok(compiled) => {
+        Ok((compiled, compile_time, timings)) => {
             daemon.reloads_ok += 1;
             control::ReloadReply {
                 ok: true,
@@ -225,6 +270,9 @@ fn reload_reply(daemon: &mut Daemon) -> control::ReloadReply {
                 rules: compiled.image.rules.len(),
                 error: None,
                 warnings: compiled.warnings.iter().map(ToString::to_string).collect(),
+                compile_ms: compile_time.as_secs_f64() * 1e3,
+                fill_ms: timings.fill.as_secs_f64() * 1e3,
+                swap_ms: timings.swap.as_secs_f64() * 1e3,
             }
         }
         Err(err) => {
@@ -236,6 +284,9 @@ fn reload_reply(daemon: &mut Daemon) -> control::ReloadReply {
                 rules: daemon.datapath.active_image().map_or(0, |i| i.rules.len()),
                 error: Some(format!("{err:#}")),
                 warnings: Vec::new(),
+                compile_ms: 0.0,
+                fill_ms: 0.0,
+                swap_ms: 0.0,
             }
         }
     }
@@ -298,7 +349,13 @@ async fn read_denied_samples(
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let (config, compiled) = load_policy(config_path, &RuleIds::default())?;
+    // The rule ids of the last run, so counters keep their meaning across a restart.
+    let state_dir = Config::load(config_path)?.state_dir;
+    let recorded = state::load(&state_dir);
+    let previous_ids = recorded
+        .as_ref()
+        .map_or_else(RuleIds::default, state::Recorded::rule_ids);
+    let (config, compiled) = load_policy(config_path, &previous_ids)?;
     for warning in &compiled.warnings {
         warn!("{warning}");
     }
@@ -313,19 +370,39 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         tcp_timeout_s: config.flows.tcp_timeout_s,
         udp_timeout_s: config.flows.udp_timeout_s,
         other_timeout_s: config.flows.other_timeout_s,
+        pin_dir: Some(config.pin_dir.clone()),
         ..DatapathOptions::default()
     })?;
+    let adoption = datapath.adoption().clone();
+    if adoption.generation != 0 {
+        info!(
+            pins = %config.pin_dir.display(),
+            generation = adoption.generation,
+            maps_kept = adoption.maps_kept.len(),
+            "adopting the pinned datapath of an earlier run: enforcement and counters continue"
+        );
+        match &recorded {
+            Some(r) => datapath.set_adopted_rules(r.rule_names()),
+            None => warn!(
+                dir = %state_dir.display(),
+                "no record of the earlier run's rule ids: rule counters start from zero"
+            ),
+        }
+    }
+    for (map, why) in &adoption.maps_recreated {
+        warn!(%map, %why, "pinned map recreated empty");
+    }
+    let generation = adoption.generation.wrapping_add(1).max(1);
     datapath.set_exemptions(&exemptions(&config))?;
     datapath.set_audit(config.action == Action::Audit)?;
-    datapath.install(&compiled.image, 1)?;
+    datapath.install(&compiled.image, generation)?;
     for iface in &config.interfaces {
         match iface.mode {
-            InterfaceMode::Gateway => {
-                datapath.attach_gateway(&iface.name)?;
-            }
+            InterfaceMode::Gateway => datapath.attach_gateway(&iface.name)?,
             InterfaceMode::Host => datapath.attach_host(&iface.name)?,
         }
     }
+    datapath.prune_stale_links()?;
     info!(
         rules = compiled.image.rules.len(),
         classes = compiled.image.classes,
@@ -338,16 +415,18 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let denied = datapath.take_denied_samples()?;
 
-    let shared: Shared = Arc::new(Mutex::new(Daemon {
+    let daemon = Daemon {
         datapath,
         config_path: config_path.to_path_buf(),
         config: config.clone(),
-        generation: 1,
+        generation,
         rule_ids: compiled.ids.clone(),
         reloads_ok: 0,
         reloads_error: 0,
         last_reload_unix: unix_now(),
-    }));
+    };
+    daemon.record(&compiled);
+    let shared: Shared = Arc::new(Mutex::new(daemon));
 
     let (samples, _) = tokio::sync::broadcast::channel(1024);
     let control = control::bind(&config.control_socket)?;
@@ -364,7 +443,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .with_state(shared.clone());
 
     let status = format!(
-        "generation 1 in force, {} rules",
+        "generation {generation} in force, {} rules",
         compiled.image.rules.len()
     );
     notify(&[
@@ -386,6 +465,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut changes = if config.watch.enabled {
+        watch::spawn(&config, Duration::from_millis(config.watch.debounce_ms))
+    } else {
+        watch::disabled()
+    };
     let reloader = shared.clone();
     let shutdown = async move {
         loop {
@@ -393,6 +477,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 _ = sighup.recv() => {
+                    let reloader = reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || reload_and_report(&reloader)).await;
+                }
+                Some(changed) = changes.recv() => {
+                    info!(path = %changed.display(), "policy or config changed on disk; reloading");
                     let reloader = reloader.clone();
                     let _ = tokio::task::spawn_blocking(move || reload_and_report(&reloader)).await;
                 }
@@ -428,6 +517,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .context("serving metrics")?;
 
     let mut daemon = shared.lock().expect("daemon state lock");
-    daemon.datapath.detach_all();
+    match daemon.config.on_exit {
+        OnExit::Keep => {
+            info!(
+                pins = %daemon.config.pin_dir.display(),
+                "programs stay attached and keep enforcing (on_exit = \"keep\"); the next start adopts them"
+            );
+        }
+        OnExit::Detach => {
+            daemon.datapath.unpin_all()?;
+            info!("programs detached and pins removed (on_exit = \"detach\")");
+        }
+    }
     Ok(())
 }

@@ -1,14 +1,25 @@
-//! The only module that talks to the kernel: load, attach, fill, swap, read counters.
+//! The only module that talks to the kernel: load, attach, pin, fill, swap, read counters.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+mod pins;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader, Pod,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
+        lpm_trie::Key,
+    },
     programs::{
         ProgramError, SchedClassifier, TcAttachType, TestRunOptions, Xdp, XdpMode,
-        tc::{self, SchedClassifierLinkId},
-        xdp::XdpLinkId,
+        links::{FdLink, PinnedLink},
+        tc::{self, SchedClassifierLink, SchedClassifierLinkId},
+        xdp::{XdpLink, XdpLinkId},
     },
     util::{KernelVersion, nr_cpus},
 };
@@ -17,6 +28,7 @@ use fwd_common::{
     rule_counter_index,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+pub use pins::Adoption;
 use tracing::{debug, info, warn};
 
 use crate::compile::MapImage;
@@ -63,6 +75,8 @@ pub enum DatapathError {
         "Linux {found} is too old: fwd needs {MIN_KERNEL} or newer (LPM tries, ring buffers, BPF-to-BPF calls)"
     )]
     KernelTooOld { found: String },
+    #[error("{}: {what}", path.display())]
+    Pin { path: PathBuf, what: String },
 }
 
 /// The oldest kernel fwd supports (stated in the README).
@@ -90,14 +104,17 @@ pub mod program {
     pub const TC_IN: &str = "fwd_tc_in";
 }
 
-/// Load-time sizes and the flow timeouts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Load-time sizes, the flow timeouts, and where to pin.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatapathOptions {
     pub flow_capacity: u32,
     pub tcp_timeout_s: u32,
     pub udp_timeout_s: u32,
     pub other_timeout_s: u32,
     pub samples_per_second: u32,
+    /// Pin maps, programs and links here (on a bpf filesystem) and adopt what an earlier
+    /// run pinned; `None` keeps everything private to this process (tests, benchmarks).
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl Default for DatapathOptions {
@@ -109,23 +126,71 @@ impl Default for DatapathOptions {
             udp_timeout_s: config.udp_timeout_s,
             other_timeout_s: config.other_timeout_s,
             samples_per_second: config.samples_per_second,
+            pin_dir: None,
         }
     }
 }
 
+/// Where a program runs on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Xdp,
+    TcIngress,
+    TcEgress,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Xdp => "xdp",
+            Hook::TcIngress => "tc_ingress",
+            Hook::TcEgress => "tc_egress",
+        }
+    }
+}
+
+/// How an attachment came about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Attached by this run.
+    Attached,
+    /// A pinned link of an earlier run, running the same program version; now this run's.
+    Adopted,
+    /// A pinned link of an earlier run that ran another program version; replaced
+    /// atomically (the link never went away).
+    Replaced,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Attached => "attached",
+            Origin::Adopted => "adopted",
+            Origin::Replaced => "replaced",
+        }
+    }
+}
+
+/// What holds an attachment in place.
+enum LinkHandle {
+    /// Owned by the program: it goes when this process does.
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
+    /// Pinned: it stays until the pin is removed.
+    Pinned {
+        #[allow(dead_code)] // held for its file descriptor
+        link: FdLink,
+        path: PathBuf,
+    },
+}
+
 /// One attached program.
-enum Attachment {
-    Xdp {
-        iface: String,
-        link: XdpLinkId,
-    },
-    Tc {
-        program: &'static str,
-        iface: String,
-        /// True on the interface's ingress, false on its egress.
-        ingress: bool,
-        link: SchedClassifierLinkId,
-    },
+struct Attachment {
+    iface: String,
+    program: &'static str,
+    hook: Hook,
+    origin: Origin,
+    handle: LinkHandle,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DatapathError {
@@ -137,13 +202,6 @@ struct Slot {
     dst4: LpmTrie<MapData, [u8; 4], u32>,
     dst6: LpmTrie<MapData, [u8; 16], u32>,
     ports: LpmTrie<MapData, PortKey, PortVerdict>,
-}
-
-/// How an XDP program got attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XdpAttachMode {
-    Driver,
-    Generic,
 }
 
 /// Counters of one rule, by packet direction.
@@ -165,10 +223,34 @@ pub struct Datapath {
     reason_counters: PerCpuArray<MapData, Counter>,
     /// What each slot holds, so clearing removes exactly that.
     installed: [Option<MapImage>; 2],
+    /// Slots adopted from pins whose contents no image here records: cleared entry by entry.
+    unknown: [bool; 2],
     active: usize,
     attachments: Vec<Attachment>,
     /// Host entries learned at run time: address -> class value of the active image.
     learned: BTreeMap<IpAddr, u32>,
+    pin_dir: Option<PathBuf>,
+    adoption: Adoption,
+    /// The rules an adopted policy had (from the daemon's state), so the first install
+    /// keeps their counters.
+    adopted_rules: Option<Vec<RuleName>>,
+}
+
+/// A rule's id and name, as an earlier run recorded them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuleName {
+    pub id: u32,
+    pub vendor: String,
+    pub rule: String,
+}
+
+/// How long `install` took.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct InstallTimings {
+    /// Filling the inactive slot.
+    pub fill: Duration,
+    /// Flipping to it, the grace period, and clearing the old slot.
+    pub swap: Duration,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -192,9 +274,20 @@ impl Datapath {
         }
         check_kernel()?;
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("FLOWS", options.flow_capacity.max(1))
-            .load(EBPF_OBJECT)?;
+        let flow_capacity = options.flow_capacity.max(1);
+        let (pinned_maps, adoption) = match &options.pin_dir {
+            Some(dir) => {
+                pins::prepare(dir)?;
+                pins::plan_maps(dir, EBPF_OBJECT, &[("FLOWS", flow_capacity)])?
+            }
+            None => (Vec::new(), Adoption::default()),
+        };
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("FLOWS", flow_capacity);
+        for (name, path) in &pinned_maps {
+            loader.map_pin_path(name.as_str(), path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         let slots = [
             Slot {
                 dst4: take(&mut ebpf, "DST4_0")?,
@@ -216,9 +309,13 @@ impl Datapath {
             slots,
             ebpf,
             installed: [None, None],
+            unknown: [false, false],
             active: 0,
             attachments: Vec::new(),
             learned: BTreeMap::new(),
+            pin_dir: options.pin_dir.clone(),
+            adoption,
+            adopted_rules: None,
         };
         let prog_err = |name| move |source| DatapathError::Program { name, source };
         let xdp: &mut Xdp = datapath
@@ -233,14 +330,51 @@ impl Datapath {
                 .map_err(prog_err(name))?;
             tc.load().map_err(prog_err(name))?;
         }
-        datapath.write_config(FwdConfig {
-            tcp_timeout_s: options.tcp_timeout_s,
-            udp_timeout_s: options.udp_timeout_s,
-            other_timeout_s: options.other_timeout_s,
-            samples_per_second: options.samples_per_second,
-            ..FwdConfig::default()
-        })?;
+        let mut config = FwdConfig::default();
+        let kept_config = datapath.adoption.maps_kept.iter().any(|m| m == "CONFIG");
+        if kept_config {
+            // An earlier run's policy is in force: keep its slot, mode and generation, so
+            // the programs it left attached go on judging exactly as before.
+            let pinned = datapath.read_config()?;
+            if pinned.generation != 0 {
+                config = pinned;
+                datapath.adoption.generation = pinned.generation;
+                datapath.active = (pinned.active_slot as usize).min(1);
+                datapath.unknown = [true, true];
+            }
+        }
+        config.tcp_timeout_s = options.tcp_timeout_s;
+        config.udp_timeout_s = options.udp_timeout_s;
+        config.other_timeout_s = options.other_timeout_s;
+        config.samples_per_second = options.samples_per_second;
+        datapath.write_config(config)?;
+        if let Some(dir) = &options.pin_dir {
+            for name in [program::XDP_OUT, program::TC_OUT, program::TC_IN] {
+                let path = dir.join(pins::PROGRAMS).join(name);
+                pins::remove(&path)?;
+                datapath
+                    .program_mut(name)?
+                    .pin(&path)
+                    .map_err(|e| pins::pin_error(&path, e))?;
+            }
+        }
         Ok(datapath)
+    }
+
+    /// What the pins held when this datapath loaded.
+    pub fn adoption(&self) -> &Adoption {
+        &self.adoption
+    }
+
+    /// Where this datapath pins, if it does.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    /// Tells an adopting datapath which rules the policy in force has, so the first
+    /// install keeps the counters of the rules that stay.
+    pub fn set_adopted_rules(&mut self, rules: Vec<RuleName>) {
+        self.adopted_rules = Some(rules);
     }
 
     fn program_mut(
@@ -267,46 +401,155 @@ impl Datapath {
             .expect("loaded in Datapath::load")
     }
 
+    /// The pin for `hook` on `iface`, when this datapath pins and the kernel gives that
+    /// hook a link (XDP: always on supported kernels; TC: TCX, 6.6+).
+    fn link_pin(&self, iface: &str, hook: Hook) -> Option<PathBuf> {
+        let dir = self.pin_dir.as_deref()?;
+        if hook != Hook::Xdp && !has_tcx() {
+            return None;
+        }
+        pins::link_path(dir, iface, hook.name())
+    }
+
+    fn attach_error(program: &'static str, iface: &str, source: ProgramError) -> DatapathError {
+        DatapathError::Attach {
+            program,
+            iface: iface.to_string(),
+            source,
+        }
+    }
+
+    /// Adopts the link pinned at `pin`, if there is a usable one; true if it did.
+    fn try_adopt(
+        &mut self,
+        pin: Option<&Path>,
+        name: &'static str,
+        hook: Hook,
+        iface: &str,
+    ) -> Result<bool, DatapathError> {
+        let Some(path) = pin.filter(|p| p.exists()) else {
+            return Ok(false);
+        };
+        let Some((link, origin)) = self.adopt_link(path, name, hook, iface)? else {
+            return Ok(false);
+        };
+        let path = path.to_path_buf();
+        self.record(iface, name, hook, origin, LinkHandle::Pinned { link, path });
+        Ok(true)
+    }
+
+    /// Takes over the pinned link at `path`: its program is replaced atomically by this
+    /// run's (the hook never goes empty). `None` if the pin is not a usable link of the
+    /// right kind; the caller then attaches anew.
+    fn adopt_link(
+        &mut self,
+        path: &Path,
+        name: &'static str,
+        hook: Hook,
+        iface: &str,
+    ) -> Result<Option<(FdLink, Origin)>, DatapathError> {
+        let fd: FdLink = match PinnedLink::from_pin(path) {
+            Ok(pinned) => pinned.into(),
+            Err(err) => {
+                warn!(path = %path.display(), %err, "unreadable link pin; attaching anew");
+                pins::remove(path)?;
+                return Ok(None);
+            }
+        };
+        let old_tag = fd
+            .info()
+            .ok()
+            .and_then(|info| pins::program_tag(info.program_id()));
+        let new_tag = self
+            .program_mut(name)?
+            .info()
+            .map_err(|source| DatapathError::Program { name, source })?
+            .tag();
+        let origin = if old_tag == Some(new_tag) {
+            Origin::Adopted
+        } else {
+            Origin::Replaced
+        };
+        let err = |source| Self::attach_error(name, iface, source);
+        let fd = if hook == Hook::Xdp {
+            let Ok(link) = XdpLink::try_from(fd) else {
+                pins::remove(path)?;
+                return Ok(None);
+            };
+            let xdp = self.xdp();
+            let id = xdp.attach_to_link(link).map_err(err)?;
+            FdLink::try_from(xdp.take_link(id).map_err(err)?)
+        } else {
+            let Ok(link) = SchedClassifierLink::try_from(fd) else {
+                pins::remove(path)?;
+                return Ok(None);
+            };
+            let tc = self.classifier(name);
+            let id = tc.attach_to_link(link).map_err(err)?;
+            FdLink::try_from(tc.take_link(id).map_err(err)?)
+        };
+        let fd = fd.map_err(|e| pins::pin_error(path, e))?;
+        Ok(Some((fd, origin)))
+    }
+
+    fn record(
+        &mut self,
+        iface: &str,
+        program: &'static str,
+        hook: Hook,
+        origin: Origin,
+        handle: LinkHandle,
+    ) {
+        info!(%iface, program, hook = hook.name(), origin = origin.name(), "program in place");
+        self.attachments.push(Attachment {
+            iface: iface.to_string(),
+            program,
+            hook,
+            origin,
+            handle,
+        });
+    }
+
     /// Attaches a TC program to one side of `iface`: TCX where the kernel has it (6.6+),
-    /// a clsact qdisc otherwise.
+    /// a clsact qdisc otherwise. With pins, a link an earlier run pinned there is adopted.
     fn attach_tc(
         &mut self,
         name: &'static str,
         iface: &str,
         side: TcAttachType,
     ) -> Result<(), DatapathError> {
-        let attach_err = |source| DatapathError::Attach {
-            program: name,
-            iface: iface.to_string(),
-            source,
+        let hook = if matches!(side, TcAttachType::Ingress) {
+            Hook::TcIngress
+        } else {
+            Hook::TcEgress
         };
-        if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+        let pin = self.link_pin(iface, hook);
+        if self.try_adopt(pin.as_deref(), name, hook, iface)? {
+            return Ok(());
+        }
+        if !has_tcx() {
             // The qdisc may be there already (another tool, an earlier run): that is fine.
             if let Err(err) = tc::qdisc_add_clsact(iface) {
                 debug!(%iface, %err, "adding the clsact qdisc");
             }
         }
-        let link = self
-            .classifier(name)
-            .attach(iface, side)
-            .map_err(attach_err)?;
-        info!(%iface, program = name, ?side, "TC program attached");
-        self.attachments.push(Attachment::Tc {
-            program: name,
-            iface: iface.to_string(),
-            ingress: matches!(side, TcAttachType::Ingress),
-            link,
-        });
+        let err = |source| Self::attach_error(name, iface, source);
+        let tc = self.classifier(name);
+        let id = tc.attach(iface, side).map_err(err)?;
+        let handle = match pin {
+            Some(path) => pin_link(FdLink::try_from(tc.take_link(id).map_err(err)?), path)?,
+            None => LinkHandle::Tc(id),
+        };
+        self.record(iface, name, hook, Origin::Attached, handle);
         Ok(())
     }
 
     /// Gateway mode on the LAN interface `iface`: XDP on its ingress judges what the LAN
     /// sends out (native XDP where the driver has it, generic otherwise), and TC on its
     /// egress judges what comes back in, after NAT has restored the LAN host's address.
-    pub fn attach_gateway(&mut self, iface: &str) -> Result<XdpAttachMode, DatapathError> {
-        let mode = self.attach_xdp(iface)?;
-        self.attach_tc(program::TC_IN, iface, TcAttachType::Egress)?;
-        Ok(mode)
+    pub fn attach_gateway(&mut self, iface: &str) -> Result<(), DatapathError> {
+        self.attach_xdp(iface)?;
+        self.attach_tc(program::TC_IN, iface, TcAttachType::Egress)
     }
 
     /// Host mode on the uplink `iface`: TC on its egress judges what the host sends, TC on
@@ -316,52 +559,99 @@ impl Datapath {
         self.attach_tc(program::TC_IN, iface, TcAttachType::Ingress)
     }
 
-    fn attach_xdp(&mut self, iface: &str) -> Result<XdpAttachMode, DatapathError> {
+    fn attach_xdp(&mut self, iface: &str) -> Result<(), DatapathError> {
+        let name = program::XDP_OUT;
+        let pin = self.link_pin(iface, Hook::Xdp);
+        if self.try_adopt(pin.as_deref(), name, Hook::Xdp, iface)? {
+            return Ok(());
+        }
+        let err = |source| Self::attach_error(name, iface, source);
         let program = self.xdp();
-        let (link, mode) = match program.attach(iface, XdpMode::Driver) {
-            Ok(link) => (link, XdpAttachMode::Driver),
-            Err(err) => {
-                debug!(%iface, %err, "native XDP unavailable, using generic XDP");
-                let link = program.attach(iface, XdpMode::Skb).map_err(|source| {
-                    DatapathError::Attach {
-                        program: program::XDP_OUT,
-                        iface: iface.to_string(),
-                        source,
-                    }
-                })?;
-                (link, XdpAttachMode::Generic)
+        let id = match program.attach(iface, XdpMode::Driver) {
+            Ok(id) => id,
+            Err(native) => {
+                // veth, dummy and many virtual NICs lack native XDP; generic mode works
+                // everywhere, at a lower packet rate.
+                debug!(%iface, %native, "native XDP unavailable, using generic mode");
+                program.attach(iface, XdpMode::Skb).map_err(err)?
             }
         };
-        info!(%iface, ?mode, "XDP program attached");
-        self.attachments.push(Attachment::Xdp {
-            iface: iface.to_string(),
-            link,
-        });
-        Ok(mode)
+        let handle = match pin {
+            Some(path) => pin_link(FdLink::try_from(program.take_link(id).map_err(err)?), path)?,
+            None => LinkHandle::Xdp(id),
+        };
+        self.record(iface, name, Hook::Xdp, Origin::Attached, handle);
+        Ok(())
     }
 
-    /// Detaches every program this datapath attached, the last attached first.
+    /// Removes link pins this run did not claim: interfaces no longer configured, or
+    /// deleted and created again. Removing the pin detaches the link. Returns their names.
+    pub fn prune_stale_links(&mut self) -> Result<Vec<String>, DatapathError> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Ok(Vec::new());
+        };
+        let claimed: BTreeSet<&Path> = self
+            .attachments
+            .iter()
+            .filter_map(|a| match &a.handle {
+                LinkHandle::Pinned { path, .. } => Some(path.as_path()),
+                _ => None,
+            })
+            .collect();
+        let mut pruned = Vec::new();
+        for path in pins::links(&dir) {
+            if !claimed.contains(path.as_path()) {
+                pins::remove(&path)?;
+                let name = path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                info!(link = %name, "stale link pin removed (its program is detached)");
+                pruned.push(name);
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Detaches every program this datapath attached or adopted, the last first, and
+    /// removes their link pins. Maps and program pins stay (see `unpin_all`).
     pub fn detach_all(&mut self) {
         while let Some(attachment) = self.attachments.pop() {
-            let (program, iface, result) = match attachment {
-                Attachment::Xdp { iface, link } => {
-                    let result = self.xdp().detach(link);
-                    (program::XDP_OUT, iface, result)
-                }
-                Attachment::Tc {
-                    program,
-                    iface,
-                    link,
-                    ..
-                } => {
-                    let result = self.classifier(program).detach(link);
-                    (program, iface, result)
-                }
+            let Attachment {
+                iface,
+                program,
+                handle,
+                ..
+            } = attachment;
+            let result = match handle {
+                LinkHandle::Xdp(id) => self.xdp().detach(id).map_err(|e| e.to_string()),
+                LinkHandle::Tc(id) => self
+                    .classifier(program)
+                    .detach(id)
+                    .map_err(|e| e.to_string()),
+                // The pin is what keeps the link; the file descriptor closes on drop.
+                LinkHandle::Pinned { path, .. } => pins::remove(&path).map_err(|e| e.to_string()),
             };
             match result {
                 Ok(()) => info!(%iface, program, "program detached"),
                 Err(err) => warn!(%iface, program, %err, "detaching program"),
             }
+        }
+    }
+
+    /// Detaches everything and removes every pin under the pin directory, so the next
+    /// start begins afresh (`on_exit = "detach"`).
+    pub fn unpin_all(&mut self) -> Result<(), DatapathError> {
+        self.detach_all();
+        let Some(dir) = self.pin_dir.clone() else {
+            return Ok(());
+        };
+        for link in pins::links(&dir) {
+            pins::remove(&link)?;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(pins::pin_error(&dir, format!("removing the pins: {e}"))),
         }
     }
 
@@ -385,29 +675,35 @@ impl Datapath {
     }
 
     /// Replaces the exemption tries (addresses that always pass: management, own addresses).
+    /// New entries go in before old ones go out, so an exemption that stays never lapses.
     pub fn set_exemptions(&mut self, nets: &[IpNet]) -> Result<(), DatapathError> {
-        clear_trie(&mut self.exempt4, "EXEMPT4")?;
-        clear_trie(&mut self.exempt6, "EXEMPT6")?;
-        for net in nets {
-            match net {
-                IpNet::V4(n) => self
-                    .exempt4
-                    .insert(&key4(n), 1, 0)
-                    .map_err(map_err("EXEMPT4"))?,
-                IpNet::V6(n) => self
-                    .exempt6
-                    .insert(&key6(n), 1, 0)
-                    .map_err(map_err("EXEMPT6"))?,
-            }
-        }
-        Ok(())
+        let v4: BTreeSet<(u32, [u8; 4])> = nets
+            .iter()
+            .filter_map(|n| match n {
+                IpNet::V4(n) => Some((u32::from(n.prefix_len()), n.network().octets())),
+                IpNet::V6(_) => None,
+            })
+            .collect();
+        let v6: BTreeSet<(u32, [u8; 16])> = nets
+            .iter()
+            .filter_map(|n| match n {
+                IpNet::V6(n) => Some((u32::from(n.prefix_len()), n.network().octets())),
+                IpNet::V4(_) => None,
+            })
+            .collect();
+        replace_trie(&mut self.exempt4, &v4, "EXEMPT4")?;
+        replace_trie(&mut self.exempt6, &v6, "EXEMPT6")
     }
 
     /// Installs `image` atomically: fill the inactive slot, flip, wait, clear the old one.
     /// A packet sees either the old policy or the new one, never a mix. Learned host
     /// entries are carried over with their class values unchanged; when the new image
     /// numbers its classes differently, use `install_with_learned`.
-    pub fn install(&mut self, image: &MapImage, generation: u32) -> Result<(), DatapathError> {
+    pub fn install(
+        &mut self,
+        image: &MapImage,
+        generation: u32,
+    ) -> Result<InstallTimings, DatapathError> {
         let learned = self.learned.clone();
         self.install_with_learned(image, generation, learned)
     }
@@ -419,8 +715,11 @@ impl Datapath {
         image: &MapImage,
         generation: u32,
         learned: BTreeMap<IpAddr, u32>,
-    ) -> Result<(), DatapathError> {
-        let target = if self.installed[self.active].is_none() {
+    ) -> Result<InstallTimings, DatapathError> {
+        let started = Instant::now();
+        // The active slot is free only before the first install of a fresh datapath; an
+        // adopted one is in force and is left alone until the flip.
+        let target = if self.installed[self.active].is_none() && !self.unknown[self.active] {
             self.active
         } else {
             1 - self.active
@@ -433,6 +732,7 @@ impl Datapath {
         self.learned = learned;
         self.reset_new_rule_counters(image)?;
         self.installed[target] = Some(image.clone());
+        let filled = Instant::now();
         let mut config = self.read_config()?;
         config.active_slot = target as u32;
         config.generation = generation;
@@ -443,7 +743,11 @@ impl Datapath {
             std::thread::sleep(SLOT_GRACE);
             self.clear_slot(previous)?;
         }
-        Ok(())
+        self.adopted_rules = None;
+        Ok(InstallTimings {
+            fill: filled - started,
+            swap: filled.elapsed(),
+        })
     }
 
     /// Adds a host entry (a /32 or /128 learned at run time, e.g. from DNS) with a class
@@ -484,6 +788,12 @@ impl Datapath {
     }
 
     fn clear_slot(&mut self, index: usize) -> Result<(), DatapathError> {
+        if std::mem::take(&mut self.unknown[index]) {
+            let slot = &mut self.slots[index];
+            clear_trie(&mut slot.dst4, "DST4")?;
+            clear_trie(&mut slot.dst6, "DST6")?;
+            clear_trie(&mut slot.ports, "PORTS")?;
+        }
         let Some(image) = self.installed[index].take() else {
             return Ok(());
         };
@@ -515,14 +825,21 @@ impl Datapath {
 
     /// Zeroes the counters of rules `image` brings that the active policy does not have
     /// (same id and name), so a new rule never starts with another rule's counts. Rules
-    /// that stay keep counting across the swap.
+    /// that stay keep counting across the swap. An adopted policy's rules are known from
+    /// `set_adopted_rules`; without them every counter starts at zero.
     fn reset_new_rule_counters(&mut self, image: &MapImage) -> Result<(), DatapathError> {
         let active = self.installed[self.active].as_ref();
+        let adopted = self.adopted_rules.as_deref().unwrap_or_default();
         let cpus = nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
         for rule in &image.rules {
-            let kept = active
-                .and_then(|a| a.rule(rule.id))
-                .is_some_and(|old| old.vendor == rule.vendor && old.rule == rule.rule);
+            let kept = match active {
+                Some(a) => a
+                    .rule(rule.id)
+                    .is_some_and(|old| old.vendor == rule.vendor && old.rule == rule.rule),
+                None => adopted.iter().any(|old| {
+                    old.id == rule.id && old.vendor == rule.vendor && old.rule == rule.rule
+                }),
+            };
             if !kept {
                 for inbound in [false, true] {
                     let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
@@ -541,34 +858,12 @@ impl Datapath {
         &self,
         ids: impl IntoIterator<Item = u32>,
     ) -> Result<Vec<RuleCounters>, DatapathError> {
-        let read = |id, inbound| {
-            sum_cpus(
-                &self.rule_counters,
-                rule_counter_index(id, inbound),
-                "RULE_COUNTERS",
-            )
-        };
-        ids.into_iter()
-            .map(|id| {
-                Ok(RuleCounters {
-                    outbound: read(id, false)?,
-                    inbound: read(id, true)?,
-                })
-            })
-            .collect()
+        read_rule_counters(&self.rule_counters, ids)
     }
 
     /// Per-reason counters summed over CPUs.
     pub fn reason_counters(&self) -> Result<Vec<(Reason, Counter)>, DatapathError> {
-        Reason::ALL
-            .iter()
-            .map(|r| {
-                Ok((
-                    *r,
-                    sum_cpus(&self.reason_counters, *r as u32, "REASON_COUNTERS")?,
-                ))
-            })
-            .collect()
+        read_reason_counters(&self.reason_counters)
     }
 
     /// Runs the outbound XDP program on one Ethernet frame through BPF_PROG_TEST_RUN,
@@ -610,41 +905,25 @@ impl Datapath {
     /// Flows in the flow table whose last packet is within their protocol's timeout.
     /// Walks the table: cost grows with the number of entries.
     pub fn flows_active(&self) -> Result<u64, DatapathError> {
-        let flows: aya::maps::HashMap<&MapData, FlowKey, FlowValue> = self
+        let flows: HashMap<&MapData, FlowKey, FlowValue> = self
             .ebpf
             .map("FLOWS")
             .ok_or(DatapathError::MissingMap("FLOWS"))?
             .try_into()
             .map_err(map_err("FLOWS"))?;
-        let config = self.read_config()?;
-        let now = monotonic_ns();
-        let mut live = 0;
-        for entry in flows.iter() {
-            // An entry evicted between listing and lookup is simply gone.
-            let Ok((key, value)) = entry else { continue };
-            let timeout = u64::from(config.timeout_s(key.protocol)) * 1_000_000_000;
-            if now.saturating_sub(value.last_seen_ns) <= timeout {
-                live += 1;
-            }
-        }
-        Ok(live)
+        count_live_flows(&flows, &self.read_config()?)
     }
 
-    /// What is attached where: (interface, program, hook).
-    pub fn attached(&self) -> Vec<(String, &'static str, &'static str)> {
+    /// What is attached where, and how it came about.
+    pub fn attached(&self) -> Vec<Attached> {
         self.attachments
             .iter()
-            .map(|a| match a {
-                Attachment::Xdp { iface, .. } => (iface.clone(), program::XDP_OUT, "xdp"),
-                Attachment::Tc {
-                    program: name,
-                    iface,
-                    ingress,
-                    ..
-                } => {
-                    let hook = if *ingress { "tc ingress" } else { "tc egress" };
-                    (iface.clone(), *name, hook)
-                }
+            .map(|a| Attached {
+                iface: a.iface.clone(),
+                program: a.program,
+                hook: a.hook,
+                origin: a.origin,
+                pinned: matches!(a.handle, LinkHandle::Pinned { .. }),
             })
             .collect()
     }
@@ -660,9 +939,112 @@ impl Datapath {
     }
 }
 
-impl Drop for Datapath {
-    fn drop(&mut self) {
-        self.detach_all();
+/// Pins a link this run attached.
+fn pin_link(
+    link: Result<FdLink, aya::programs::links::LinkError>,
+    path: PathBuf,
+) -> Result<LinkHandle, DatapathError> {
+    let link = link.map_err(|e| pins::pin_error(&path, e))?;
+    let link = link.pin(&path).map_err(|e| pins::pin_error(&path, e))?;
+    Ok(LinkHandle::Pinned {
+        link: link.into(),
+        path,
+    })
+}
+
+/// One program in place on an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub iface: String,
+    pub program: &'static str,
+    pub hook: Hook,
+    pub origin: Origin,
+    /// Pinned: it stays attached when the daemon stops or dies.
+    pub pinned: bool,
+}
+
+/// TC programs get links (TCX, which can be pinned) from Linux 6.6.
+fn has_tcx() -> bool {
+    !KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0))
+}
+
+/// The pinned state of a datapath, read without loading anything: `fwd stats` works
+/// while the daemon is stopped or dead.
+pub struct PinnedState {
+    config: Array<MapData, FwdConfig>,
+    rule_counters: PerCpuArray<MapData, Counter>,
+    reason_counters: PerCpuArray<MapData, Counter>,
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+    flow_capacity: u32,
+    dir: PathBuf,
+}
+
+impl PinnedState {
+    pub fn open(dir: &Path) -> Result<Self, DatapathError> {
+        let open = |name: &'static str| {
+            let path = dir.join(pins::MAPS).join(name);
+            if !path.exists() {
+                return Err(pins::pin_error(
+                    &path,
+                    "not pinned: fwd has not run with this pin_dir, or stopped with on_exit = \"detach\"",
+                ));
+            }
+            let data = MapData::from_pin(&path).map_err(map_err(name))?;
+            aya::maps::Map::from_map_data(data).map_err(map_err(name))
+        };
+        let conv = |name: &'static str| {
+            move |e| DatapathError::Map {
+                map: name,
+                source: e,
+            }
+        };
+        Ok(Self {
+            config: open("CONFIG")?.try_into().map_err(conv("CONFIG"))?,
+            rule_counters: open("RULE_COUNTERS")?
+                .try_into()
+                .map_err(conv("RULE_COUNTERS"))?,
+            reason_counters: open("REASON_COUNTERS")?
+                .try_into()
+                .map_err(conv("REASON_COUNTERS"))?,
+            flows: open("FLOWS")?.try_into().map_err(conv("FLOWS"))?,
+            flow_capacity: aya::maps::MapInfo::from_pin(dir.join(pins::MAPS).join("FLOWS"))
+                .map_err(map_err("FLOWS"))?
+                .max_entries(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The config the programs run with: active slot, mode, generation, timeouts.
+    pub fn config(&self) -> Result<FwdConfig, DatapathError> {
+        self.config.get(&0, 0).map_err(map_err("CONFIG"))
+    }
+
+    pub fn rule_counters(
+        &self,
+        ids: impl IntoIterator<Item = u32>,
+    ) -> Result<Vec<RuleCounters>, DatapathError> {
+        read_rule_counters(&self.rule_counters, ids)
+    }
+
+    pub fn reason_counters(&self) -> Result<Vec<(Reason, Counter)>, DatapathError> {
+        read_reason_counters(&self.reason_counters)
+    }
+
+    pub fn flows_active(&self) -> Result<u64, DatapathError> {
+        count_live_flows(&self.flows, &self.config()?)
+    }
+
+    /// The flow table's capacity.
+    pub fn flow_capacity(&self) -> u32 {
+        self.flow_capacity
+    }
+
+    /// The pinned links, by pin name (`IFINDEX-HOOK-IFACE`).
+    pub fn links(&self) -> Vec<String> {
+        pins::links(&self.dir)
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect()
     }
 }
 
@@ -727,7 +1109,7 @@ fn key6(net: &Ipv6Net) -> Key<[u8; 16]> {
     Key::new(u32::from(net.prefix_len()), net.network().octets())
 }
 
-/// Removes every entry of a trie whose contents no image records (the exemptions).
+/// Removes every entry of a trie whose contents no image records (an adopted slot).
 fn clear_trie<K: Pod, V: Pod>(
     trie: &mut LpmTrie<MapData, K, V>,
     name: &'static str,
@@ -740,6 +1122,71 @@ fn clear_trie<K: Pod, V: Pod>(
         trie.remove(&key).map_err(map_err(name))?;
     }
     Ok(())
+}
+
+/// Makes a trie of flags hold exactly `wanted` (prefix length, address): adds what is
+/// missing first, then removes what is no longer wanted.
+fn replace_trie<K: Pod + Ord>(
+    trie: &mut LpmTrie<MapData, K, u32>,
+    wanted: &BTreeSet<(u32, K)>,
+    name: &'static str,
+) -> Result<(), DatapathError> {
+    let present: Vec<Key<K>> = trie
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(map_err(name))?;
+    for (len, addr) in wanted {
+        trie.insert(&Key::new(*len, *addr), 1, 0)
+            .map_err(map_err(name))?;
+    }
+    for key in present {
+        if !wanted.contains(&(key.prefix_len(), key.data())) {
+            trie.remove(&key).map_err(map_err(name))?;
+        }
+    }
+    Ok(())
+}
+
+fn read_rule_counters(
+    map: &PerCpuArray<MapData, Counter>,
+    ids: impl IntoIterator<Item = u32>,
+) -> Result<Vec<RuleCounters>, DatapathError> {
+    let read = |id, inbound| sum_cpus(map, rule_counter_index(id, inbound), "RULE_COUNTERS");
+    ids.into_iter()
+        .map(|id| {
+            Ok(RuleCounters {
+                outbound: read(id, false)?,
+                inbound: read(id, true)?,
+            })
+        })
+        .collect()
+}
+
+fn read_reason_counters(
+    map: &PerCpuArray<MapData, Counter>,
+) -> Result<Vec<(Reason, Counter)>, DatapathError> {
+    Reason::ALL
+        .iter()
+        .map(|r| Ok((*r, sum_cpus(map, *r as u32, "REASON_COUNTERS")?)))
+        .collect()
+}
+
+/// Flows whose last packet is within their protocol's timeout.
+fn count_live_flows<T: std::borrow::Borrow<MapData>>(
+    flows: &HashMap<T, FlowKey, FlowValue>,
+    config: &FwdConfig,
+) -> Result<u64, DatapathError> {
+    let now = monotonic_ns();
+    let mut live = 0;
+    for entry in flows.iter() {
+        // An entry evicted between listing and lookup is simply gone.
+        let Ok((key, value)) = entry else { continue };
+        let timeout = u64::from(config.timeout_s(key.protocol)) * 1_000_000_000;
+        if now.saturating_sub(value.last_seen_ns) <= timeout {
+            live += 1;
+        }
+    }
+    Ok(live)
 }
 
 fn sum_cpus(

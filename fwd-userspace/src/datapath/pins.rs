@@ -1,0 +1,185 @@
+//! Pins on a bpf filesystem (default `/sys/fs/bpf/fwd/`): the maps, programs and links that
+//! outlive the daemon, so enforcement and counting go on through a crash or a restart.
+//!
+//! Layout: `maps/NAME`, `programs/NAME`, `links/IFINDEX-HOOK-IFACE`. The interface index is
+//! part of a link's name, so a link to an interface that was deleted and created again is
+//! recognised as stale.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::MapInfo;
+use nix::{
+    mount::MsFlags,
+    sys::statfs::{BPF_FS_MAGIC, statfs},
+};
+use tracing::{info, warn};
+
+use super::DatapathError;
+
+pub(super) const MAPS: &str = "maps";
+pub(super) const PROGRAMS: &str = "programs";
+pub(super) const LINKS: &str = "links";
+
+/// Where the kernel's bpf filesystem is usually mounted.
+const BPFFS: &str = "/sys/fs/bpf";
+
+pub(super) fn pin_error(path: &Path, what: impl std::fmt::Display) -> DatapathError {
+    DatapathError::Pin {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+    }
+}
+
+fn on_bpffs(path: &Path) -> bool {
+    statfs(path).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC)
+}
+
+/// Makes `dir` (and its `maps`, `programs`, `links`) exist on a bpf filesystem, mounting
+/// one at `/sys/fs/bpf` when `dir` is below it and nothing is mounted there yet.
+pub(super) fn prepare(dir: &Path) -> Result<(), DatapathError> {
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    if !on_bpffs(existing) {
+        let bpffs = Path::new(BPFFS);
+        if dir.starts_with(bpffs) && bpffs.is_dir() && !on_bpffs(bpffs) {
+            nix::mount::mount(
+                Some("bpf"),
+                bpffs,
+                Some("bpf"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=0700"),
+            )
+            .map_err(|e| pin_error(bpffs, format!("mounting the bpf filesystem: {e}")))?;
+            info!("mounted the bpf filesystem at {BPFFS}");
+        } else {
+            return Err(pin_error(
+                dir,
+                format!(
+                    "pin_dir is not on a bpf filesystem; put it under {BPFFS}, or mount one with `mount -t bpf bpf DIR`"
+                ),
+            ));
+        }
+    }
+    for sub in [MAPS, PROGRAMS, LINKS] {
+        let path = dir.join(sub);
+        std::fs::create_dir_all(&path).map_err(|e| pin_error(&path, e))?;
+    }
+    Ok(())
+}
+
+/// What the pins held when the datapath loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Adoption {
+    /// Maps reused with their contents (counters, flows, the active policy).
+    pub maps_kept: Vec<String>,
+    /// Maps an earlier run pinned with another shape (a new fwd version, a new flow-table
+    /// size): unpinned and created empty. (name, what changed)
+    pub maps_recreated: Vec<(String, String)>,
+    /// The policy generation in force in the pinned config map; 0 when nothing was adopted.
+    pub generation: u32,
+}
+
+/// The maps of `object` to pin: every named map (not the compiler's `.rodata`-style
+/// sections). Pinned maps whose shape differs from the object's (with `max_entries`
+/// overrides applied) are unpinned, so the loader creates them anew.
+pub(super) fn plan_maps(
+    dir: &Path,
+    object: &[u8],
+    max_entries: &[(&str, u32)],
+) -> Result<(Vec<(String, PathBuf)>, Adoption), DatapathError> {
+    let parsed = aya_obj::Object::parse(object)
+        .map_err(|e| pin_error(dir, format!("reading the eBPF object: {e}")))?;
+    let mut maps: Vec<(String, PathBuf)> = Vec::new();
+    let mut adoption = Adoption::default();
+    let mut names: Vec<_> = parsed.maps.keys().collect();
+    names.sort();
+    for name in names {
+        if name.starts_with('.') || name.starts_with("AYA_") {
+            continue;
+        }
+        let def = &parsed.maps[name];
+        let path = dir.join(MAPS).join(name);
+        if path.exists() {
+            let entries = max_entries
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(def.max_entries(), |(_, e)| *e);
+            match MapInfo::from_pin(&path) {
+                Ok(info) => {
+                    let found = (
+                        info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+                        info.key_size(),
+                        info.value_size(),
+                        info.max_entries(),
+                    );
+                    let wanted = (def.map_type(), def.key_size(), def.value_size(), entries);
+                    if found == wanted {
+                        adoption.maps_kept.push(name.clone());
+                    } else {
+                        let why = format!(
+                            "type/key/value/entries {}/{}/{}/{} -> {}/{}/{}/{}",
+                            found.0,
+                            found.1,
+                            found.2,
+                            found.3,
+                            wanted.0,
+                            wanted.1,
+                            wanted.2,
+                            wanted.3
+                        );
+                        warn!(map = %name, %why, "pinned map has another shape; creating it anew (its contents start empty)");
+                        remove(&path)?;
+                        adoption.maps_recreated.push((name.clone(), why));
+                    }
+                }
+                Err(err) => {
+                    warn!(map = %name, %err, "pinned map unreadable; creating it anew");
+                    remove(&path)?;
+                    adoption
+                        .maps_recreated
+                        .push((name.clone(), err.to_string()));
+                }
+            }
+        }
+        maps.push((name.clone(), path));
+    }
+    Ok((maps, adoption))
+}
+
+/// Removes one pin; a pin already gone is fine.
+pub(super) fn remove(path: &Path) -> Result<(), DatapathError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(pin_error(path, format!("unpinning: {e}"))),
+    }
+}
+
+/// The pin of the link that puts `hook` on `iface`; `None` if the interface does not exist.
+pub(super) fn link_path(dir: &Path, iface: &str, hook: &str) -> Option<PathBuf> {
+    let index = nix::net::if_::if_nametoindex(iface).ok()?;
+    Some(dir.join(LINKS).join(format!("{index}-{hook}-{iface}")))
+}
+
+/// The link pins under `dir`.
+pub(super) fn links(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir.join(LINKS)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    out.sort();
+    out
+}
+
+/// The kernel's tag (a hash of the instructions) of the loaded program `id`.
+pub(super) fn program_tag(id: u32) -> Option<u64> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .map(|p| p.tag())
+}
