@@ -38,6 +38,27 @@ pub const VENDOR_WAN_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x251, 0, 0, 0, 0, 0, 
 /// The gateway's LAN-facing interface, where the XDP program is attached.
 pub const GATEWAY_LAN_IF: &str = "lan0";
 
+/// The lab's vendor policy: TCP 443 to the vendor's networks, UDP media to one address.
+pub const ACME_POLICY: &str = r#"
+[vendor]
+id = "acme"
+name = "Acme Video"
+
+[[rule]]
+id = "web"
+service = "Web app"
+protocol = "tcp"
+ports = [443]
+remote = ["198.51.100.0/24", "2001:db8:100::/64"]
+
+[[rule]]
+id = "media"
+service = "Media"
+protocol = "udp"
+ports = ["10000-20000"]
+remote = "198.51.100.10"
+"#;
+
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip")
         .args(args)
@@ -666,5 +687,110 @@ pub fn tcp_probe_from(
     match stream {
         Ok(stream) => echoes(stream, timeout),
         Err(_) => Ok(false),
+    }
+}
+
+/// A steady, bounded stream of UDP datagrams from `ns`: one to each target every
+/// `interval`, until stopped or `max_per_target` are sent. It counts what it sent and the
+/// echoes that came back, per target.
+pub struct Stream {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    sent: Vec<Arc<AtomicU64>>,
+    echoed: Vec<Arc<AtomicU64>>,
+}
+
+impl Stream {
+    pub fn start(
+        ns: &Netns,
+        targets: &[SocketAddr],
+        interval: Duration,
+        max_per_target: u64,
+    ) -> anyhow::Result<Stream> {
+        let mut sockets = Vec::new();
+        for &dst in targets {
+            let socket = ns.run(move || -> std::io::Result<UdpSocket> {
+                let any: SocketAddr = match dst {
+                    SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                    SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+                };
+                let socket = UdpSocket::bind(any)?;
+                socket.connect(dst)?;
+                socket.set_nonblocking(true)?;
+                Ok(socket)
+            })??;
+            sockets.push(socket);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent: Vec<_> = targets
+            .iter()
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect();
+        let echoed: Vec<_> = targets
+            .iter()
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect();
+        let (s, sent_c, echoed_c) = (stop.clone(), sent.clone(), echoed.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut n = 0u64;
+            let mut next = Instant::now();
+            while !s.load(Ordering::Relaxed) && n < max_per_target {
+                for (i, socket) in sockets.iter().enumerate() {
+                    if socket.send(&n.to_be_bytes()).is_ok() {
+                        sent_c[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                    while socket.recv(&mut buf).is_ok() {
+                        echoed_c[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                n += 1;
+                next += interval;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            // Collect the echoes still on their way.
+            let until = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < until {
+                for (i, socket) in sockets.iter().enumerate() {
+                    while socket.recv(&mut buf).is_ok() {
+                        echoed_c[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Ok(Stream {
+            stop,
+            thread: Some(thread),
+            sent,
+            echoed,
+        })
+    }
+
+    /// Datagrams sent to target `i` so far.
+    pub fn sent(&self, i: usize) -> u64 {
+        self.sent[i].load(Ordering::Relaxed)
+    }
+
+    /// Stops sending, waits for late echoes, and returns (sent, echoed) per target.
+    pub fn finish(mut self) -> Vec<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.sent
+            .iter()
+            .zip(&self.echoed)
+            .map(|(s, e)| (s.load(Ordering::Relaxed), e.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

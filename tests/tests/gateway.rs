@@ -7,8 +7,8 @@ use std::{
 };
 
 use fwd_lab::{
-    FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, fwd_bin, require_root, scrape, scratch, tcp_probe,
-    udp_probe,
+    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, fwd_bin, require_root, scrape,
+    scratch, tcp_probe, udp_probe,
 };
 
 const METRICS: &str = "127.0.0.1:9469";
@@ -16,26 +16,6 @@ const ALLOWED: &str = "198.51.100.10";
 const UNLISTED: &str = "203.0.113.50";
 const ALLOWED_V6: &str = "2001:db8:100::10";
 const UNLISTED_V6: &str = "2001:db8:999::50";
-
-const POLICY: &str = r#"
-[vendor]
-id = "acme"
-name = "Acme Video"
-
-[[rule]]
-id = "web"
-service = "Web app"
-protocol = "tcp"
-ports = [443]
-remote = ["198.51.100.0/24", "2001:db8:100::/64"]
-
-[[rule]]
-id = "media"
-service = "Media"
-protocol = "udp"
-ports = ["10000-20000"]
-remote = "198.51.100.10"
-"#;
 
 #[test]
 fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
@@ -45,7 +25,7 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     require_root();
     let (prefix, dir) = scratch("gateway");
     let pins = Pins::new(&prefix);
-    std::fs::write(dir.join("policies/acme.toml"), POLICY).unwrap();
+    std::fs::write(dir.join("policies/acme.toml"), ACME_POLICY).unwrap();
     std::fs::write(
         dir.join("fwd.toml"),
         format!(
@@ -174,7 +154,7 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     let policy_file = dir.join("policies/acme.toml");
     std::fs::write(
         &policy_file,
-        POLICY.replace("ports = [443]", "ports = [70000]"),
+        ACME_POLICY.replace("ports = [443]", "ports = [70000]"),
     )
     .unwrap();
     let out = reload();
@@ -192,7 +172,7 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     let web_before = metric(&lab, "fwd_rule_packets_total", &web);
     std::fs::write(
         &policy_file,
-        POLICY.replace(
+        ACME_POLICY.replace(
             "\"198.51.100.0/24\"",
             "\"198.51.100.0/24\", \"203.0.113.0/24\"",
         ),
