@@ -3,7 +3,7 @@
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -122,5 +122,406 @@ pub fn compile_bench(root: &Path, fwd_release: &Path, quick: bool) -> anyhow::Re
          median {:.2} s of 3 (goal <= 2 s), peak RSS {:.0} MiB (goal <= 1024 MiB)",
         time.as_secs_f64(),
         peak as f64 / (1024.0 * 1024.0)
+    ))
+}
+
+/// Network namespaces and pin directories of bench daemons are named after xtask's pid.
+const BENCH_PREFIX: &str = "fwd-bench-";
+
+/// How long a daemon may take to answer `fwd status` after it starts.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a daemon may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running `ip` (iproute2; `cargo xtask setup` installs it)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Removes the namespaces and pin directories of bench runs whose xtask is gone (killed
+/// before its guard could clean up).
+pub fn clean_stale_daemons() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    let mut stale: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    if let Ok(pins) = std::fs::read_dir("/sys/fs/bpf") {
+        stale.extend(
+            pins.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned()),
+        );
+    }
+    stale.retain(|name| {
+        name.strip_prefix(BENCH_PREFIX)
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+    stale.sort();
+    stale.dedup();
+    for name in stale {
+        eprintln!("xtask: removing {name}, left by an earlier bench run");
+        let _ = ip(&["netns", "delete", &name]);
+        let _ = std::fs::remove_dir_all(Path::new("/sys/fs/bpf").join(&name));
+    }
+}
+
+/// Quotes `s` as a TOML basic string.
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A free TCP port on the loopback of the network namespace at `netns_path`.
+fn free_port_in(netns_path: &str) -> anyhow::Result<u16> {
+    let file = std::fs::File::open(netns_path).with_context(|| format!("opening {netns_path}"))?;
+    std::thread::spawn(move || -> anyhow::Result<u16> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: a valid namespace fd; only this (short-lived) thread changes namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Ok(listener.local_addr()?.port())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread in the namespace panicked"))?
+}
+
+/// `fwd run` in a scratch network namespace with one `dummy` interface (`d0`, host mode; a
+/// veth pair where the kernel has no dummy driver),
+/// its own pin directory, state directory, control socket and metrics port. Dropping it
+/// stops the daemon (SIGTERM, then SIGKILL), removes the pin directory and the namespace.
+struct BenchDaemon {
+    fwd: PathBuf,
+    netns: String,
+    pin_dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl BenchDaemon {
+    fn start(fwd: &Path, scratch: &Path, policy_dir: &Path) -> anyhow::Result<BenchDaemon> {
+        let name = format!("{BENCH_PREFIX}{}", std::process::id());
+        let _ = std::fs::remove_dir_all(scratch);
+        std::fs::create_dir_all(scratch)?;
+        // The guard exists before anything it removes, so a failure halfway cleans up.
+        let mut daemon = BenchDaemon {
+            fwd: fwd.to_path_buf(),
+            netns: name.clone(),
+            pin_dir: PathBuf::from("/sys/fs/bpf").join(&name),
+            config: scratch.join("fwd.toml"),
+            log: scratch.join("daemon.log"),
+            child: None,
+        };
+        let _ = ip(&["netns", "delete", &name]);
+        ip(&["netns", "add", &name])?;
+        ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        // A dummy interface; on a kernel without CONFIG_DUMMY, one end of a veth pair whose
+        // other end stays in the same namespace.
+        if let Err(err) = ip(&["-n", &name, "link", "add", "d0", "type", "dummy"]) {
+            eprintln!("xtask: no dummy interface ({err:#}); using a veth pair d0/d0p instead");
+            ip(&[
+                "-n", &name, "link", "add", "d0", "type", "veth", "peer", "name", "d0p",
+            ])?;
+            ip(&["-n", &name, "link", "set", "d0p", "up"])?;
+        }
+        ip(&["-n", &name, "link", "set", "d0", "up"])?;
+        let netns_path = format!("/run/netns/{name}");
+        let port = free_port_in(&netns_path)?;
+        let path = |p: &Path| toml_str(&p.to_string_lossy());
+        let config = format!(
+            "# cargo xtask bench: a daemon in the scratch network namespace {name}\n\
+             policy_dir = {policy_dir}\n\
+             action = \"enforce\"\n\
+             pin_dir = {pin_dir}\n\
+             state_dir = {state_dir}\n\
+             control_socket = {socket}\n\
+             on_exit = \"detach\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [reload]\nwatch = false\n\n\
+             [[interface]]\nname = \"d0\"\nmode = \"host\"\n",
+            policy_dir = path(policy_dir),
+            pin_dir = path(&daemon.pin_dir),
+            state_dir = path(&scratch.join("state")),
+            socket = path(&scratch.join("control.sock")),
+        );
+        std::fs::write(&daemon.config, config)?;
+
+        let log = std::fs::File::create(&daemon.log)?;
+        let netns =
+            std::fs::File::open(&netns_path).with_context(|| format!("opening {netns_path}"))?;
+        let mut cmd = Command::new(fwd);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&daemon.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: setns is async-signal-safe; the closure calls it and reads errno. Only the
+        // network namespace changes (not the mount namespace, so /sys/fs/bpf stays the host's).
+        unsafe {
+            use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+            cmd.pre_exec(move || {
+                if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        eprintln!(
+            "xtask: starting fwd run in the network namespace {name} (log: {})",
+            daemon.log.display()
+        );
+        daemon.child = Some(cmd.spawn().with_context(|| format!("starting {cmd:?}"))?);
+        Ok(daemon)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `fwd CMD --config CONFIG ARGS...`, captured.
+    fn fwd(&self, command: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Command::new(&self.fwd)
+            .arg(command)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running fwd {command}"))
+    }
+
+    /// Polls `fwd status --json` until the daemon answers; returns how long that took and
+    /// the answer. Fails with the daemon's log if it exits or does not answer in time.
+    fn wait_ready(&mut self) -> anyhow::Result<(Duration, serde_json::Value)> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                bail!(
+                    "fwd run exited ({status}) before it was ready; its log:\n{}",
+                    self.log_text()
+                );
+            }
+            let out = self.fwd("status", &["--json"])?;
+            if out.status.success() {
+                let status = serde_json::from_slice(&out.stdout)
+                    .context("parsing the output of fwd status --json")?;
+                return Ok((started.elapsed(), status));
+            }
+            let last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if started.elapsed() > READY_TIMEOUT {
+                bail!(
+                    "fwd run did not answer `fwd status` within {} s (last: {last}); its log:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// VmRSS and VmHWM of the daemon, in bytes.
+    fn memory(&self) -> anyhow::Result<(u64, u64)> {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .with_context(|| format!("no {name} in {path}"))?;
+            let kib: u64 = line
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .with_context(|| format!("{name}{line} in {path}"))?;
+            Ok(kib * 1024)
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        if !status.success() {
+                            eprintln!(
+                                "xtask: fwd run stopped with {status}; its log: {}",
+                                self.log.display()
+                            );
+                        }
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    _ => {
+                        eprintln!(
+                            "xtask: fwd run did not stop within {} s of SIGTERM; killing it",
+                            STOP_TIMEOUT.as_secs()
+                        );
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        if self.pin_dir.exists()
+            && let Err(err) = std::fs::remove_dir_all(&self.pin_dir)
+        {
+            eprintln!("xtask: removing {}: {err}", self.pin_dir.display());
+        }
+        if let Err(err) = ip(&["netns", "delete", &self.netns]) {
+            eprintln!("xtask: {err:#}");
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `fwd reload` of a 100,000-prefix policy in a running daemon: the daemon's own compile,
+/// fill and swap times (medians) and the command's wall time.
+pub fn reload_bench(root: &Path, fwd_release: &Path, quick: bool) -> anyhow::Result<String> {
+    let (prefixes, rules) = (100_000, 1_000);
+    let reloads = if quick { 2 } else { 5 };
+    let dir = root.join("target/bench/policy-100k");
+    eprintln!(
+        "xtask: generating {prefixes} prefixes in {rules} port-range rules for the reload bench"
+    );
+    write_policy(&dir, 10, rules, prefixes)?;
+    let mut daemon = BenchDaemon::start(fwd_release, &root.join("target/bench/reload"), &dir)?;
+    let (ready, _) = daemon.wait_ready()?;
+    eprintln!(
+        "xtask: daemon ready after {:.2} s; {reloads} reloads",
+        ready.as_secs_f64()
+    );
+    let (mut compile, mut fill, mut swap, mut total) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut generation = 0;
+    for i in 0..reloads {
+        let started = Instant::now();
+        let out = daemon.fwd("reload", &["--json"])?;
+        let wall = started.elapsed();
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "fwd reload --json printed no JSON reply ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        if reply["ok"] != true {
+            bail!("reload {} rejected: {}", i + 1, reply["error"]);
+        }
+        let ms = |key: &str| reply[key].as_f64().unwrap_or(0.0);
+        generation = reply["generation"].as_u64().unwrap_or(0);
+        eprintln!(
+            "xtask: reload {}/{reloads}: generation {generation}, {} rules, compile {:.1} ms, fill {:.1} ms, swap {:.1} ms, total {:.1} ms",
+            i + 1,
+            reply["rules"],
+            ms("compile_ms"),
+            ms("fill_ms"),
+            ms("swap_ms"),
+            wall.as_secs_f64() * 1000.0
+        );
+        compile.push(ms("compile_ms"));
+        fill.push(ms("fill_ms"));
+        swap.push(ms("swap_ms"));
+        total.push(wall.as_secs_f64() * 1000.0);
+    }
+    let (rss, hwm) = daemon.memory()?;
+    drop(daemon);
+    let phases = if compile
+        .iter()
+        .chain(&fill)
+        .chain(&swap)
+        .all(|&ms| ms == 0.0)
+    {
+        "compile/fill/swap not reported by this fwd".to_string()
+    } else {
+        format!(
+            "compile {:.0} ms, fill {:.0} ms, swap {:.0} ms",
+            median(&mut compile),
+            median(&mut fill),
+            median(&mut swap)
+        )
+    };
+    Ok(format!(
+        "reload: fwd reload, {prefixes} prefixes, {rules} rules, median of {reloads}: {phases}, \
+         total {:.0} ms (wall time of `fwd reload`); generation {generation} in force; \
+         start to ready {:.2} s; daemon RSS {:.0} MiB (peak {:.0} MiB)",
+        median(&mut total),
+        ready.as_secs_f64(),
+        mib(rss),
+        mib(hwm)
+    ))
+}
+
+/// The daemon's resident memory, idle, with the bundled policies.
+pub fn memory_bench(root: &Path, fwd_release: &Path) -> anyhow::Result<String> {
+    let mut daemon = BenchDaemon::start(
+        fwd_release,
+        &root.join("target/bench/memory"),
+        &root.join("policies"),
+    )?;
+    let (ready, status) = daemon.wait_ready()?;
+    eprintln!(
+        "xtask: daemon ready after {:.2} s; idling 2 s",
+        ready.as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss, hwm) = daemon.memory()?;
+    drop(daemon);
+    Ok(format!(
+        "daemon memory: idle with the bundled policies ({} rules): VmRSS {:.1} MiB, VmHWM {:.1} MiB \
+         (goal < 30 MiB)",
+        status["rules"],
+        mib(rss),
+        mib(hwm)
     ))
 }

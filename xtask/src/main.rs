@@ -1,4 +1,5 @@
-//! `cargo xtask`: orchestration only (toolchain setup, the lab, tests, lints).
+//! `cargo xtask`: orchestration only (toolchain setup, the lab, tests, lints, benchmarks,
+//! the release tarball).
 
 use std::{
     path::{Path, PathBuf},
@@ -11,6 +12,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dist;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fwd's development tasks")]
@@ -54,11 +56,29 @@ enum Task {
         rules: usize,
     },
     /// Print performance figures measured in one run (goals are shown, not asserted).
+    ///
+    /// Policy compile time and memory (`fwd check`); as root also a running daemon's reload
+    /// of 100,000 prefixes (compile, fill, swap) and its idle memory with the bundled
+    /// policies, each daemon in a scratch network namespace that is removed afterwards.
     Bench {
         /// A smaller, faster version.
         #[arg(long)]
         quick: bool,
     },
+    /// Build the release fwd and write the installable target/dist/fwd-VERSION-ARCH.tar.gz.
+    ///
+    /// The tarball holds the binary, the systemd unit, the example config, the bundled
+    /// policies, the Grafana dashboard and the README laid out from / (usr/bin/fwd,
+    /// usr/lib/systemd/system/fwd.service, etc/fwd/fwd.toml, etc/fwd/policies/,
+    /// usr/share/fwd/grafana/fwd.json, usr/share/doc/fwd/README.md), plus an install.sh that
+    /// never overwrites an existing config or policy file. Then checks it: unpacks it, runs
+    /// its `fwd check` on its config and policies, verifies the unit with systemd-analyze,
+    /// and tries install.sh into a scratch DESTDIR.
+    #[command(
+        after_help = "Install on a machine:\n  mkdir fwd && tar -C fwd -xzf fwd-VERSION-ARCH.tar.gz && sudo fwd/install.sh\n\
+(DESTDIR=/some/root fwd/install.sh installs under another root.)"
+    )]
+    Dist,
 }
 
 /// Debian packages the build and the lab need.
@@ -237,6 +257,23 @@ fn build_fwd() -> anyhow::Result<PathBuf> {
         "cargo build --package fwd-userspace",
     )?;
     Ok(workspace_root().join("target/debug/fwd"))
+}
+
+/// Builds the release `fwd` (with its embedded eBPF programs) and returns its path.
+fn build_fwd_release() -> anyhow::Result<PathBuf> {
+    run(
+        "building fwd (release, with its eBPF programs)",
+        cargo().args([
+            "build",
+            "--release",
+            "--package",
+            "fwd-userspace",
+            "--bin",
+            "fwd",
+        ]),
+        "cargo build --release --package fwd-userspace --bin fwd (needs `cargo xtask setup`: nightly rust-src and bpf-linker)",
+    )?;
+    Ok(workspace_root().join("target/release/fwd"))
 }
 
 fn lab(duration: Option<u64>) -> anyhow::Result<()> {
@@ -457,18 +494,41 @@ fn fuzz(seconds: u64, only: Option<&str>) -> anyhow::Result<()> {
 
 fn bench_all(quick: bool) -> anyhow::Result<()> {
     setup()?;
-    run(
-        "building fwd (release)",
-        cargo().args(["build", "--release", "--package", "fwd-userspace"]),
-        "cargo build --release --package fwd-userspace",
-    )?;
     let root = workspace_root();
-    let fwd = root.join("target/release/fwd");
-    let report = bench::compile_bench(&root, &fwd, quick)?;
+    let fwd = build_fwd_release()?;
+    // Each figure is one line; a bench that cannot run says why on its line, the others
+    // still run, and the exit code says that one failed.
+    let mut lines = vec![bench::compile_bench(&root, &fwd, quick)?];
+    let mut failed = false;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        lines.push(
+            "reload, daemon memory: skipped (the daemon needs root: network namespaces and BPF)"
+                .to_string(),
+        );
+    } else {
+        bench::clean_stale_daemons();
+        for (name, result) in [
+            ("reload", bench::reload_bench(&root, &fwd, quick)),
+            ("daemon memory", bench::memory_bench(&root, &fwd)),
+        ] {
+            match result {
+                Ok(line) => lines.push(line),
+                Err(err) => {
+                    failed = true;
+                    lines.push(format!("{name}: failed: {err:#}"));
+                }
+            }
+        }
+    }
+    let report = lines.join("\n");
     println!("{report}");
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("results.md"), format!("{report}\n"))?;
+    if failed {
+        bail!("a benchmark could not run; see its line above");
+    }
     Ok(())
 }
 
@@ -527,6 +587,7 @@ fn main() -> ExitCode {
         Task::Lint => lint(),
         Task::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
         Task::Bench { quick } => bench_all(quick),
+        Task::Dist => dist::dist(),
         Task::BenchPolicy {
             dir,
             prefixes,
