@@ -23,12 +23,14 @@
 mod parse;
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map, xdp},
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{TcContext, XdpContext},
 };
+use aya_log_ebpf::warn;
 use fwd_common::{
     Addr, CLASS_AUDIT, Counter, DENIED_RING_BYTES, DST4_CAPACITY, DST6_CAPACITY, DeniedEvent,
     EXEMPT_CAPACITY, FLOWS_CAPACITY, FRAGS_CAPACITY, FlowKey, FlowValue, FragKey, FragValue,
@@ -92,6 +94,8 @@ struct Scratch {
     /// The verdict, written by `judge_*` (returning structs from BPF calls trips the
     /// verifier's spill checks).
     outcome: Outcome,
+    /// The error of a failed flow-state update for this packet (0: none), for the log.
+    state_error: i32,
 }
 
 #[map]
@@ -105,11 +109,25 @@ pub fn fwd_xdp(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     let len = (end - start) as u64;
     let ifindex = ctx.ingress_ifindex() as u32;
-    if process(&Packet::new(start, end), false, len, ifindex) {
+    let verdict = process(&Packet::new(start, end), false, len, ifindex);
+    if verdict.state_error != 0 {
+        log_state_error(&ctx, verdict.state_error);
+    }
+    if verdict.pass {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP
     }
+}
+
+/// Through aya-log to the daemon's log. Rare: the flow tables are LRU maps, which make room
+/// rather than fail, so this means the kernel is short of memory.
+#[inline(never)]
+fn log_state_error<C: EbpfContext>(ctx: &C, error: i32) {
+    warn!(
+        ctx,
+        "recording a flow failed (error {}); its replies may be dropped", error
+    );
 }
 
 /// Host mode, uplink egress: packets the host sends.
@@ -144,7 +162,11 @@ fn tc(ctx: &TcContext, inbound: bool) -> i32 {
     // SAFETY: the context pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let packet = Packet::new(ctx.data(), ctx.data_end());
-    if process(&packet, inbound, u64::from(len), ifindex) {
+    let verdict = process(&packet, inbound, u64::from(len), ifindex);
+    if verdict.state_error != 0 {
+        log_state_error(ctx, verdict.state_error);
+    }
+    if verdict.pass {
         // Pass on to the next program or the stack (TCX_NEXT / TC_ACT_UNSPEC).
         TC_ACT_UNSPEC
     } else {
@@ -188,9 +210,20 @@ impl Outcome {
     }
 }
 
-/// Judges, counts and samples one packet; true if it passes.
+/// What `process` decided.
+struct Verdict {
+    pass: bool,
+    /// See `Scratch::state_error`.
+    state_error: i32,
+}
+
+/// Judges, counts and samples one packet.
 #[inline(always)]
-fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> bool {
+fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> Verdict {
+    let pass = |pass| Verdict {
+        pass,
+        state_error: 0,
+    };
     // One read of the config per packet: the slot and the mode stay consistent within it.
     let config = CONFIG.get(0).copied().unwrap_or_default();
     // SAFETY: a helper without arguments.
@@ -198,10 +231,11 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> bool {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         // Cannot happen (a one-entry per-CPU array); never pass unjudged.
         bump(&REASON_COUNTERS, Reason::Malformed as u32, len);
-        return false;
+        return pass(false);
     };
     // SAFETY: this CPU's scratch entry; nothing else uses it during this run.
     let scratch = unsafe { &mut *scratch };
+    scratch.state_error = 0;
     let (outcome, ip) = match parse_ethernet(packet, &mut scratch.ip) {
         Err(reason) => (Outcome::new(reason, None, None), false),
         Ok(Parsed::Exempt) => (Outcome::new(Reason::Exempt, None, None), false),
@@ -219,8 +253,12 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> bool {
     if let Some(rule) = outcome.rule() {
         bump(&RULE_COUNTERS, rule_counter_index(rule, inbound), len);
     }
+    let state_error = scratch.state_error;
     if !outcome.reason.is_drop() {
-        return true;
+        return Verdict {
+            pass: true,
+            state_error,
+        };
     }
     sample(
         &outcome,
@@ -232,9 +270,9 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> bool {
     let audited_class = outcome.class().is_some_and(|c| c & CLASS_AUDIT != 0);
     if config.mode == FwdConfig::MODE_AUDIT || audited_class {
         bump(&REASON_COUNTERS, Reason::AuditWouldDrop as u32, len);
-        return true;
+        return pass(true);
     }
-    false
+    pass(false)
 }
 
 /// Judges an outbound packet into `s.outcome`.
@@ -275,8 +313,12 @@ fn outbound(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
                 rule: v.rule,
                 flags: 0,
             };
-            let _ = FLOWS.insert(flow, &value, 0);
-            let _ = REMOTES.insert(&ip.dst, &now, 0);
+            if let Err(e) = FLOWS.insert(flow, &value, 0) {
+                s.state_error = e;
+            }
+            if let Err(e) = REMOTES.insert(&ip.dst, &now, 0) {
+                s.state_error = e;
+            }
             Outcome::new(Reason::Allowed, Some(v.rule), class)
         }
         None => {
@@ -366,7 +408,9 @@ fn inbound(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
             rule: v.rule,
             flags: FlowValue::FLAG_INBOUND,
         };
-        let _ = FLOWS.insert(flow, &value, 0);
+        if let Err(e) = FLOWS.insert(flow, &value, 0) {
+            s.state_error = e;
+        }
         Outcome::new(Reason::Allowed, Some(v.rule), class)
     };
     if ip.frag == Frag::First

@@ -241,6 +241,14 @@ impl PolicyArgs {
     }
 }
 
+impl Cli {
+    /// Whether this runs a long-lived process that writes to sockets (where a closed peer
+    /// must be an error, not SIGPIPE).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.command, Command::Run { .. } | Command::Lab(_))
+    }
+}
+
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check(&args),

@@ -4,12 +4,27 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    // Quiet by default; FWD_LOG (e.g. "debug", "fwd=trace") turns it up.
-    tracing_subscriber::fmt()
+    let cli = fwd::cli::Cli::parse();
+    // Quiet by default (info: what changed, warnings, errors); FWD_LOG (e.g. "debug",
+    // "fwd=trace") turns it up. The programs' own records (aya-log) arrive through the
+    // `log` crate, which `init` bridges into tracing.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("FWD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    fwd::cli::main(fwd::cli::Cli::parse())
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // Under systemd the journal stamps each line itself and shows no colours.
+        builder.with_ansi(false).without_time().init();
+    } else {
+        builder.init();
+    }
+    if !cli.is_daemon() {
+        // `fwd check | head` ends quietly when head closes the pipe, like other tools.
+        // SAFETY: setting a signal's disposition to its default before any threads start.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    fwd::cli::main(cli)
 }

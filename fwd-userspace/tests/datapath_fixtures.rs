@@ -2803,3 +2803,16 @@ fn audit_per_vendor_later_fragments() {
     let later = v4(LOCAL4, BETA4, L4::Raw(17)).frag4(5, false, 400);
     fx.out("later", &later.frame(), audit(Fragment));
 }
+
+/// The programs carry aya-log, and the datapath hands its reader to one taker (the daemon
+/// passes the records to its log).
+#[test]
+fn the_programs_log_reaches_userspace_through_one_reader() {
+    require_root();
+    let mut dp = Datapath::load().expect("loading the programs");
+    assert!(dp.take_program_log().is_some(), "no aya-log ring buffer");
+    assert!(
+        dp.take_program_log().is_none(),
+        "the reader was handed out twice"
+    );
+}

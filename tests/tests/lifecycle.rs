@@ -290,3 +290,60 @@ fn on_exit_keep_leaves_enforcement_and_detach_removes_it() {
     );
     assert!(!s.pins.dir.exists(), "pins left behind");
 }
+
+#[test]
+fn a_restart_that_puts_another_program_on_a_hook_replaces_it_in_place_and_prunes_the_rest() {
+    let s = setup("replace", "");
+    let timeout = Duration::from_secs(1);
+    // Host mode on the LAN interface: TC programs on both of its sides.
+    let host = std::fs::read_to_string(s.dir.join("fwd.toml"))
+        .unwrap()
+        .replace("mode = \"gateway\"", "mode = \"host\"");
+    std::fs::write(s.dir.join("fwd.toml"), &host).unwrap();
+    let mut fwd = start(&s.lab, &s.dir, "fwd.log");
+    assert_eq!(
+        fwd_json(&s.dir, &["stats"])["links"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    fwd.kill();
+
+    // Gateway mode on the same interface: the egress link now needs fwd_tc_in instead of
+    // fwd_tc_out (the link is updated in place), XDP is new, and the ingress link goes.
+    write_config(&s.dir, &s.pins, "", "");
+    let fwd = start(&s.lab, &s.dir, "fwd-2.log");
+    let status = fwd_json(&s.dir, &["status"]);
+    let attached: Vec<_> = status["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["hook"].as_str().unwrap(),
+                a["program"].as_str().unwrap(),
+                a["origin"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attached,
+        [
+            ("xdp", "fwd_xdp", "attached"),
+            ("tc_egress", "fwd_tc_in", "replaced")
+        ]
+    );
+    let links = fwd_json(&s.dir, &["stats"])["links"].clone();
+    let links: Vec<&str> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert!(links.iter().all(|l| !l.contains("tc_ingress")), "{links:?}");
+    assert!(udp_probe(&s.lab.client, s.targets[0], timeout).unwrap());
+    assert!(!udp_probe(&s.lab.client, s.targets[2], timeout).unwrap());
+    drop(fwd);
+}

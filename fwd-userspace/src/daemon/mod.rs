@@ -292,6 +292,29 @@ fn reload_reply(daemon: &mut Daemon) -> control::ReloadReply {
     }
 }
 
+/// Passes the programs' log records (aya-log) to the daemon's log as they arrive.
+async fn forward_program_log(log: crate::datapath::ProgramLog) {
+    // SAFETY: the logger owns its ring buffer's file descriptor, which stays open and the
+    // same until the AsyncFd (which owns the logger) is dropped.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(log, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(err) => {
+            warn!(%err, "watching the programs' log; their messages are not shown");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
 /// Reads the kernel's denied-packet samples and passes them to `fwd monitor` clients.
 async fn read_denied_samples(
     ring: aya::maps::RingBuf<aya::maps::MapData>,
@@ -414,6 +437,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
 
     let denied = datapath.take_denied_samples()?;
+    if let Some(log) = datapath.take_program_log() {
+        tokio::spawn(forward_program_log(log));
+    }
 
     let daemon = Daemon {
         datapath,

@@ -230,11 +230,17 @@ pub struct Datapath {
     /// Host entries learned at run time: address -> class value of the active image.
     learned: BTreeMap<IpAddr, u32>,
     pin_dir: Option<PathBuf>,
+    /// The programs' own log records (aya-log), for the daemon to pass to its log.
+    logger: Option<ProgramLog>,
     adoption: Adoption,
     /// The rules an adopted policy had (from the daemon's state), so the first install
     /// keeps their counters.
     adopted_rules: Option<Vec<RuleName>>,
 }
+
+/// The reader of the programs' log records; they go to the `log` crate, which the
+/// daemon's tracing subscriber receives.
+pub type ProgramLog = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 /// A rule's id and name, as an earlier run recorded them.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -288,6 +294,13 @@ impl Datapath {
             loader.map_pin_path(name.as_str(), path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(err) => {
+                debug!(%err, "the programs' log is not available");
+                None
+            }
+        };
         let slots = [
             Slot {
                 dst4: take(&mut ebpf, "DST4_0")?,
@@ -314,6 +327,7 @@ impl Datapath {
             attachments: Vec::new(),
             learned: BTreeMap::new(),
             pin_dir: options.pin_dir.clone(),
+            logger,
             adoption,
             adopted_rules: None,
         };
@@ -359,6 +373,11 @@ impl Datapath {
             }
         }
         Ok(datapath)
+    }
+
+    /// The programs' log records, for one reader to take and drain when readable.
+    pub fn take_program_log(&mut self) -> Option<ProgramLog> {
+        self.logger.take()
     }
 
     /// What the pins held when this datapath loaded.
