@@ -54,7 +54,14 @@ pub(super) fn prepare(dir: &Path) -> Result<(), DatapathError> {
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 Some("mode=0700"),
             )
-            .map_err(|e| pin_error(bpffs, format!("mounting the bpf filesystem: {e}")))?;
+            .map_err(|e| {
+                pin_error(
+                    bpffs,
+                    format!(
+                        "no bpf filesystem is mounted here and mounting one failed ({e}); mount it with `mount -t bpf bpf {BPFFS}` (systemd does at boot), or run fwd with CAP_SYS_ADMIN"
+                    ),
+                )
+            })?;
             info!("mounted the bpf filesystem at {BPFFS}");
         } else {
             return Err(pin_error(
