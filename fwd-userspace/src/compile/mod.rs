@@ -150,6 +150,23 @@ pub struct MapImage {
     /// Sorted by rule id.
     pub rules: Vec<RuleInfo>,
     pub classes: u32,
+    /// The rule ids of each class (indexed by class), sorted.
+    pub class_members: Vec<Vec<u32>>,
+    /// Vendors in audit mode while the policy enforces (their classes carry `CLASS_AUDIT`).
+    pub audit_vendors: BTreeSet<String>,
+}
+
+/// A class made at run time for a learned host address: the rules whose networks cover
+/// the address plus the domain rules naming it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LearnedClass {
+    /// Sorted rule ids.
+    pub members: Vec<u32>,
+    /// The port entries of the class, under the class number given to `learned_class`.
+    pub ports: Vec<PortEntry>,
+    /// Whether a member belongs to an audited vendor (the address map value then carries
+    /// `CLASS_AUDIT`).
+    pub audit: bool,
 }
 
 impl MapImage {
@@ -158,6 +175,57 @@ impl MapImage {
             .binary_search_by_key(&id, |r| r.id)
             .ok()
             .map(|i| &self.rules[i])
+    }
+
+    /// The domain rules that open `name` (any case, optional trailing dot), by id.
+    pub fn rules_naming(&self, name: &str) -> Vec<u32> {
+        self.rules
+            .iter()
+            .filter(|r| r.matches_name(name))
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// The rules whose listed networks cover `addr` (the class of its longest match).
+    pub fn rules_covering(&self, addr: IpAddr) -> Vec<u32> {
+        fn longest<N>(nets: &[(N, u32)], covers: impl Fn(&N) -> Option<u8>) -> Option<u32> {
+            nets.iter()
+                .filter_map(|(n, c)| covers(n).map(|len| (len, *c)))
+                .max_by_key(|(len, _)| *len)
+                .map(|(_, c)| c)
+        }
+        // A linear scan: learning is per DNS answer, not per packet.
+        let class = match addr {
+            IpAddr::V4(a) => longest(&self.dst4, |n| n.contains(&a).then(|| n.prefix_len())),
+            IpAddr::V6(a) => longest(&self.dst6, |n| n.contains(&a).then(|| n.prefix_len())),
+        };
+        class
+            .and_then(|c| self.class_members.get((c & !CLASS_AUDIT) as usize))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The class for a learned `addr` that the domain rules `named` open, numbered `class`:
+    /// its members are those rules plus the rules covering `addr`, so learning an address
+    /// never takes away what a listed network already allows. `None` if `named` is empty
+    /// (an answer that matches no domain rule opens nothing).
+    pub fn learned_class(&self, addr: IpAddr, named: &[u32], class: u32) -> Option<LearnedClass> {
+        if named.is_empty() {
+            return None;
+        }
+        let mut members = self.rules_covering(addr);
+        members.extend_from_slice(named);
+        members.sort_unstable();
+        members.dedup();
+        let infos: Vec<&RuleInfo> = members.iter().filter_map(|&id| self.rule(id)).collect();
+        let mut ports = Vec::new();
+        class_ports(class, &infos, &mut ports);
+        let audit = infos.iter().any(|r| self.audit_vendors.contains(&r.vendor));
+        Some(LearnedClass {
+            members,
+            ports,
+            audit,
+        })
     }
 }
 
@@ -913,6 +981,16 @@ pub fn compile_with_ids(
         ports,
         rules: infos,
         classes: classes.sets.len() as u32,
+        class_members: classes
+            .sets
+            .iter()
+            .map(|set| {
+                let mut ids: Vec<u32> = set.iter().map(|&i| by_index[i as usize]).collect();
+                ids.sort_unstable();
+                ids
+            })
+            .collect(),
+        audit_vendors: selection.audit_vendors.clone(),
     };
     Ok(Compiled {
         image,

@@ -901,3 +901,92 @@ fn a_related_rule_never_shadows_one_that_needs_no_flow() {
         compiled.warnings
     );
 }
+
+/// The verdict of `probe` against the port entries of one learned class.
+fn decide_learned(learned: &LearnedClass, class: u32, probe: &Probe) -> Verdict {
+    let mut ports = LpmTable::new(64);
+    for e in &learned.ports {
+        ports.insert(port_key_bits(&e.key), e.prefix_len as u8, e.verdict);
+    }
+    decide(&ports, class, probe)
+}
+
+#[test]
+fn a_learned_address_gets_its_names_rules_and_keeps_its_networks_rules() {
+    let compiled = compile_all(&set(vec![
+        rule(
+            "media",
+            vec![Protocol::Udp],
+            vec![range(3478, 3478), range(10000, 20000)],
+            vec![Remote::Wildcard("sfu.example.com".into())],
+        ),
+        port_rule("listed", 443, "192.0.2.0/24"),
+    ]))
+    .unwrap();
+    let image = &compiled.image;
+    let ev = Evaluator::new(image);
+    let udp = |port| Probe {
+        protocol: proto::UDP,
+        ..tcp("0.0.0.0", port)
+    };
+    let named = image.rules_naming("x.SFU.example.com.");
+    assert_eq!(named, vec![compiled.ids.get("v/media").unwrap()]);
+    assert!(image.rules_naming("example.com").is_empty());
+    let class = image.classes + 7;
+
+    // An address no network lists: exactly what `explain` says of the name.
+    let outside: IpAddr = "203.0.113.9".parse().unwrap();
+    let learned = image.learned_class(outside, &named, class).unwrap();
+    assert_eq!(learned.members, named);
+    assert!(!learned.audit);
+    // (The class number a "no port" verdict names differs; the verdict does not.)
+    let unnumbered = |v: Verdict| match v {
+        Verdict::NoPortMatch { .. } => Verdict::NoPortMatch { class: 0 },
+        other => other,
+    };
+    for probe in [udp(3478), udp(15000), udp(20001), tcp("0.0.0.0", 443)] {
+        assert_eq!(
+            unnumbered(decide_learned(&learned, class, &probe)),
+            unnumbered(ev.evaluate_name("x.sfu.example.com", &probe)),
+            "{probe:?}"
+        );
+    }
+
+    // Inside a listed network: the network's rule stays, the name's rule joins.
+    let inside: IpAddr = "192.0.2.5".parse().unwrap();
+    let learned = image.learned_class(inside, &named, class).unwrap();
+    assert_eq!(learned.members.len(), 2);
+    assert_eq!(
+        decide_learned(&learned, class, &tcp("192.0.2.5", 443)),
+        allow(&compiled, "listed")
+    );
+    assert_eq!(
+        decide_learned(&learned, class, &udp(10000)),
+        allow(&compiled, "media")
+    );
+
+    // An answer no domain rule names opens nothing.
+    assert_eq!(image.learned_class(inside, &[], class), None);
+}
+
+#[test]
+fn a_learned_class_with_an_audited_vendor_is_audited() {
+    let mut selection = widest();
+    selection.audit_vendors.insert("v".into());
+    let compiled = compile(
+        &set(vec![rule(
+            "media",
+            vec![Protocol::Udp],
+            vec![range(3478, 3478)],
+            vec![Remote::Host("turn.example.net".into())],
+        )]),
+        &selection,
+    )
+    .unwrap();
+    let image = &compiled.image;
+    let named = image.rules_naming("turn.example.net");
+    let learned = image
+        .learned_class("198.51.100.1".parse().unwrap(), &named, image.classes)
+        .unwrap();
+    assert!(learned.audit);
+}
