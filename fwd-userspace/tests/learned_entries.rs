@@ -6,7 +6,7 @@ use std::{net::IpAddr, path::Path};
 use etherparse::PacketBuilder;
 use fwd::{
     compile::{Selection, compile},
-    datapath::Datapath,
+    datapath::{Datapath, Learned},
     policy::{Date, PolicySet, parse_vendor_file},
 };
 
@@ -26,15 +26,32 @@ remote = ["192.0.2.0/24", "198.51.100.9"]
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
+/// A TCP SYN to `dst`:`port`.
 fn frame(dst: IpAddr, port: u16) -> Vec<u8> {
+    frame_of(dst, port, true)
+}
+
+/// A UDP datagram to `dst`:`port`.
+fn udp_frame(dst: IpAddr, port: u16) -> Vec<u8> {
+    frame_of(dst, port, false)
+}
+
+fn frame_of(dst: IpAddr, port: u16, tcp: bool) -> Vec<u8> {
     let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
     let builder = match dst {
         IpAddr::V4(d) => builder.ipv4([10, 0, 0, 2], d.octets(), 64),
         IpAddr::V6(d) => builder.ipv6([0xfd; 16], d.octets(), 64),
     };
-    let builder = builder.tcp(40000, port, 1, 1024).syn();
     let mut out = Vec::new();
-    builder.write(&mut out, &[]).unwrap();
+    if tcp {
+        builder
+            .tcp(40000, port, 1, 1024)
+            .syn()
+            .write(&mut out, &[])
+            .unwrap();
+    } else {
+        builder.udp(40000, port).write(&mut out, &[]).unwrap();
+    }
     out
 }
 
@@ -69,7 +86,7 @@ fn learned_hosts_are_enforced_carried_over_and_forgotten() {
     // A policy swap keeps the learned entries (the same image numbers classes the same).
     dp.install(&compiled.image, 2).unwrap();
     assert_eq!(run(&dp, "203.0.113.7"), XDP_PASS);
-    assert_eq!(dp.learned().len(), 2);
+    assert_eq!(dp.learned().hosts.len(), 2);
 
     // A learned entry over a compiled host prefix wins while learned; forgetting it
     // restores the compiled entry, and forgetting other entries removes them.
@@ -87,10 +104,117 @@ fn learned_hosts_are_enforced_carried_over_and_forgotten() {
     dp.forget("2001:db8::7".parse().unwrap()).unwrap();
     assert_eq!(run(&dp, "203.0.113.7"), XDP_DROP);
     assert_eq!(run(&dp, "2001:db8::7"), XDP_DROP);
-    assert!(dp.learned().is_empty());
+    assert!(dp.learned().hosts.is_empty());
 
     // Swapping again after forgetting leaves no stale entries behind.
     dp.install(&compiled.image, 3).unwrap();
     assert_eq!(run(&dp, "203.0.113.7"), XDP_DROP);
     assert_eq!(run(&dp, "192.0.2.1"), XDP_PASS);
+}
+
+const DOMAIN_POLICY: &str = r#"
+[vendor]
+id = "v"
+name = "V"
+
+[[rule]]
+id = "web"
+service = "Web"
+protocol = "tcp"
+ports = [443]
+remote = ["192.0.2.0/24"]
+
+[[rule]]
+id = "media"
+service = "Media"
+protocol = "udp"
+ports = [3478]
+remote = "*.sfu.example.com"
+"#;
+
+/// A class made at run time for a name's address (the domain rule plus the rules of the
+/// network covering it) opens exactly that, survives a swap, is replaced whole by
+/// `install_with_learned`, and leaves no entry behind in either slot.
+#[test]
+fn runtime_classes_open_a_names_rules_and_leave_no_stale_entries() {
+    let set = PolicySet {
+        vendors: vec![parse_vendor_file(Path::new("v.toml"), DOMAIN_POLICY).unwrap()],
+    };
+    let compiled = compile(&set, &Selection::widest(Date::parse("2026-11-21").unwrap())).unwrap();
+    let image = &compiled.image;
+    let media = compiled.ids.get("v/media").unwrap();
+    let web = compiled.ids.get("v/web").unwrap();
+    let mut dp = Datapath::load().expect("loading the programs (needs root)");
+    dp.install(image, 1).unwrap();
+    let udp = |dp: &Datapath, dst: &str, port| {
+        dp.test_run_xdp(&udp_frame(dst.parse().unwrap(), port), 1)
+            .unwrap()
+            .0
+    };
+    let tcp = |dp: &Datapath, dst: &str| {
+        dp.test_run_xdp(&frame(dst.parse().unwrap(), 443), 1)
+            .unwrap()
+            .0
+    };
+    let packets = |dp: &Datapath, id| dp.rule_counters([id]).unwrap()[0].outbound.packets;
+
+    // x.sfu.example.com answered 192.0.2.77 (inside web's network) and 203.0.113.77.
+    let named = image.rules_naming("x.sfu.example.com");
+    let class = 1 << 30;
+    let inside = image
+        .learned_class("192.0.2.77".parse().unwrap(), &named, class)
+        .unwrap();
+    let outside = image
+        .learned_class("203.0.113.77".parse().unwrap(), &named, class + 1)
+        .unwrap();
+    assert_eq!(udp(&dp, "203.0.113.77", 3478), XDP_DROP);
+    assert_eq!(udp(&dp, "192.0.2.77", 3478), XDP_DROP);
+    dp.learn_class(class, &inside.ports).unwrap();
+    dp.learn_class(class + 1, &outside.ports).unwrap();
+    dp.learn("192.0.2.77".parse().unwrap(), class).unwrap();
+    dp.learn("203.0.113.77".parse().unwrap(), class + 1)
+        .unwrap();
+    let (m, w) = (packets(&dp, media), packets(&dp, web));
+    assert_eq!(udp(&dp, "203.0.113.77", 3478), XDP_PASS);
+    assert_eq!(udp(&dp, "192.0.2.77", 3478), XDP_PASS);
+    assert_eq!(packets(&dp, media), m + 2);
+    // The network's own rule still holds for the learned address; nothing else opens.
+    assert_eq!(tcp(&dp, "192.0.2.77"), XDP_PASS);
+    assert_eq!(packets(&dp, web), w + 1);
+    assert_eq!(tcp(&dp, "203.0.113.77"), XDP_DROP);
+    assert_eq!(udp(&dp, "203.0.113.77", 3479), XDP_DROP);
+    assert_eq!(udp(&dp, "203.0.113.78", 3478), XDP_DROP);
+
+    // A swap carries the classes and hosts over.
+    dp.install(image, 2).unwrap();
+    assert_eq!(udp(&dp, "203.0.113.77", 3478), XDP_PASS);
+
+    // Replacing the learned set whole: only the outside address, under a new number.
+    let mut learned = Learned::default();
+    let renumbered = image
+        .learned_class("203.0.113.77".parse().unwrap(), &named, class + 5)
+        .unwrap();
+    learned.classes.insert(class + 5, renumbered.ports);
+    learned
+        .hosts
+        .insert("203.0.113.77".parse().unwrap(), class + 5);
+    dp.install_with_learned(image, 3, learned).unwrap();
+    assert_eq!(udp(&dp, "203.0.113.77", 3478), XDP_PASS);
+    assert_eq!(udp(&dp, "192.0.2.77", 3478), XDP_DROP);
+    assert_eq!(
+        tcp(&dp, "192.0.2.77"),
+        XDP_PASS,
+        "back to the compiled network"
+    );
+
+    // Forgetting and two more swaps (both slots refilled): nothing learned is left.
+    dp.forget("203.0.113.77".parse().unwrap()).unwrap();
+    dp.forget_class(class + 5).unwrap();
+    assert_eq!(udp(&dp, "203.0.113.77", 3478), XDP_DROP);
+    dp.install(image, 4).unwrap();
+    dp.install(image, 5).unwrap();
+    for (dst, port) in [("203.0.113.77", 3478), ("192.0.2.77", 3478)] {
+        assert_eq!(udp(&dp, dst, port), XDP_DROP, "{dst}:{port}");
+    }
+    assert!(dp.learned().hosts.is_empty() && dp.learned().classes.is_empty());
 }

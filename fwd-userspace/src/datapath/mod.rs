@@ -31,7 +31,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use pins::Adoption;
 use tracing::{debug, info, warn};
 
-use crate::compile::MapImage;
+use crate::compile::{MapImage, PortEntry};
 
 /// The kernel programs, built by build.rs from `fwd-ebpf`; empty without the `ebpf` feature.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fwd-ebpf"));
@@ -227,8 +227,8 @@ pub struct Datapath {
     unknown: [bool; 2],
     active: usize,
     attachments: Vec<Attachment>,
-    /// Host entries learned at run time: address -> class value of the active image.
-    learned: BTreeMap<IpAddr, u32>,
+    /// What each slot holds besides its image: entries learned at run time.
+    learned: [Learned; 2],
     pin_dir: Option<PathBuf>,
     /// The programs' own log records (aya-log), for the daemon to pass to its log.
     logger: Option<ProgramLog>,
@@ -248,6 +248,16 @@ pub struct RuleName {
     pub id: u32,
     pub vendor: String,
     pub rule: String,
+}
+
+/// Entries learned at run time (the DNS proxy's), beside a slot's compiled image.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Learned {
+    /// Host address (a /32 or /128 entry) -> class value, `CLASS_AUDIT` included.
+    pub hosts: BTreeMap<IpAddr, u32>,
+    /// Classes made at run time -> their port entries. Their numbers must not be classes
+    /// of the image (the compiler numbers from 0 up; take them from high up).
+    pub classes: BTreeMap<u32, Vec<PortEntry>>,
 }
 
 /// How long `install` took.
@@ -325,7 +335,7 @@ impl Datapath {
             unknown: [false, false],
             active: 0,
             attachments: Vec::new(),
-            learned: BTreeMap::new(),
+            learned: [Learned::default(), Learned::default()],
             pin_dir: options.pin_dir.clone(),
             logger,
             adoption,
@@ -715,25 +725,24 @@ impl Datapath {
     }
 
     /// Installs `image` atomically: fill the inactive slot, flip, wait, clear the old one.
-    /// A packet sees either the old policy or the new one, never a mix. Learned host
-    /// entries are carried over with their class values unchanged; when the new image
-    /// numbers its classes differently, use `install_with_learned`.
+    /// A packet sees either the old policy or the new one, never a mix. Learned entries
+    /// are carried over unchanged; when the new image changes what they should be (other
+    /// rules, other class numbers), use `install_with_learned`.
     pub fn install(
         &mut self,
         image: &MapImage,
         generation: u32,
     ) -> Result<InstallTimings, DatapathError> {
-        let learned = self.learned.clone();
+        let learned = self.learned[self.active].clone();
         self.install_with_learned(image, generation, learned)
     }
 
-    /// Installs `image` together with the learned host entries that go with it (address ->
-    /// class value in this image), atomically.
+    /// Installs `image` together with the learned entries that go with it, atomically.
     pub fn install_with_learned(
         &mut self,
         image: &MapImage,
         generation: u32,
-        learned: BTreeMap<IpAddr, u32>,
+        learned: Learned,
     ) -> Result<InstallTimings, DatapathError> {
         let started = Instant::now();
         // The active slot is free only before the first install of a fresh datapath; an
@@ -745,10 +754,14 @@ impl Datapath {
         };
         self.clear_slot(target)?;
         fill_slot(&mut self.slots[target], image)?;
-        for (addr, class) in &learned {
+        // Port entries before the addresses that use them.
+        for ports in learned.classes.values() {
+            insert_ports(&mut self.slots[target], ports)?;
+        }
+        for (addr, class) in &learned.hosts {
             insert_host(&mut self.slots[target], *addr, *class)?;
         }
-        self.learned = learned;
+        self.learned[target] = learned;
         self.reset_new_rule_counters(image)?;
         self.installed[target] = Some(image.clone());
         let filled = Instant::now();
@@ -776,13 +789,36 @@ impl Datapath {
         if self.installed[self.active].is_some() {
             insert_host(&mut self.slots[self.active], addr, class)?;
         }
-        self.learned.insert(addr, class);
+        self.learned[self.active].hosts.insert(addr, class);
+        Ok(())
+    }
+
+    /// Adds the port entries of a class made at run time (see `Learned::classes`) to the
+    /// active policy; learn addresses of that class only after this returns.
+    pub fn learn_class(&mut self, class: u32, ports: &[PortEntry]) -> Result<(), DatapathError> {
+        if self.installed[self.active].is_some() {
+            insert_ports(&mut self.slots[self.active], ports)?;
+        }
+        self.learned[self.active]
+            .classes
+            .insert(class, ports.to_vec());
+        Ok(())
+    }
+
+    /// Removes a class made at run time; forget its addresses first.
+    pub fn forget_class(&mut self, class: u32) -> Result<(), DatapathError> {
+        let Some(ports) = self.learned[self.active].classes.remove(&class) else {
+            return Ok(());
+        };
+        if self.installed[self.active].is_some() {
+            remove_ports(&mut self.slots[self.active], &ports)?;
+        }
         Ok(())
     }
 
     /// Removes a learned host entry; a compiled entry for the same host prefix comes back.
     pub fn forget(&mut self, addr: IpAddr) -> Result<(), DatapathError> {
-        if self.learned.remove(&addr).is_none() {
+        if self.learned[self.active].hosts.remove(&addr).is_none() {
             return Ok(());
         }
         let Some(image) = self.installed[self.active].as_ref() else {
@@ -801,9 +837,9 @@ impl Datapath {
         }
     }
 
-    /// The learned host entries of the active policy.
-    pub fn learned(&self) -> &BTreeMap<IpAddr, u32> {
-        &self.learned
+    /// The learned entries of the active policy.
+    pub fn learned(&self) -> &Learned {
+        &self.learned[self.active]
     }
 
     fn clear_slot(&mut self, index: usize) -> Result<(), DatapathError> {
@@ -823,14 +859,14 @@ impl Datapath {
         for (net, _) in &image.dst6 {
             slot.dst6.remove(&key6(net)).map_err(map_err("DST6"))?;
         }
-        for entry in &image.ports {
-            slot.ports
-                .remove(&Key::new(entry.prefix_len, entry.key))
-                .map_err(map_err("PORTS"))?;
+        remove_ports(slot, &image.ports)?;
+        // Learned entries last (one over a compiled host prefix went with the image's
+        // entry): exactly those this slot got.
+        let learned = std::mem::take(&mut self.learned[index]);
+        for ports in learned.classes.values() {
+            remove_ports(slot, ports)?;
         }
-        // Learned entries last: one over a compiled host prefix went with the image's entry,
-        // and one learned after this slot was filled was never in it.
-        for addr in self.learned.keys() {
+        for addr in learned.hosts.keys() {
             let removed = match IpNet::from(*addr) {
                 IpNet::V4(h) => slot.dst4.remove(&key4(&h)),
                 IpNet::V6(h) => slot.dst6.remove(&key6(&h)),
@@ -1099,9 +1135,22 @@ fn fill_slot(slot: &mut Slot, image: &MapImage) -> Result<(), DatapathError> {
             .insert(&key6(net), class, 0)
             .map_err(map_err("DST6"))?;
     }
-    for entry in &image.ports {
+    insert_ports(slot, &image.ports)
+}
+
+fn insert_ports(slot: &mut Slot, ports: &[PortEntry]) -> Result<(), DatapathError> {
+    for entry in ports {
         slot.ports
             .insert(&Key::new(entry.prefix_len, entry.key), entry.verdict, 0)
+            .map_err(map_err("PORTS"))?;
+    }
+    Ok(())
+}
+
+fn remove_ports(slot: &mut Slot, ports: &[PortEntry]) -> Result<(), DatapathError> {
+    for entry in ports {
+        slot.ports
+            .remove(&Key::new(entry.prefix_len, entry.key))
             .map_err(map_err("PORTS"))?;
     }
     Ok(())
