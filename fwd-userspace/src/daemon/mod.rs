@@ -44,13 +44,18 @@ type Shared = Arc<Mutex<Daemon>>;
 /// touches the kernel.
 pub fn load_policy(config_path: &Path, previous: &RuleIds) -> anyhow::Result<(Config, Compiled)> {
     let config = Config::load(config_path)?;
+    let compiled = compile_config(&config, previous)?;
+    Ok((config, compiled))
+}
+
+/// Compiles the policies `config` selects, keeping the rule ids of `previous`.
+fn compile_config(config: &Config, previous: &RuleIds) -> anyhow::Result<Compiled> {
     let policies = config.policy_set()?;
-    let compiled = compile_with_ids(
+    Ok(compile_with_ids(
         &policies,
         &config.selection(policy::Date::today()),
         previous,
-    )?;
-    Ok((config, compiled))
+    )?)
 }
 
 fn unix_now() -> i64 {
@@ -373,12 +378,13 @@ async fn read_denied_samples(
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // The rule ids of the last run, so counters keep their meaning across a restart.
-    let state_dir = Config::load(config_path)?.state_dir;
+    let config = Config::load(config_path)?;
+    let state_dir = config.state_dir.clone();
     let recorded = state::load(&state_dir);
     let previous_ids = recorded
         .as_ref()
         .map_or_else(RuleIds::default, state::Recorded::rule_ids);
-    let (config, compiled) = load_policy(config_path, &previous_ids)?;
+    let compiled = compile_config(&config, &previous_ids)?;
     for warning in &compiled.warnings {
         warn!("{warning}");
     }
