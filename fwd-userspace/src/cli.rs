@@ -89,6 +89,22 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         #[arg(long)]
         json: bool,
     },
+    /// List what the daemon's DNS proxy learned: each name (and the CNAME it led to), its
+    /// addresses, the domain rules they open and the seconds each has left.
+    #[command(
+        after_help = "An address past its TTL stays open while a flow to it is live; its time shows as `flow`.\n\nExamples:\n  fwd dns\n  fwd dns --json"
+    )]
+    Dns {
+        /// The daemon's config (for its control_socket).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The control socket, if not the config's.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show samples of denied packets as the daemon sees them: time, interface, direction,
     /// protocol, addresses and ports, the reason, and the nearest rule.
     #[command(
@@ -269,6 +285,11 @@ pub fn main(cli: Cli) -> ExitCode {
             socket,
             json,
         } => status(&config, socket, json),
+        Command::Dns {
+            config,
+            socket,
+            json,
+        } => dns(&config, socket, json),
         Command::Monitor {
             config,
             socket,
@@ -440,12 +461,29 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
 }
 
 fn status(config: &Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    show::<daemon::control::StatusReply>(config, socket, json, "status")
+}
+
+fn dns(config: &Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    show::<daemon::dns::DnsReply>(config, socket, json, "dns")
+}
+
+/// Asks the daemon `command` and prints the reply, as text or as the JSON it came in.
+fn show<T>(
+    config: &Path,
+    socket: Option<PathBuf>,
+    json: bool,
+    command: &str,
+) -> anyhow::Result<ExitCode>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + std::fmt::Display,
+{
     let socket = socket.unwrap_or_else(|| daemon::control::socket_path_lenient(config));
-    let status: daemon::control::StatusReply = daemon::control::ask(&socket, "status")?;
+    let reply: T = daemon::control::ask(&socket, command)?;
     if json {
-        println!("{}", serde_json::to_string(&status)?);
+        println!("{}", serde_json::to_string(&reply)?);
     } else {
-        println!("{status}");
+        println!("{reply}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -122,13 +122,20 @@ pub struct RuleInfo {
 impl RuleInfo {
     /// Whether a hostname (any case, optional trailing dot) is one of the rule's names.
     pub fn matches_name(&self, name: &str) -> bool {
+        self.name_pattern(name).is_some()
+    }
+
+    /// The rule's first name that a hostname (any case, optional trailing dot) matches, as
+    /// written: `host.example.com` or `*.example.com`.
+    pub fn name_pattern(&self, name: &str) -> Option<String> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        self.names.iter().any(|n| match n {
-            Remote::Host(host) => *host == name,
+        self.names.iter().find_map(|n| match n {
+            Remote::Host(host) => (*host == name).then(|| host.clone()),
             Remote::Wildcard(domain) => name
                 .strip_suffix(domain.as_str())
-                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
-            Remote::Any | Remote::Nets(_) => false,
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+                .then(|| format!("*.{domain}")),
+            Remote::Any | Remote::Nets(_) => None,
         })
     }
 }
@@ -183,6 +190,14 @@ impl MapImage {
             .iter()
             .filter(|r| r.matches_name(name))
             .map(|r| r.id)
+            .collect()
+    }
+
+    /// The domain rules that open `name`, each with the name pattern that matched.
+    pub fn patterns_naming(&self, name: &str) -> Vec<(u32, String)> {
+        self.rules
+            .iter()
+            .filter_map(|r| r.name_pattern(name).map(|p| (r.id, p)))
             .collect()
     }
 

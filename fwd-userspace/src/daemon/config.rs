@@ -81,6 +81,23 @@ impl Default for Flows {
     }
 }
 
+/// The DNS proxy that opens domain rules (`[dns]`; off without the section).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dns {
+    /// Where it answers clients (UDP and TCP). Empty: the addresses of the gateway
+    /// interfaces, or 127.0.0.53:53 when every interface is a host's.
+    pub listen: Vec<SocketAddr>,
+    /// The resolvers it asks, in order.
+    pub upstream: Vec<SocketAddr>,
+    pub limits: super::dns::Limits,
+    /// How long it waits for an upstream answer before trying the next.
+    pub timeout_ms: u64,
+    /// Gateways: redirect the LAN's port-53 traffic to the proxy (nftables).
+    pub steer: bool,
+}
+
+pub const DEFAULT_DNS_TIMEOUT_MS: u64 = 2000;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
     pub name: String,
@@ -104,6 +121,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub on_exit: OnExit,
     pub watch: Watch,
+    pub dns: Option<Dns>,
     pub interfaces: Vec<Interface>,
     /// What `[select]` picks; `None` fields select everything.
     pub vendors: Option<Vec<String>>,
@@ -207,6 +225,7 @@ struct RawConfig {
     state_dir: Option<String>,
     on_exit: Option<Spanned<String>>,
     reload: Option<RawReload>,
+    dns: Option<Spanned<RawDns>>,
     #[serde(default, rename = "interface")]
     interfaces: Vec<RawInterface>,
     select: Option<RawSelect>,
@@ -238,6 +257,20 @@ struct RawFlows {
 struct RawReload {
     watch: Option<bool>,
     debounce_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    upstream: Vec<Spanned<String>>,
+    min_ttl: Option<Spanned<i64>>,
+    max_ttl: Option<Spanned<i64>>,
+    max_addresses: Option<Spanned<i64>>,
+    timeout_ms: Option<Spanned<i64>>,
+    steer: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -413,6 +446,11 @@ impl Config {
                     })?;
             }
         }
+        let dns = raw
+            .dns
+            .as_ref()
+            .map(|d| parse_dns(&map, d.get_ref(), d.span().start))
+            .transpose()?;
         // Like policy_dir, a relative path is relative to the config file.
         let relative = |s: String| path.parent().unwrap_or(Path::new(".")).join(s);
         Ok(Config {
@@ -433,6 +471,7 @@ impl Config {
                 .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), relative),
             on_exit,
             watch,
+            dns,
             interfaces,
             vendors: select.vendors,
             levels,
@@ -442,6 +481,103 @@ impl Config {
             file: path.to_path_buf(),
         })
     }
+}
+
+/// `ADDRESS` or `ADDRESS:PORT` (`[2001:db8::53]:53` for IPv6 with a port); port 53 if none.
+fn dns_address(text: &str) -> Option<SocketAddr> {
+    let text = text.trim();
+    text.parse::<SocketAddr>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|a| (a, 53).into())
+    })
+}
+
+fn parse_dns(map: &SourceMap, d: &RawDns, at: usize) -> Result<Dns, PolicyError> {
+    let addresses = |list: &[Spanned<String>], key: &str| {
+        list.iter()
+            .map(|a| {
+                dns_address(a.get_ref()).ok_or_else(|| {
+                    map.error(
+                        a.span().start,
+                        format!(
+                            "[dns] {key}: `{}` is not ADDRESS or ADDRESS:PORT (e.g. 192.0.2.53, [2001:db8::53]:53)",
+                            a.get_ref()
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let listen = addresses(&d.listen, "listen")?;
+    let upstream = addresses(&d.upstream, "upstream")?;
+    if upstream.is_empty() {
+        return Err(map.error(
+            at,
+            "[dns] needs `upstream`, the resolvers fwd asks, e.g. upstream = [\"192.0.2.53\"]",
+        ));
+    }
+    if let Some(a) = upstream.iter().find(|u| listen.contains(u)) {
+        return Err(map.error(
+            at,
+            format!("[dns] upstream {a} is also a listen address: fwd would ask itself"),
+        ));
+    }
+    let number = |v: &Option<Spanned<i64>>,
+                  key: &str,
+                  range: std::ops::RangeInclusive<i64>,
+                  default: i64| match v {
+        None => Ok(default),
+        Some(s) if range.contains(s.get_ref()) => Ok(*s.get_ref()),
+        Some(s) => Err(map.error(
+            s.span().start,
+            format!("[dns] `{key}` is from {} to {}", range.start(), range.end()),
+        )),
+    };
+    let defaults = super::dns::Limits::default();
+    let min_ttl = number(
+        &d.min_ttl,
+        "min_ttl",
+        0..=86_400,
+        i64::from(defaults.min_ttl),
+    )?;
+    let max_ttl = number(
+        &d.max_ttl,
+        "max_ttl",
+        1..=604_800,
+        i64::from(defaults.max_ttl),
+    )?;
+    if min_ttl > max_ttl
+        && let Some(s) = d.min_ttl.as_ref().or(d.max_ttl.as_ref())
+    {
+        return Err(map.error(
+            s.span().start,
+            format!("[dns] min_ttl ({min_ttl}) is above max_ttl ({max_ttl})"),
+        ));
+    }
+    let max_addresses = number(
+        &d.max_addresses,
+        "max_addresses",
+        1..=65_536,
+        defaults.max_addresses as i64,
+    )?;
+    let timeout_ms = number(
+        &d.timeout_ms,
+        "timeout_ms",
+        10..=30_000,
+        DEFAULT_DNS_TIMEOUT_MS as i64,
+    )?;
+    Ok(Dns {
+        listen,
+        upstream,
+        limits: super::dns::Limits {
+            min_ttl: min_ttl as u32,
+            max_ttl: max_ttl as u32,
+            max_addresses: max_addresses as usize,
+        },
+        timeout_ms: timeout_ms as u64,
+        steer: d.steer.unwrap_or(false),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -498,6 +634,35 @@ mod tests {
         assert!(err.contains("\"keep\""), "{err}");
         let err = parse("[reload]\ndebounce_ms = 0\n").unwrap_err();
         assert!(err.starts_with("/etc/fwd/fwd.toml:2:15:"), "{err}");
+    }
+
+    #[test]
+    fn dns_section() {
+        let c = parse(
+            "[dns]\nupstream = [\"192.0.2.53\", \"[2001:db8::53]:5353\"]\nlisten = [\"10.0.0.1\"]\n\
+             min_ttl = 5\nmax_ttl = 600\nmax_addresses = 32\nsteer = true\n",
+        )
+        .unwrap();
+        let dns = c.dns.unwrap();
+        assert_eq!(dns.upstream[0].to_string(), "192.0.2.53:53");
+        assert_eq!(dns.upstream[1].to_string(), "[2001:db8::53]:5353");
+        assert_eq!(dns.listen[0].to_string(), "10.0.0.1:53");
+        assert_eq!(dns.limits.min_ttl, 5);
+        assert_eq!(dns.limits.max_ttl, 600);
+        assert_eq!(dns.limits.max_addresses, 32);
+        assert_eq!(dns.timeout_ms, DEFAULT_DNS_TIMEOUT_MS);
+        assert!(dns.steer);
+        assert!(parse("").unwrap().dns.is_none());
+        let err = parse("[dns]\nlisten = [\"127.0.0.53\"]\n").unwrap_err();
+        assert!(err.contains("needs `upstream`"), "{err}");
+        let err = parse("[dns]\nupstream = [\"resolver\"]\n").unwrap_err();
+        assert!(err.starts_with("/etc/fwd/fwd.toml:2:13:"), "{err}");
+        let err =
+            parse("[dns]\nupstream = [\"192.0.2.53\"]\nmin_ttl = 90\nmax_ttl = 60\n").unwrap_err();
+        assert!(err.contains("min_ttl (90) is above max_ttl (60)"), "{err}");
+        let err = parse("[dns]\nupstream = [\"192.0.2.53\"]\nlisten = [\"192.0.2.53:53\"]\n")
+            .unwrap_err();
+        assert!(err.contains("ask itself"), "{err}");
     }
 
     #[test]

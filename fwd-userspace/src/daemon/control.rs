@@ -5,6 +5,7 @@
 //! - `monitor`: one `DeniedSample` object per line until the client hangs up.
 //! - `reload`: one `ReloadReply` object once the reload is done or rejected.
 //! - `status`: one `StatusReply` object.
+//! - `dns`: one `DnsReply` object (learned names).
 
 use std::{
     net::IpAddr,
@@ -117,6 +118,7 @@ impl std::fmt::Display for StatusReply {
 pub enum Request {
     Reload(tokio::sync::oneshot::Sender<ReloadReply>),
     Status(tokio::sync::oneshot::Sender<StatusReply>),
+    Dns(tokio::sync::oneshot::Sender<super::dns::DnsReply>),
 }
 
 /// A denied packet as `fwd monitor` shows it.
@@ -314,6 +316,14 @@ async fn handle(
             write.write_all(line.as_bytes()).await?;
             Ok(())
         }
+        "dns" => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            requests.send(Request::Dns(tx)).await?;
+            let mut line = serde_json::to_string(&rx.await?)?;
+            line.push('\n');
+            write.write_all(line.as_bytes()).await?;
+            Ok(())
+        }
         "monitor" => loop {
             match samples.recv().await {
                 Ok(sample) => {
@@ -330,7 +340,7 @@ async fn handle(
         },
         other => {
             let reply = serde_json::json!({
-                "error": format!("unknown command `{other}`; this daemon knows: monitor, reload, status")
+                "error": format!("unknown command `{other}`; this daemon knows: dns, monitor, reload, status")
             });
             write.write_all(format!("{reply}\n").as_bytes()).await?;
             Ok(())

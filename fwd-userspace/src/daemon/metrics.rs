@@ -5,6 +5,13 @@ use prometheus::{Encoder as _, IntCounterVec, IntGauge, IntGaugeVec, Opts, Regis
 
 use crate::{compile::RuleInfo, datapath::RuleCounters};
 
+/// The DNS proxy's part of a scrape.
+pub struct DnsSnapshot<'a> {
+    pub stats: &'a super::dns::DnsStats,
+    pub names_active: usize,
+    pub addresses_active: usize,
+}
+
 /// Everything one scrape shows.
 pub struct Snapshot<'a> {
     pub rules: &'a [RuleInfo],
@@ -20,6 +27,8 @@ pub struct Snapshot<'a> {
     pub last_reload_unix: i64,
     /// (map, entries, capacity)
     pub maps: &'a [(&'static str, usize, u32)],
+    /// When the DNS proxy runs.
+    pub dns: Option<DnsSnapshot<'a>>,
 }
 
 /// Renders the Prometheus text format.
@@ -124,6 +133,10 @@ pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
     registry.register(Box::new(last_reload))?;
     registry.register(Box::new(entries))?;
     registry.register(Box::new(capacity))?;
+    if let Some(dns) = &s.dns {
+        dns.stats
+            .register(&registry, dns.names_active, dns.addresses_active)?;
+    }
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out)?;
     Ok(String::from_utf8(out).expect("the text encoder writes UTF-8"))

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod metrics;
 pub mod state;
 mod watch;
@@ -36,6 +37,14 @@ struct Daemon {
     reloads_ok: u64,
     reloads_error: u64,
     last_reload_unix: i64,
+    /// Names the DNS proxy learned (empty when it is off).
+    dns: dns::DnsTable,
+    /// The table changed since `learned.json` was last written.
+    dns_dirty: bool,
+    /// The proxy's counters, when it runs.
+    dns_stats: Option<Arc<dns::DnsStats>>,
+    /// Where the proxy listens, when it runs.
+    dns_listen: Vec<std::net::SocketAddr>,
 }
 
 type Shared = Arc<Mutex<Daemon>>;
@@ -56,6 +65,12 @@ fn compile_config(config: &Config, previous: &RuleIds) -> anyhow::Result<Compile
         &config.selection(policy::Date::today()),
         previous,
     )?)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn unix_now() -> i64 {
@@ -91,9 +106,35 @@ impl Daemon {
                 warn!("{key} changed: it takes effect when fwd restarts");
             }
         }
+        if config
+            .dns
+            .as_ref()
+            .map(|d| (&d.listen, d.steer, &d.upstream, d.timeout_ms))
+            != self
+                .config
+                .dns
+                .as_ref()
+                .map(|d| (&d.listen, d.steer, &d.upstream, d.timeout_ms))
+        {
+            warn!(
+                "[dns] listen, upstream, timeout_ms or steer changed: they take effect when fwd restarts"
+            );
+        }
         let generation = self.generation.wrapping_add(1).max(1);
+        // Learned names are judged again under the new rules; the table changes only if
+        // the install succeeds.
+        let mut table = self.dns.clone();
+        match &config.dns {
+            Some(d) => table.set_limits(d.limits),
+            None => table = dns::DnsTable::new(dns::Limits::default()),
+        }
+        let learned = table.rebuild(&compiled.image);
         self.datapath.set_exemptions(&exemptions(&config))?;
-        let timings = self.datapath.install(&compiled.image, generation)?;
+        let timings = self
+            .datapath
+            .install_with_learned(&compiled.image, generation, learned)?;
+        self.dns = table;
+        self.dns_dirty = true;
         self.datapath.set_audit(config.action == Action::Audit)?;
         self.config = config;
         self.generation = generation;
@@ -161,6 +202,68 @@ impl Daemon {
         }
     }
 
+    fn dns_status(&self) -> dns::DnsReply {
+        let limits = self.dns.limits();
+        dns::DnsReply {
+            enabled: self.config.dns.is_some(),
+            listen: self.dns_listen.clone(),
+            upstream: self
+                .config
+                .dns
+                .as_ref()
+                .map(|d| d.upstream.clone())
+                .unwrap_or_default(),
+            entries: dns::entry_status(&self.dns, self.datapath.active_image(), unix_ms()),
+            patterns: self
+                .dns
+                .pattern_use()
+                .map(|(p, n)| (p.to_string(), n, limits.max_addresses))
+                .collect(),
+        }
+    }
+
+    /// Opens what a DNS answer opens (the proxy calls this before it answers the client).
+    fn learn(&mut self, answer: &dns::Answer) -> anyhow::Result<dns::Observed> {
+        let image = self
+            .datapath
+            .active_image()
+            .context("no policy installed")?;
+        let observed = self.dns.observe(image, answer, unix_ms());
+        dns::apply(&mut self.datapath, &observed.changes)
+            .context("writing learned addresses into the datapath")?;
+        for pattern in &observed.now_full {
+            warn!(
+                %pattern,
+                max_addresses = self.dns.limits().max_addresses,
+                "DNS: this name pattern holds as many addresses as it may; more are answered but not opened until some expire (raise [dns] max_addresses)"
+            );
+        }
+        if observed.opened > 0 {
+            self.dns_dirty = true;
+        }
+        Ok(observed)
+    }
+
+    /// Ends learned entries past their time unless a flow to the address is live.
+    fn expire_dns(&mut self) -> anyhow::Result<usize> {
+        let now = unix_ms();
+        let due = self.dns.due(now);
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let live = self.datapath.live_remotes(&due)?;
+        let image = self
+            .datapath
+            .active_image()
+            .context("no policy installed")?;
+        let grace = u64::from(self.dns.limits().min_ttl.max(1)) * 1000;
+        let (changes, ended) = self.dns.expire(image, now, &live, grace);
+        dns::apply(&mut self.datapath, &changes)
+            .context("removing expired learned addresses from the datapath")?;
+        self.dns_dirty = true;
+        Ok(ended)
+    }
+
     fn metrics(&self) -> anyhow::Result<String> {
         let image = self
             .datapath
@@ -181,6 +284,11 @@ impl Daemon {
             reasons: &reasons,
             generation: self.generation,
             audit: &|vendor| self.config.action_for(vendor) == Action::Audit,
+            dns: self.dns_stats.as_deref().map(|stats| metrics::DnsSnapshot {
+                stats,
+                names_active: self.dns.names_active(),
+                addresses_active: self.dns.addresses_active(),
+            }),
             flows_active: match self.datapath.flows_active() {
                 Ok(n) => Some(n),
                 Err(err) => {
@@ -221,6 +329,15 @@ async fn serve_metrics(State(shared): State<Shared>) -> impl IntoResponse {
 /// what the policy protects; a host's are, or nothing it receives would be judged).
 fn exemptions(config: &Config) -> Vec<ipnet::IpNet> {
     let mut exempt = config.exempt.clone();
+    // A host's own proxy asks the upstream resolvers through the filtered uplink.
+    if let Some(d) = &config.dns
+        && config
+            .interfaces
+            .iter()
+            .any(|i| i.mode == InterfaceMode::Host)
+    {
+        exempt.extend(d.upstream.iter().map(|u| ipnet::IpNet::from(u.ip())));
+    }
     if config
         .interfaces
         .iter()
@@ -375,6 +492,133 @@ async fn read_denied_samples(
     }
 }
 
+/// The daemon as the DNS proxy's learner.
+struct DaemonLearner {
+    shared: Shared,
+    /// Wakes the keeper to write `learned.json`.
+    learned_changed: Arc<tokio::sync::Notify>,
+}
+
+impl dns::Learner for DaemonLearner {
+    fn learn(&self, answer: dns::Answer) -> anyhow::Result<dns::Observed> {
+        let observed = self
+            .shared
+            .lock()
+            .expect("daemon state lock")
+            .learn(&answer)?;
+        if observed.opened > 0 {
+            self.learned_changed.notify_one();
+        }
+        Ok(observed)
+    }
+
+    fn max_ttl(&self) -> u32 {
+        let daemon = self.shared.lock().expect("daemon state lock");
+        daemon.dns.limits().max_ttl
+    }
+}
+
+/// Where the proxy listens: the configured addresses, else the gateway interfaces'
+/// addresses (IPv6 link-local ones left out), else 127.0.0.53:53 on a host.
+fn dns_listen(config: &Config, d: &config::Dns) -> Vec<std::net::SocketAddr> {
+    if !d.listen.is_empty() {
+        return d.listen.clone();
+    }
+    let gateways: Vec<&str> = config
+        .interfaces
+        .iter()
+        .filter(|i| i.mode == InterfaceMode::Gateway)
+        .map(|i| i.name.as_str())
+        .collect();
+    if gateways.is_empty() {
+        return vec![(std::net::Ipv4Addr::new(127, 0, 0, 53), 53).into()];
+    }
+    gateways
+        .iter()
+        .flat_map(|name| crate::datapath::addresses(Some(name)))
+        .filter(|a| match a {
+            std::net::IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+            std::net::IpAddr::V4(_) => true,
+        })
+        .map(|a| (a, 53).into())
+        .collect()
+}
+
+/// Starts the DNS proxy and the task that ends expired entries and writes them down.
+async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow::Result<()> {
+    let listen = dns_listen(config, d);
+    if listen.is_empty() {
+        anyhow::bail!(
+            "{}: [dns] has no listen address and the gateway interfaces have none; set [dns] listen",
+            config.file.display()
+        );
+    }
+    let stats = Arc::new(dns::DnsStats::new());
+    let learned_changed = Arc::new(tokio::sync::Notify::new());
+    let learner = Arc::new(DaemonLearner {
+        shared: shared.clone(),
+        learned_changed: learned_changed.clone(),
+    });
+    let proxy = Arc::new(dns::Proxy::new(
+        d.upstream.clone(),
+        Duration::from_millis(d.timeout_ms),
+        learner,
+        stats.clone(),
+    ));
+    proxy.serve(&listen).await?;
+    info!(
+        listen = ?listen,
+        upstream = ?d.upstream,
+        "DNS proxy answering; domain rules open what it resolves"
+    );
+    {
+        let mut daemon = shared.lock().expect("daemon state lock");
+        daemon.dns_stats = Some(stats);
+        daemon.dns_listen = listen;
+    }
+    tokio::spawn(keep_learned(
+        shared.clone(),
+        learned_changed,
+        config.state_dir.clone(),
+    ));
+    Ok(())
+}
+
+/// Every second (and when an answer opened something): ends learned entries past their
+/// time with no live flow, and writes `learned.json` if the table changed.
+async fn keep_learned(shared: Shared, changed: Arc<tokio::sync::Notify>, state_dir: PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = changed.notified() => {}
+        }
+        let shared = shared.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            let mut daemon = shared.lock().expect("daemon state lock");
+            match daemon.expire_dns() {
+                Ok(0) => {}
+                Ok(ended) => info!(
+                    ended,
+                    "DNS: learned addresses past their TTL with no live flow closed"
+                ),
+                Err(err) => warn!("DNS: ending expired learned addresses: {err:#}"),
+            }
+            std::mem::take(&mut daemon.dns_dirty).then(|| daemon.dns.saved())
+        })
+        .await;
+        if let Ok(Some(saved)) = saved {
+            save_learned(&state_dir, &saved);
+        }
+    }
+}
+
+fn save_learned(state_dir: &Path, saved: &dns::Saved) {
+    if let Err(err) = dns::save(state_dir, saved) {
+        warn!(dir = %state_dir.display(), %err, "cannot write the learned DNS names; a restart forgets them");
+    }
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // The rule ids of the last run, so counters keep their meaning across a restart.
@@ -424,7 +668,27 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let generation = adoption.generation.wrapping_add(1).max(1);
     datapath.set_exemptions(&exemptions(&config))?;
     datapath.set_audit(config.action == Action::Audit)?;
-    datapath.install(&compiled.image, generation)?;
+    // The names the proxy learned last time go in with the policy: a restart opens no gap.
+    let mut table = dns::DnsTable::new(
+        config
+            .dns
+            .as_ref()
+            .map_or_else(dns::Limits::default, |d| d.limits),
+    );
+    if config.dns.is_some()
+        && let Some(saved) = dns::load(&state_dir)
+    {
+        table.restore(saved);
+    }
+    let learned = table.rebuild(&compiled.image);
+    if !learned.hosts.is_empty() {
+        info!(
+            names = table.names_active(),
+            addresses = learned.hosts.len(),
+            "learned DNS names restored"
+        );
+    }
+    datapath.install_with_learned(&compiled.image, generation, learned)?;
     for iface in &config.interfaces {
         match iface.mode {
             InterfaceMode::Gateway => datapath.attach_gateway(&iface.name)?,
@@ -456,9 +720,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         reloads_ok: 0,
         reloads_error: 0,
         last_reload_unix: unix_now(),
+        dns: table,
+        dns_dirty: false,
+        dns_stats: None,
+        dns_listen: Vec::new(),
     };
     daemon.record(&compiled);
     let shared: Shared = Arc::new(Mutex::new(daemon));
+
+    if let Some(d) = &config.dns {
+        start_dns(&shared, &config, d).await?;
+    }
 
     let (samples, _) = tokio::sync::broadcast::channel(1024);
     let control = control::bind(&config.control_socket)?;
@@ -527,6 +799,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                                 let _ = reply.send(report);
                             }
                         }
+                        control::Request::Dns(reply) => {
+                            if let Ok(status) = tokio::task::spawn_blocking(move || {
+                                shared.lock().expect("daemon state lock").dns_status()
+                            })
+                            .await
+                            {
+                                let _ = reply.send(status);
+                            }
+                        }
                         control::Request::Status(reply) => {
                             if let Ok(status) = tokio::task::spawn_blocking(move || {
                                 shared.lock().expect("daemon state lock").status()
@@ -549,6 +830,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .context("serving metrics")?;
 
     let mut daemon = shared.lock().expect("daemon state lock");
+    if std::mem::take(&mut daemon.dns_dirty) {
+        save_learned(&daemon.config.state_dir, &daemon.dns.saved());
+    }
     match daemon.config.on_exit {
         OnExit::Keep => {
             info!(

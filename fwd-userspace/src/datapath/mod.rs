@@ -969,6 +969,60 @@ impl Datapath {
         count_live_flows(&flows, &self.read_config()?)
     }
 
+    /// Those of `addrs` the protected network has a live allowed flow with: a packet to
+    /// the address within the UDP timeout (`REMOTES`), or else a flow in `FLOWS` within its
+    /// protocol's timeout. The flow table is walked only for addresses `REMOTES` does not
+    /// settle.
+    pub fn live_remotes(
+        &self,
+        addrs: &BTreeSet<IpAddr>,
+    ) -> Result<BTreeSet<IpAddr>, DatapathError> {
+        let config = self.read_config()?;
+        let now = monotonic_ns();
+        let remotes: HashMap<&MapData, fwd_common::Addr, u64> = self
+            .ebpf
+            .map("REMOTES")
+            .ok_or(DatapathError::MissingMap("REMOTES"))?
+            .try_into()
+            .map_err(map_err("REMOTES"))?;
+        let mut live = BTreeSet::new();
+        let mut unsettled = BTreeMap::new();
+        for &addr in addrs {
+            let key = addr_key(addr);
+            match remotes.get(&key, 0) {
+                Ok(seen)
+                    if now.saturating_sub(seen)
+                        <= u64::from(config.udp_timeout_s) * 1_000_000_000 =>
+                {
+                    live.insert(addr);
+                }
+                _ => {
+                    unsettled.insert(key, addr);
+                }
+            }
+        }
+        if unsettled.is_empty() {
+            return Ok(live);
+        }
+        let flows: HashMap<&MapData, FlowKey, FlowValue> = self
+            .ebpf
+            .map("FLOWS")
+            .ok_or(DatapathError::MissingMap("FLOWS"))?
+            .try_into()
+            .map_err(map_err("FLOWS"))?;
+        for entry in flows.iter() {
+            let Ok((key, value)) = entry else { continue };
+            let Some(addr) = unsettled.get(&key.remote) else {
+                continue;
+            };
+            let timeout = u64::from(config.timeout_s(key.protocol)) * 1_000_000_000;
+            if now.saturating_sub(value.last_seen_ns) <= timeout {
+                live.insert(*addr);
+            }
+        }
+        Ok(live)
+    }
+
     /// What is attached where, and how it came about.
     pub fn attached(&self) -> Vec<Attached> {
         self.attachments
@@ -1269,6 +1323,14 @@ fn sum_cpus(
     }))
 }
 
+/// An address as the programs key it (`fwd_common::Addr`).
+fn addr_key(addr: IpAddr) -> fwd_common::Addr {
+    match addr {
+        IpAddr::V4(a) => fwd_common::v4_mapped(a.octets()),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
 /// The clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
@@ -1294,10 +1356,19 @@ fn raise_memlock_limit() {
 
 /// The addresses of every interface in this network namespace, as host prefixes.
 pub fn own_addresses() -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = addresses(None).into_iter().map(IpNet::from).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The addresses of interface `iface` (all interfaces if `None`).
+pub fn addresses(iface: Option<&str>) -> Vec<IpAddr> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();
     };
-    let mut out: Vec<IpNet> = addrs
+    addrs
+        .filter(|ifa| iface.is_none_or(|name| ifa.interface_name == name))
         .filter_map(|ifa| ifa.address)
         .filter_map(|a| {
             if let Some(v4) = a.as_sockaddr_in() {
@@ -1306,9 +1377,5 @@ pub fn own_addresses() -> Vec<IpNet> {
                 a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
             }
         })
-        .map(IpNet::from)
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+        .collect()
 }

@@ -1,0 +1,461 @@
+//! The DNS proxy's network side: listeners for clients (UDP and TCP), queries to the
+//! upstream resolvers, and the answer handed to a `Learner` before it goes back. Messages
+//! are read and written with hickory-proto; nothing here knows of maps or policies.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{DNSClass, RData, RecordType},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::Semaphore,
+    time::timeout_at,
+};
+use tracing::{debug, warn};
+
+use super::{
+    DnsStats,
+    table::{Answer, Observed},
+};
+
+/// Opens what an answer opens; the proxy calls it before the answer goes to the client.
+pub trait Learner: Send + Sync + 'static {
+    /// An error keeps the answer back (the client gets SERVFAIL and asks again).
+    fn learn(&self, answer: Answer) -> anyhow::Result<Observed>;
+    /// TTLs above this (seconds) are lowered in answers that opened something, so clients
+    /// do not keep an address longer than fwd does.
+    fn max_ttl(&self) -> u32;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// At most this many client queries are in flight; more are dropped (clients retry).
+const MAX_IN_FLIGHT: usize = 1024;
+/// A CNAME chain longer than this is not followed further.
+const MAX_CHAIN: usize = 16;
+/// A TCP client that sends nothing for this long is disconnected.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+pub struct Proxy {
+    upstreams: Vec<SocketAddr>,
+    timeout: Duration,
+    learner: Arc<dyn Learner>,
+    stats: Arc<DnsStats>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// Why no upstream answer came.
+#[derive(Debug, thiserror::Error)]
+#[error("{upstream}: {what}")]
+struct UpstreamError {
+    upstream: SocketAddr,
+    what: String,
+}
+
+impl Proxy {
+    pub fn new(
+        upstreams: Vec<SocketAddr>,
+        timeout: Duration,
+        learner: Arc<dyn Learner>,
+        stats: Arc<DnsStats>,
+    ) -> Self {
+        Self {
+            upstreams,
+            timeout,
+            learner,
+            stats,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    /// Binds every address (UDP and TCP) and serves them until the runtime ends. Binding
+    /// errors come back at once, naming the address.
+    pub async fn serve(self: Arc<Self>, listen: &[SocketAddr]) -> anyhow::Result<()> {
+        for &addr in listen {
+            let udp = UdpSocket::bind(addr).await.with_context(|| {
+                format!("binding the DNS proxy to udp {addr} (in use by another resolver, or not an address of this host?)")
+            })?;
+            let tcp = TcpListener::bind(addr).await.with_context(|| {
+                format!("binding the DNS proxy to tcp {addr} (in use by another resolver, or not an address of this host?)")
+            })?;
+            tokio::spawn(self.clone().serve_udp(udp));
+            tokio::spawn(self.clone().serve_tcp(tcp));
+        }
+        Ok(())
+    }
+
+    async fn serve_udp(self: Arc<Self>, socket: UdpSocket) {
+        let socket = Arc::new(socket);
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let (n, client) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(err) => {
+                    warn!(%err, "DNS proxy: receiving a UDP query");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                self.stats.query(Transport::Udp, "dropped");
+                continue;
+            };
+            let request = buf[..n].to_vec();
+            let proxy = self.clone();
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Some(reply) = proxy.answer(&request, Transport::Udp).await
+                    && let Err(err) = socket.send_to(&reply, client).await
+                {
+                    debug!(%err, %client, "DNS proxy: sending a UDP answer");
+                }
+            });
+        }
+    }
+
+    async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, client) = match listener.accept().await {
+                Ok(r) => r,
+                Err(err) => {
+                    warn!(%err, "DNS proxy: accepting a TCP client");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                if let Err(err) = proxy.serve_tcp_client(stream).await {
+                    debug!(%err, %client, "DNS proxy: TCP client");
+                }
+            });
+        }
+    }
+
+    async fn serve_tcp_client(&self, mut stream: TcpStream) -> std::io::Result<()> {
+        loop {
+            let deadline = tokio::time::Instant::now() + TCP_IDLE;
+            let Ok(request) = timeout_at(deadline, read_framed(&mut stream)).await else {
+                return Ok(());
+            };
+            let Some(request) = request? else {
+                return Ok(());
+            };
+            if let Some(reply) = self.answer(&request, Transport::Tcp).await {
+                write_framed(&mut stream, &reply).await?;
+            }
+        }
+    }
+
+    /// The reply to one client message, or `None` to send nothing.
+    pub async fn answer(&self, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let Ok(request) = Message::from_vec(request) else {
+            self.stats.query(transport, "formerr");
+            return None;
+        };
+        if request.metadata.message_type != MessageType::Query {
+            // An answer sent to the listener: nobody asked for it here.
+            self.stats.query(transport, "dropped");
+            return None;
+        }
+        if request.metadata.op_code != OpCode::Query {
+            self.stats.query(transport, "notimp");
+            return encode(&error_reply(&request, ResponseCode::NotImp));
+        }
+        if request.queries.len() != 1 {
+            self.stats.query(transport, "formerr");
+            return encode(&error_reply(&request, ResponseCode::FormErr));
+        }
+        let mut reply = match self.resolve(&request, transport).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                warn!(%err, name = %request.queries[0].name(), "DNS proxy: no upstream answered");
+                self.stats.query(transport, "servfail");
+                return encode(&error_reply(&request, ResponseCode::ServFail));
+            }
+        };
+        let answer = read_answer(&request.queries[0], &reply);
+        if !answer.addrs.is_empty() {
+            let started = Instant::now();
+            let learner = self.learner.clone();
+            let learned = tokio::task::spawn_blocking(move || learner.learn(answer)).await;
+            self.stats
+                .insert_seconds
+                .observe(started.elapsed().as_secs_f64());
+            match learned {
+                Ok(Ok(observed)) => {
+                    self.stats.observed(&observed);
+                    if observed.opened > 0 {
+                        lower_ttls(&mut reply, self.learner.max_ttl());
+                    }
+                }
+                Ok(Err(err)) => {
+                    warn!(
+                        "DNS proxy: opening the answer's addresses failed; the client gets SERVFAIL: {err:#}"
+                    );
+                    self.stats.answer("error");
+                    self.stats.query(transport, "servfail");
+                    return encode(&error_reply(&request, ResponseCode::ServFail));
+                }
+                Err(err) => {
+                    warn!(%err, "DNS proxy: the learning task failed");
+                    self.stats.answer("error");
+                    self.stats.query(transport, "servfail");
+                    return encode(&error_reply(&request, ResponseCode::ServFail));
+                }
+            }
+        } else {
+            self.stats.answer("no_address");
+        }
+        reply.metadata.id = request.metadata.id;
+        let mut bytes = encode(&reply)?;
+        if transport == Transport::Udp && bytes.len() > usize::from(request.max_payload()) {
+            // Too large for the client's UDP buffer: it asks again over TCP.
+            bytes = encode(&reply.truncate())?;
+        }
+        self.stats.query(transport, "answered");
+        Some(bytes)
+    }
+
+    /// Asks each upstream in turn until one answers.
+    async fn resolve(
+        &self,
+        request: &Message,
+        transport: Transport,
+    ) -> Result<Message, UpstreamError> {
+        let mut last = None;
+        for &upstream in &self.upstreams {
+            let answer = match transport {
+                Transport::Tcp => self.exchange_tcp(upstream, request).await,
+                Transport::Udp => match self.exchange_udp(upstream, request).await {
+                    // Truncated: the whole answer over TCP, so every address is learned.
+                    Ok(reply) if reply.metadata.truncation => {
+                        self.exchange_tcp(upstream, request).await
+                    }
+                    other => other,
+                },
+            };
+            match answer {
+                Ok(reply) => return Ok(reply),
+                Err(err) => {
+                    debug!(%err, "DNS proxy: upstream failed");
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or(UpstreamError {
+            upstream: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            what: "no upstream resolver configured".into(),
+        }))
+    }
+
+    /// One query over UDP from a fresh socket (a random source port) with a random ID.
+    /// The socket is connected, so the kernel delivers datagrams from the upstream's
+    /// address and port only; a reply must also carry the ID and the question.
+    async fn exchange_udp(
+        &self,
+        upstream: SocketAddr,
+        request: &Message,
+    ) -> Result<Message, UpstreamError> {
+        let fail = |what: String| UpstreamError { upstream, what };
+        let (id, bytes) = outgoing(request).map_err(|e| fail(e.to_string()))?;
+        let local: IpAddr = if upstream.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        let socket = UdpSocket::bind((local, 0))
+            .await
+            .map_err(|e| fail(format!("binding a socket: {e}")))?;
+        socket
+            .connect(upstream)
+            .await
+            .map_err(|e| fail(format!("connecting: {e}")))?;
+        socket
+            .send(&bytes)
+            .await
+            .map_err(|e| fail(format!("sending: {e}")))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let n = match timeout_at(deadline, socket.recv(&mut buf)).await {
+                Err(_) => return Err(fail(format!("no answer within {:?}", self.timeout))),
+                Ok(Err(e)) => return Err(fail(format!("receiving: {e}"))),
+                Ok(Ok(n)) => n,
+            };
+            match Message::from_vec(&buf[..n]) {
+                Ok(reply) if answers(&reply, id, request) => return Ok(reply),
+                _ => {
+                    // Not the answer to this query (wrong ID or question, or garbage):
+                    // ignored, and the real one is still awaited.
+                    self.stats.answer("mismatch");
+                }
+            }
+        }
+    }
+
+    /// One query over TCP (a fresh connection, a random ID).
+    async fn exchange_tcp(
+        &self,
+        upstream: SocketAddr,
+        request: &Message,
+    ) -> Result<Message, UpstreamError> {
+        let fail = |what: String| UpstreamError { upstream, what };
+        let (id, bytes) = outgoing(request).map_err(|e| fail(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = |_| fail(format!("no answer over TCP within {:?}", self.timeout));
+        let mut stream = timeout_at(deadline, TcpStream::connect(upstream))
+            .await
+            .map_err(timed_out)?
+            .map_err(|e| fail(format!("connecting over TCP: {e}")))?;
+        timeout_at(deadline, write_framed(&mut stream, &bytes))
+            .await
+            .map_err(timed_out)?
+            .map_err(|e| fail(format!("sending over TCP: {e}")))?;
+        loop {
+            let reply = timeout_at(deadline, read_framed(&mut stream))
+                .await
+                .map_err(timed_out)?
+                .map_err(|e| fail(format!("receiving over TCP: {e}")))?
+                .ok_or_else(|| fail("closed the TCP connection without an answer".into()))?;
+            match Message::from_vec(&reply) {
+                Ok(reply) if answers(&reply, id, request) => return Ok(reply),
+                _ => self.stats.answer("mismatch"),
+            }
+        }
+    }
+}
+
+/// The client's message under a fresh random ID, encoded; EDNS goes along unchanged.
+fn outgoing(request: &Message) -> Result<(u16, Vec<u8>), hickory_proto::ProtoError> {
+    let id = rand::random::<u16>();
+    let mut query = request.clone();
+    query.metadata.id = id;
+    Ok((id, query.to_vec()?))
+}
+
+/// Whether `reply` answers the query sent with `id` for `request`'s question.
+fn answers(reply: &Message, id: u16, request: &Message) -> bool {
+    reply.metadata.id == id
+        && reply.metadata.message_type == MessageType::Response
+        && reply.queries.len() == request.queries.len()
+        && reply.queries.iter().zip(&request.queries).all(|(a, b)| {
+            a.name() == b.name()
+                && a.query_type() == b.query_type()
+                && a.query_class() == b.query_class()
+        })
+}
+
+fn error_reply(request: &Message, code: ResponseCode) -> Message {
+    let mut reply = Message::error_msg(request.metadata.id, request.metadata.op_code, code);
+    reply.metadata.recursion_desired = request.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    reply.add_queries(request.queries.iter().cloned());
+    reply
+}
+
+fn encode(message: &Message) -> Option<Vec<u8>> {
+    match message.to_vec() {
+        Ok(bytes) => Some(bytes),
+        Err(err) => {
+            warn!(%err, "DNS proxy: encoding an answer");
+            None
+        }
+    }
+}
+
+/// Lowercase, without the root's dot.
+fn plain(name: &hickory_proto::rr::Name) -> String {
+    name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The question's CNAME chain and the addresses at its end, from the answer section only
+/// (records about other names are not believed).
+pub fn read_answer(query: &Query, reply: &Message) -> Answer {
+    let mut answer = Answer {
+        chain: vec![plain(query.name())],
+        addrs: Vec::new(),
+    };
+    if reply.metadata.response_code != ResponseCode::NoError {
+        return answer;
+    }
+    let mut current = query.name().clone();
+    let mut chain_ttl = u32::MAX;
+    while answer.chain.len() <= MAX_CHAIN {
+        let next = reply.answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if r.name == current && r.dns_class == DNSClass::IN => {
+                Some((target.0.clone(), r.ttl))
+            }
+            _ => None,
+        });
+        let Some((target, ttl)) = next else { break };
+        if answer.chain.contains(&plain(&target)) {
+            break;
+        }
+        chain_ttl = chain_ttl.min(ttl);
+        answer.chain.push(plain(&target));
+        current = target;
+    }
+    for record in &reply.answers {
+        if record.name != current || record.dns_class != DNSClass::IN {
+            continue;
+        }
+        let addr = match (&record.data, query.query_type()) {
+            (RData::A(a), RecordType::A | RecordType::ANY) => IpAddr::V4(a.0),
+            (RData::AAAA(a), RecordType::AAAA | RecordType::ANY) => IpAddr::V6(a.0),
+            _ => continue,
+        };
+        answer.addrs.push((addr, record.ttl.min(chain_ttl)));
+    }
+    answer
+}
+
+/// Lowers every TTL of the answer section above `max` to `max`.
+fn lower_ttls(reply: &mut Message, max: u32) {
+    for record in &mut reply.answers {
+        record.ttl = record.ttl.min(max);
+    }
+}
+
+async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut message).await?;
+    Ok(Some(message))
+}
+
+async fn write_framed(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(message.len())
+        .map_err(|_| std::io::Error::other("a DNS message over 65535 bytes"))?;
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(message);
+    stream.write_all(&framed).await
+}
