@@ -89,6 +89,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "libxml2-dev",
     "iproute2",
+    // The DNS tests' and bench's authoritative server; nft for the gateway's DNS steering.
+    "dnsmasq-base",
+    "nftables",
 ];
 
 /// A cargo-fuzz target of `fwd-userspace/fuzz/`.

@@ -957,15 +957,22 @@ impl Datapath {
         Ok((action as i32, duration))
     }
 
+    /// A hash map the programs share (the daemon reads it, the programs write it).
+    fn hash_map<K: Pod, V: Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<HashMap<&MapData, K, V>, DatapathError> {
+        self.ebpf
+            .map(name)
+            .ok_or(DatapathError::MissingMap(name))?
+            .try_into()
+            .map_err(map_err(name))
+    }
+
     /// Flows in the flow table whose last packet is within their protocol's timeout.
     /// Walks the table: cost grows with the number of entries.
     pub fn flows_active(&self) -> Result<u64, DatapathError> {
-        let flows: HashMap<&MapData, FlowKey, FlowValue> = self
-            .ebpf
-            .map("FLOWS")
-            .ok_or(DatapathError::MissingMap("FLOWS"))?
-            .try_into()
-            .map_err(map_err("FLOWS"))?;
+        let flows: HashMap<&MapData, FlowKey, FlowValue> = self.hash_map("FLOWS")?;
         count_live_flows(&flows, &self.read_config()?)
     }
 
@@ -979,12 +986,7 @@ impl Datapath {
     ) -> Result<BTreeSet<IpAddr>, DatapathError> {
         let config = self.read_config()?;
         let now = monotonic_ns();
-        let remotes: HashMap<&MapData, fwd_common::Addr, u64> = self
-            .ebpf
-            .map("REMOTES")
-            .ok_or(DatapathError::MissingMap("REMOTES"))?
-            .try_into()
-            .map_err(map_err("REMOTES"))?;
+        let remotes: HashMap<&MapData, fwd_common::Addr, u64> = self.hash_map("REMOTES")?;
         let mut live = BTreeSet::new();
         let mut unsettled = BTreeMap::new();
         for &addr in addrs {
@@ -1004,12 +1006,7 @@ impl Datapath {
         if unsettled.is_empty() {
             return Ok(live);
         }
-        let flows: HashMap<&MapData, FlowKey, FlowValue> = self
-            .ebpf
-            .map("FLOWS")
-            .ok_or(DatapathError::MissingMap("FLOWS"))?
-            .try_into()
-            .map_err(map_err("FLOWS"))?;
+        let flows: HashMap<&MapData, FlowKey, FlowValue> = self.hash_map("FLOWS")?;
         for entry in flows.iter() {
             let Ok((key, value)) = entry else { continue };
             let Some(addr) = unsettled.get(&key.remote) else {

@@ -439,6 +439,10 @@ fn lower_ttls(reply: &mut Message, max: u32) {
     }
 }
 
+#[cfg(test)]
+#[path = "proxy_tests.rs"]
+mod tests;
+
 async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 2];
     match stream.read_exact(&mut len).await {
