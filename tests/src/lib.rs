@@ -109,14 +109,23 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<T> {
+        self.spawn(f)?
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
+    }
+
+    /// Starts a thread that enters this namespace and then runs `f` (for servers that
+    /// open sockets as they go, such as a TCP relay).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<JoinHandle<anyhow::Result<T>>> {
         let path = format!("/run/netns/{}", self.name);
         let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-        std::thread::spawn(move || -> anyhow::Result<T> {
+        Ok(std::thread::spawn(move || -> anyhow::Result<T> {
             setns(file.as_fd(), CloneFlags::CLONE_NEWNET).context("setns")?;
             Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
+        }))
     }
 
     /// A command that will run inside this namespace (only the network namespace changes).
@@ -629,6 +638,24 @@ pub fn scratch(test: &str) -> (String, PathBuf) {
     let dir = std::env::temp_dir().join(format!("{prefix}-{test}"));
     std::fs::create_dir_all(dir.join("policies")).expect("creating the scratch directory");
     (prefix, dir)
+}
+
+/// Runs `fwd ARGS --config DIR/fwd.toml --json` and parses its output (panics on failure).
+pub fn fwd_json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = fwd_command(&fwd_bin())
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("fwd.toml"))
+        .arg("--json")
+        .output()
+        .expect("running fwd");
+    assert!(
+        out.status.success(),
+        "fwd {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("fwd --json prints JSON")
 }
 
 /// Scrapes the daemon's metrics from inside `ns`, parses them with a Prometheus parser and

@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use fwd_lab::{
-    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, Stream, fwd_bin, fwd_command,
+    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, Stream, fwd_bin, fwd_json,
     require_root, scrape, scratch, udp_probe, wait_for,
 };
 
@@ -70,23 +70,6 @@ fn start(lab: &Lab, dir: &Path, log: &str) -> FwdProcess {
         METRICS.parse().unwrap(),
     )
     .unwrap()
-}
-
-fn fwd_json(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let out = fwd_command(&fwd_bin())
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("fwd.toml"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fwd {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The media rule's outbound packets in `fwd stats --json` (read from the pins).

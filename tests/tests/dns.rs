@@ -1,0 +1,562 @@
+//! End to end: domain rules through the daemon's DNS proxy on the gateway lab, with a real
+//! authoritative server (dnsmasq) in the vendor namespace. The client asks the gateway,
+//! connects the instant it has the answer, and gets through; names outside the policy
+//! resolve but stay blocked; a forged answer opens nothing; entries end after their TTL
+//! unless a flow is live; a restart keeps them. Needs root; run through `cargo xtask test`.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    process::{Child, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use fwd_lab::{
+    FwdProcess, GATEWAY_LAN_IF, GATEWAY_LAN_V4, GATEWAY_LAN_V6, Lab, Netns, Pins, Sink,
+    VENDOR_WAN_V4, fwd_bin, fwd_json, require_root, scrape, scratch, tcp_probe, udp_probe,
+    wait_for,
+};
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, Query},
+    rr::{Name, RData, Record, RecordType, rdata::A},
+};
+
+const METRICS: &str = "127.0.0.1:9469";
+const WEB: u16 = 443;
+const MEDIA: u16 = 10000;
+const SFU_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 10);
+const SFU_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0x10);
+const CNAME_TARGET: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 11);
+const SPOOFED_NAME_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 12);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 20);
+const BRIEF: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 30);
+const LIVELY: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 31);
+/// What a forged answer claims, and the address it comes from.
+const FORGED: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 66);
+const FORGER: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 99);
+/// dnsmasq's port; the relay listens on 53 in front of it.
+const AUTHORITY_PORT: u16 = 5353;
+const SPOOF_NAME: &str = "spoof.sfu.whereby.com";
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// dnsmasq serving the lab's zone data, in the vendor namespace.
+struct Authority(Child);
+
+impl Authority {
+    fn start(ns: &Netns, records: &[String], log: &Path) -> Authority {
+        let log = std::fs::File::create(log).unwrap();
+        let child = ns
+            .command("dnsmasq")
+            .unwrap()
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--bind-interfaces",
+                "--pid-file=",
+                "--user=root",
+                "--log-queries",
+                "--log-facility=-",
+            ])
+            .arg(format!("--listen-address={VENDOR_WAN_V4}"))
+            .arg(format!("--port={AUTHORITY_PORT}"))
+            .args(records)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting dnsmasq (cargo xtask setup installs dnsmasq-base)");
+        let up = wait_for(Duration::from_secs(5), || {
+            ns.run(|| TcpStream::connect_timeout(&(VENDOR_WAN_V4, AUTHORITY_PORT).into(), TIMEOUT))
+                .unwrap()
+                .ok()
+        });
+        assert!(up.is_some(), "dnsmasq did not come up");
+        Authority(child)
+    }
+}
+
+impl Drop for Authority {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A relay on the vendor host's port 53 in front of dnsmasq (UDP and TCP). For
+/// `SPOOF_NAME` it first sends two forged answers to the proxy's query socket, with the
+/// right ID and question: one from another address (`FORGER`), one from the relay's own
+/// address with a wrong ID; the real answer follows 200 ms later.
+struct Relay {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(ns: &Netns) -> Relay {
+        let listen = SocketAddr::from((VENDOR_WAN_V4, 53));
+        let authority = SocketAddr::from((VENDOR_WAN_V4, AUTHORITY_PORT));
+        let (udp, tcp, forger) = ns
+            .run(move || -> std::io::Result<_> {
+                Ok((
+                    UdpSocket::bind(listen)?,
+                    TcpListener::bind(listen)?,
+                    UdpSocket::bind((FORGER, 53))?,
+                ))
+            })
+            .unwrap()
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let s = stop.clone();
+        let upstream = ns
+            .run(move || UdpSocket::bind((VENDOR_WAN_V4, 0)))
+            .unwrap()
+            .unwrap();
+        upstream.connect(authority).unwrap();
+        upstream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = udp.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let name = query.queries.first().map(|q| q.name().to_ascii());
+                if name.as_deref() == Some(&format!("{SPOOF_NAME}.")) {
+                    let forged = forged_answer(&query, query.metadata.id);
+                    let _ = forger.send_to(&forged, from);
+                    let wrong_id = forged_answer(&query, query.metadata.id ^ 0x5a5a);
+                    let _ = udp.send_to(&wrong_id, from);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                let _ = upstream.send(&buf[..n]);
+                let mut answer = [0u8; 4096];
+                if let Ok(m) = upstream.recv(&mut answer) {
+                    let _ = udp.send_to(&answer[..m], from);
+                }
+            }
+        }));
+        tcp.set_nonblocking(true).unwrap();
+        let s = stop.clone();
+        // In the namespace: each relayed connection opens a socket there.
+        let accept = ns
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    let Ok((client, _)) = tcp.accept() else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let _ = relay_tcp(client, authority);
+                }
+            })
+            .unwrap();
+        threads.push(std::thread::spawn(move || {
+            let _ = accept.join();
+        }));
+        Relay { stop, threads }
+    }
+}
+
+/// Passes one TCP client's bytes to dnsmasq and back until either side is done.
+fn relay_tcp(client: TcpStream, authority: SocketAddr) -> std::io::Result<()> {
+    client.set_nonblocking(false)?;
+    let server = TcpStream::connect_timeout(&authority, TIMEOUT)?;
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(TIMEOUT))?;
+    }
+    let (mut c_in, mut s_out) = (client.try_clone()?, server.try_clone()?);
+    let up = std::thread::spawn(move || std::io::copy(&mut c_in, &mut s_out));
+    let (mut s_in, mut c_out) = (server, client);
+    let _ = std::io::copy(&mut s_in, &mut c_out);
+    let _ = up.join();
+    Ok(())
+}
+
+fn forged_answer(query: &Message, id: u16) -> Vec<u8> {
+    let mut answer = Message::response(id, OpCode::Query);
+    answer.metadata.recursion_desired = query.metadata.recursion_desired;
+    answer.add_queries(query.queries.iter().cloned());
+    let name = query.queries[0].name().clone();
+    answer.add_answer(Record::from_rdata(name, 3600, RData::A(A(FORGED))));
+    answer.to_vec().unwrap()
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A DNS answer as the client got it, and when.
+struct Resolved {
+    addrs: Vec<IpAddr>,
+    message: Message,
+}
+
+fn query_message(name: &str, rtype: RecordType) -> Message {
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    query
+}
+
+fn addresses(message: &Message) -> Vec<IpAddr> {
+    message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asks `server` over UDP (from the namespace the caller runs in).
+fn ask_udp(server: SocketAddr, name: &str, rtype: RecordType) -> std::io::Result<Resolved> {
+    let query = query_message(name, rtype);
+    let bind: SocketAddr = match server {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(bind)?;
+    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    socket.connect(server)?;
+    socket.send(&query.to_vec().unwrap())?;
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf)?;
+    let message = Message::from_vec(&buf[..n]).map_err(std::io::Error::other)?;
+    assert_eq!(message.metadata.id, query.metadata.id);
+    assert_eq!(message.metadata.message_type, MessageType::Response);
+    Ok(Resolved {
+        addrs: addresses(&message),
+        message,
+    })
+}
+
+/// Asks `server` over TCP.
+fn ask_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> std::io::Result<Resolved> {
+    let query = query_message(name, rtype).to_vec().unwrap();
+    let mut stream = TcpStream::connect_timeout(&server, TIMEOUT)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    stream.write_all(&framed)?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len)?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut buf)?;
+    let message = Message::from_vec(&buf).map_err(std::io::Error::other)?;
+    Ok(Resolved {
+        addrs: addresses(&message),
+        message,
+    })
+}
+
+/// What `fwd dns --json` lists: (name, address, rules, remaining seconds).
+fn learned(dir: &Path) -> Vec<(String, IpAddr, Vec<String>, u64)> {
+    let reply = fwd_json(dir, &["dns"]);
+    assert_eq!(reply["enabled"], true, "{reply}");
+    reply["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["address"].as_str().unwrap().parse().unwrap(),
+                e["rules"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_string())
+                    .collect(),
+                e["remaining_s"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn is_learned(dir: &Path, addr: IpAddr) -> bool {
+    learned(dir).iter().any(|(_, a, _, _)| *a == addr)
+}
+
+struct Setup {
+    lab: Lab,
+    _sink: Sink,
+    _authority: Authority,
+    _relay: Relay,
+    _pins: Pins,
+    dir: std::path::PathBuf,
+}
+
+fn setup(test: &str, extra: &str) -> Setup {
+    require_root();
+    let (prefix, dir) = scratch(test);
+    let lab = Lab::create(
+        &prefix,
+        &[
+            SFU_V4.into(),
+            SFU_V6.into(),
+            CNAME_TARGET.into(),
+            SPOOFED_NAME_ADDR.into(),
+            OUTSIDE.into(),
+            BRIEF.into(),
+            LIVELY.into(),
+            FORGED.into(),
+            FORGER.into(),
+        ],
+    )
+    .unwrap();
+    let sink = Sink::start(&lab.vendor, &[WEB, MEDIA]).unwrap();
+    let records = [
+        format!("--host-record=x.sfu.whereby.com,{SFU_V4},{SFU_V6},300"),
+        format!("--host-record=y.sfu.whereby.com,{CNAME_TARGET},300"),
+        "--cname=meet.customer.example,y.sfu.whereby.com,300".to_string(),
+        format!("--host-record={SPOOF_NAME},{SPOOFED_NAME_ADDR},300"),
+        format!("--host-record=outside.example,{OUTSIDE},300"),
+        format!("--host-record=brief.sfu.whereby.com,{BRIEF},2"),
+        format!("--host-record=lively.sfu.whereby.com,{LIVELY},2"),
+    ];
+    let authority = Authority::start(&lab.vendor, &records, &dir.join("dnsmasq.log"));
+    let relay = Relay::start(&lab.vendor);
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/whereby.toml");
+    std::fs::copy(policies, dir.join("policies/whereby.toml")).unwrap();
+    let pins = Pins::new(&prefix);
+    std::fs::write(
+        dir.join("fwd.toml"),
+        format!(
+            "{}policy_dir = \"policies\"\ncontrol_socket = \"control.sock\"\n\
+             [metrics]\nlisten = \"{METRICS}\"\n\
+             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n\
+             [dns]\nupstream = [\"{VENDOR_WAN_V4}\"]\nmin_ttl = 1\nmax_ttl = 60\n{extra}",
+            pins.config_lines()
+        ),
+    )
+    .unwrap();
+    Setup {
+        lab,
+        _sink: sink,
+        _authority: authority,
+        _relay: relay,
+        _pins: pins,
+        dir,
+    }
+}
+
+fn start(s: &Setup, log: &str) -> FwdProcess {
+    FwdProcess::start(
+        &s.lab.gateway,
+        &fwd_bin(),
+        &s.dir.join("fwd.toml"),
+        &s.dir.join(log),
+        METRICS.parse().unwrap(),
+    )
+    .unwrap()
+}
+
+const PROXY_V4: SocketAddr = SocketAddr::new(IpAddr::V4(GATEWAY_LAN_V4), 53);
+
+#[test]
+fn domain_rules_open_exactly_what_the_proxy_resolved() {
+    let s = setup("dns", "");
+    let mut fwd = start(&s, "fwd.log");
+    let client = &s.lab.client;
+    let sfu = SocketAddr::from((SFU_V4, WEB));
+    assert!(
+        !tcp_probe(client, sfu, TIMEOUT).unwrap(),
+        "before any answer, nothing opens the SFU's address"
+    );
+
+    // Resolve over UDP and connect over UDP and TCP the instant the answer arrives.
+    let (resolved, gap, udp_echo, tcp_echo) = client
+        .run(move || {
+            let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+            udp.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let resolved = ask_udp(PROXY_V4, "x.sfu.whereby.com", RecordType::A).unwrap();
+            let answered = Instant::now();
+            let addr = resolved.addrs[0];
+            udp.send_to(b"first", (addr, MEDIA)).unwrap();
+            let tcp = TcpStream::connect_timeout(&(addr, WEB).into(), TIMEOUT);
+            let gap = answered.elapsed();
+            let mut buf = [0u8; 16];
+            let udp_echo = matches!(udp.recv(&mut buf), Ok(5));
+            let tcp_echo = tcp.is_ok_and(|mut t| {
+                t.set_read_timeout(Some(TIMEOUT)).unwrap();
+                t.write_all(b"first").is_ok() && matches!(t.read(&mut buf), Ok(5))
+            });
+            (resolved, gap, udp_echo, tcp_echo)
+        })
+        .unwrap();
+    assert_eq!(resolved.addrs, vec![IpAddr::V4(SFU_V4)]);
+    eprintln!("first UDP datagram and TCP SYN sent {gap:?} after the answer");
+    assert!(
+        gap < Duration::from_millis(1),
+        "the test must connect within the millisecond ({gap:?})"
+    );
+    assert!(
+        udp_echo,
+        "the first UDP datagram right after the answer got through"
+    );
+    assert!(
+        tcp_echo,
+        "the TCP connection right after the answer got through"
+    );
+    // The answer's TTL (300) is lowered to max_ttl, so the client keeps it no longer than fwd.
+    assert!(resolved.message.answers.iter().all(|r| r.ttl <= 60));
+
+    // AAAA over TCP, through the proxy's IPv6 listener; then an IPv6 connection.
+    let v6 = client
+        .run(|| {
+            let proxy = SocketAddr::from((GATEWAY_LAN_V6, 53));
+            let resolved = ask_tcp(proxy, "x.sfu.whereby.com", RecordType::AAAA).unwrap();
+            let addr = resolved.addrs[0];
+            let mut t = TcpStream::connect_timeout(&(addr, WEB).into(), TIMEOUT).ok()?;
+            t.set_read_timeout(Some(TIMEOUT)).unwrap();
+            t.write_all(b"v6").ok()?;
+            let mut buf = [0u8; 4];
+            matches!(t.read(&mut buf), Ok(2)).then_some(addr)
+        })
+        .unwrap();
+    assert_eq!(v6, Some(IpAddr::V6(SFU_V6)), "AAAA over TCP opened IPv6");
+
+    // A CNAME to a name of the policy opens the target's address.
+    let cname = client
+        .run(|| ask_udp(PROXY_V4, "meet.customer.example", RecordType::A).unwrap())
+        .unwrap();
+    assert!(cname.addrs.contains(&IpAddr::V4(CNAME_TARGET)));
+    assert!(tcp_probe(client, (CNAME_TARGET, WEB).into(), TIMEOUT).unwrap());
+
+    // A name outside the policy resolves but opens nothing.
+    let outside = client
+        .run(|| ask_udp(PROXY_V4, "outside.example", RecordType::A).unwrap())
+        .unwrap();
+    assert_eq!(outside.addrs, vec![IpAddr::V4(OUTSIDE)]);
+    assert!(!tcp_probe(client, (OUTSIDE, WEB).into(), TIMEOUT).unwrap());
+    assert!(!udp_probe(client, (OUTSIDE, MEDIA).into(), TIMEOUT).unwrap());
+
+    // Forged answers (another source address; the right address with a wrong ID) are
+    // ignored: the client gets the real one, and the forged address stays closed.
+    let spoofed = client
+        .run(|| ask_udp(PROXY_V4, SPOOF_NAME, RecordType::A).unwrap())
+        .unwrap();
+    assert_eq!(spoofed.addrs, vec![IpAddr::V4(SPOOFED_NAME_ADDR)]);
+    assert!(!is_learned(&s.dir, FORGED.into()));
+    assert!(!tcp_probe(client, (FORGED, WEB).into(), TIMEOUT).unwrap());
+    assert!(!udp_probe(client, (FORGED, MEDIA).into(), TIMEOUT).unwrap());
+    assert!(tcp_probe(client, (SPOOFED_NAME_ADDR, WEB).into(), TIMEOUT).unwrap());
+    assert!(
+        scrape(
+            &s.lab.gateway,
+            METRICS,
+            "fwd_dns_answers_total",
+            &[("result", "mismatch")]
+        ) >= 1.0,
+        "the forged answer from the upstream's address with a wrong ID was counted"
+    );
+
+    // `fwd dns` lists names, addresses, rules and time left; the metrics agree.
+    let entries = learned(&s.dir);
+    let sfu_entry = entries
+        .iter()
+        .find(|(n, a, _, _)| n == "x.sfu.whereby.com" && *a == IpAddr::V4(SFU_V4))
+        .expect("x.sfu.whereby.com in fwd dns");
+    assert!(sfu_entry.2.contains(&"whereby/signaling".to_string()));
+    assert!(sfu_entry.2.contains(&"whereby/media-highport".to_string()));
+    assert!((1..=60).contains(&sfu_entry.3), "{sfu_entry:?}");
+    assert!(!entries.iter().any(|(n, ..)| n == "outside.example"));
+    let names = scrape(&s.lab.gateway, METRICS, "fwd_dns_names_active", &[]);
+    assert_eq!(names, 3.0, "x.sfu, meet.customer.example and {SPOOF_NAME}");
+    assert!(
+        scrape(
+            &s.lab.gateway,
+            METRICS,
+            "fwd_dns_answers_total",
+            &[("result", "not_covered")]
+        ) >= 1.0
+    );
+
+    // A restart keeps what was learned: the new policy slot gets the entries with the
+    // rules, and traffic flows without asking again.
+    assert!(
+        fwd.stop(Duration::from_secs(10))
+            .is_some_and(|st| st.success())
+    );
+    assert!(s.dir.join("state/learned.json").exists());
+    let _fwd = start(&s, "fwd2.log");
+    assert_eq!(fwd_json(&s.dir, &["status"])["generation"], 2);
+    assert!(is_learned(&s.dir, SFU_V4.into()));
+    assert!(tcp_probe(client, sfu, TIMEOUT).unwrap());
+    assert!(udp_probe(client, (SFU_V4, MEDIA).into(), TIMEOUT).unwrap());
+    assert!(!tcp_probe(client, (OUTSIDE, WEB).into(), TIMEOUT).unwrap());
+}
+
+#[test]
+fn entries_end_after_their_ttl_unless_a_flow_is_live() {
+    // Flows go idle after 2 s, so the test does not wait long.
+    let s = setup(
+        "dns-ttl",
+        "[flows]\ntcp_timeout = 2\nudp_timeout = 2\nother_timeout = 2\n",
+    );
+    let _fwd = start(&s, "fwd.log");
+    let client = &s.lab.client;
+    for name in ["brief.sfu.whereby.com", "lively.sfu.whereby.com"] {
+        client
+            .run(move || ask_udp(PROXY_V4, name, RecordType::A).unwrap())
+            .unwrap();
+    }
+    let resolved_at = Instant::now();
+    assert!(tcp_probe(client, (BRIEF, WEB).into(), TIMEOUT).unwrap());
+    // A steady UDP stream keeps LIVELY's flow live well past its 2 s TTL.
+    let stream = fwd_lab::Stream::start(
+        client,
+        &[(LIVELY, MEDIA).into()],
+        Duration::from_millis(200),
+        35,
+    )
+    .unwrap();
+    // BRIEF: TTL 2 s, then its flow idles out; the entry ends and the address closes.
+    let ended = wait_for(Duration::from_secs(15), || {
+        (!is_learned(&s.dir, BRIEF.into())).then_some(())
+    });
+    assert!(ended.is_some(), "brief.sfu.whereby.com was never closed");
+    assert!(!tcp_probe(client, (BRIEF, WEB).into(), TIMEOUT).unwrap());
+    // LIVELY is past its TTL but its flow is live: still open, shown as kept by the flow.
+    assert!(resolved_at.elapsed() > Duration::from_secs(3));
+    assert!(is_learned(&s.dir, LIVELY.into()));
+    let results = stream.finish();
+    assert_eq!(
+        results[0].0, results[0].1,
+        "every datagram of the live flow was echoed: {results:?}"
+    );
+    let ended = wait_for(Duration::from_secs(15), || {
+        (!is_learned(&s.dir, LIVELY.into())).then_some(())
+    });
+    assert!(
+        ended.is_some(),
+        "lively.sfu.whereby.com stayed after its flow ended"
+    );
+    assert!(!udp_probe(client, (LIVELY, MEDIA).into(), TIMEOUT).unwrap());
+    // Asking again opens it again.
+    client
+        .run(|| ask_udp(PROXY_V4, "lively.sfu.whereby.com", RecordType::A).unwrap())
+        .unwrap();
+    assert!(udp_probe(client, (LIVELY, MEDIA).into(), TIMEOUT).unwrap());
+}
