@@ -560,3 +560,39 @@ fn entries_end_after_their_ttl_unless_a_flow_is_live() {
         .unwrap();
     assert!(udp_probe(client, (LIVELY, MEDIA).into(), TIMEOUT).unwrap());
 }
+
+#[test]
+fn steering_answers_queries_sent_to_any_resolver() {
+    let s = setup("dns-steer", "steer = true\n");
+    let _fwd = start(&s, "fwd.log");
+    let client = &s.lab.client;
+    // A resolver the client was configured with, which the LAN must not reach directly.
+    let elsewhere = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 53), 53));
+    let (udp, tcp) = client
+        .run(move || {
+            (
+                ask_udp(elsewhere, "x.sfu.whereby.com", RecordType::A).unwrap(),
+                ask_tcp(elsewhere, "y.sfu.whereby.com", RecordType::A).unwrap(),
+            )
+        })
+        .unwrap();
+    assert_eq!(udp.addrs, vec![IpAddr::V4(SFU_V4)]);
+    assert_eq!(tcp.addrs, vec![IpAddr::V4(CNAME_TARGET)]);
+    // The proxy answered (and learned): the addresses are open.
+    assert!(is_learned(&s.dir, SFU_V4.into()));
+    assert!(tcp_probe(client, (SFU_V4, WEB).into(), TIMEOUT).unwrap());
+    assert!(udp_probe(client, (CNAME_TARGET, MEDIA).into(), TIMEOUT).unwrap());
+    // The steering rule counts the redirected queries like any rule.
+    assert!(
+        scrape(
+            &s.lab.gateway,
+            METRICS,
+            "fwd_rule_packets_total",
+            &[
+                ("vendor", "fwd"),
+                ("rule", "dns-steer"),
+                ("direction", "egress")
+            ]
+        ) >= 2.0
+    );
+}

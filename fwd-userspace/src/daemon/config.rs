@@ -94,7 +94,14 @@ pub struct Dns {
     pub timeout_ms: u64,
     /// Gateways: redirect the LAN's port-53 traffic to the proxy (nftables).
     pub steer: bool,
+    /// Where the `[dns]` table is (the steering rule's source).
+    pub location: crate::policy::Location,
 }
+
+/// The vendor and rule id of the rule that lets the LAN's DNS reach the gateway's
+/// steering (`[dns] steer`).
+pub const STEER_VENDOR: &str = "fwd";
+pub const STEER_RULE: &str = "dns-steer";
 
 pub const DEFAULT_DNS_TIMEOUT_MS: u64 = 2000;
 
@@ -175,9 +182,12 @@ impl Config {
         self.policy_set_from(&self.policy_dir)
     }
 
-    /// The vendor files of `dir` plus the site's local rules.
+    /// The vendor files of `dir` plus the site's local rules (and the DNS steering rule).
     pub fn policy_set_from(&self, dir: &Path) -> Result<PolicySet, LoadError> {
         let mut set = load_dir(dir)?;
+        if let Some(d) = self.dns.as_ref().filter(|d| d.steer) {
+            set.vendors.push(steer_policy(d, &self.file));
+        }
         if self.local_rules.is_empty() {
             return Ok(set);
         }
@@ -451,6 +461,15 @@ impl Config {
             .as_ref()
             .map(|d| parse_dns(&map, d.get_ref(), d.span().start))
             .transpose()?;
+        if let (Some(d), Some(raw_dns)) = (&dns, &raw.dns)
+            && d.steer
+            && !interfaces.iter().any(|i| i.mode == InterfaceMode::Gateway)
+        {
+            return Err(map.error(
+                raw_dns.span().start,
+                "[dns] steer redirects a LAN's DNS on a gateway; it needs an [[interface]] with mode = \"gateway\"",
+            ));
+        }
         // Like policy_dir, a relative path is relative to the config file.
         let relative = |s: String| path.parent().unwrap_or(Path::new(".")).join(s);
         Ok(Config {
@@ -480,6 +499,42 @@ impl Config {
             local_rules,
             file: path.to_path_buf(),
         })
+    }
+}
+
+/// With `[dns] steer`, the LAN's DNS to any address must get past the gateway's program
+/// to the redirect in the kernel's stack (which hands it to the proxy); this rule lets it
+/// through and records the flow, so the proxy's replies pass back.
+fn steer_policy(d: &Dns, file: &Path) -> VendorPolicy {
+    use crate::policy::{Direction, PortRange, PortSide, Protocol, Remote};
+    VendorPolicy {
+        vendor: Vendor {
+            id: STEER_VENDOR.to_string(),
+            name: "fwd".to_string(),
+            source: Some(file.display().to_string()),
+            reviewed: None,
+            notes: Some("Added by [dns] steer: the LAN's DNS goes to fwd's proxy.".to_string()),
+        },
+        rules: vec![Rule {
+            id: STEER_RULE.to_string(),
+            service: "DNS to the gateway's proxy ([dns] steer)".to_string(),
+            purpose: None,
+            level: Level::Mandatory,
+            profile: None,
+            region: None,
+            direction: Direction::Egress,
+            protocols: vec![Protocol::Udp, Protocol::Tcp],
+            ports: vec![PortRange { lo: 53, hi: 53 }],
+            port_side: PortSide::Remote,
+            related: false,
+            remotes: vec![Remote::Any],
+            not_before: None,
+            not_after: None,
+            notes: None,
+            todo: None,
+            location: d.location.clone(),
+        }],
+        file: file.to_path_buf(),
     }
 }
 
@@ -577,6 +632,7 @@ fn parse_dns(map: &SourceMap, d: &RawDns, at: usize) -> Result<Dns, PolicyError>
         },
         timeout_ms: timeout_ms as u64,
         steer: d.steer.unwrap_or(false),
+        location: map.location(at),
     })
 }
 
@@ -639,7 +695,8 @@ mod tests {
     #[test]
     fn dns_section() {
         let c = parse(
-            "[dns]\nupstream = [\"192.0.2.53\", \"[2001:db8::53]:5353\"]\nlisten = [\"10.0.0.1\"]\n\
+            "[[interface]]\nname = \"lan0\"\nmode = \"gateway\"\n\
+             [dns]\nupstream = [\"192.0.2.53\", \"[2001:db8::53]:5353\"]\nlisten = [\"10.0.0.1\"]\n\
              min_ttl = 5\nmax_ttl = 600\nmax_addresses = 32\nsteer = true\n",
         )
         .unwrap();
@@ -663,6 +720,11 @@ mod tests {
         let err = parse("[dns]\nupstream = [\"192.0.2.53\"]\nlisten = [\"192.0.2.53:53\"]\n")
             .unwrap_err();
         assert!(err.contains("ask itself"), "{err}");
+        let err = parse("[dns]\nupstream = [\"192.0.2.53\"]\nsteer = true\n").unwrap_err();
+        assert!(
+            err.contains("needs an [[interface]] with mode = \"gateway\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -566,6 +566,21 @@ async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow:
         stats.clone(),
     ));
     proxy.serve(&listen).await?;
+    if d.steer {
+        let gateways: Vec<String> = config
+            .interfaces
+            .iter()
+            .filter(|i| i.mode == InterfaceMode::Gateway)
+            .map(|i| i.name.clone())
+            .collect();
+        let port = listen.first().map_or(53, std::net::SocketAddr::port);
+        dns::steer::install(&gateways, port)?;
+        info!(
+            interfaces = ?gateways,
+            table = dns::steer::TABLE,
+            "the LAN's DNS to any resolver is redirected to the proxy"
+        );
+    }
     info!(
         listen = ?listen,
         upstream = ?d.upstream,
@@ -842,6 +857,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
         OnExit::Detach => {
             daemon.datapath.unpin_all()?;
+            if daemon.config.dns.as_ref().is_some_and(|d| d.steer)
+                && let Err(err) = dns::steer::remove()
+            {
+                warn!("removing the DNS steering table: {err:#}");
+            }
             info!("programs detached and pins removed (on_exit = \"detach\")");
         }
     }

@@ -6,6 +6,7 @@
 //! - here: the counters, `learned.json`, and what `fwd dns` shows.
 
 pub mod proxy;
+pub mod steer;
 pub mod table;
 
 use std::{
