@@ -415,6 +415,10 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
             "source": rule.map(|r| format!("{}:{}", r.source.file.display(), r.source.line)),
             "related": rule.map(|r| r.related),
             "needs_dns": matches!(remote, RemoteArg::Name(_)),
+            "domain_pattern": match remote {
+                RemoteArg::Name(name) => rule.and_then(|r| r.name_pattern(name)),
+                RemoteArg::Address(_) => None,
+            },
             "direction": direction.as_str(),
             "protocol": protocol,
             "remote": remote.to_string(),
@@ -432,7 +436,10 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
                     ""
                 },
                 if let RemoteArg::Name(name) = remote {
-                    format!(" once DNS-based enforcement resolves {name}")
+                    format!(
+                        " once fwd's DNS proxy resolves {name} (domain rule: {})",
+                        r.name_pattern(name).unwrap_or_default()
+                    )
                 } else {
                     String::new()
                 },

@@ -15,6 +15,8 @@ fn systemd_unit_verifies() {
         "Type=notify",
         "ExecReload=/usr/bin/fwd reload",
         "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON",
+        // The DNS proxy listens on port 53.
+        "CAP_NET_BIND_SERVICE",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectHome=yes",
