@@ -206,17 +206,28 @@ fn free_port_in(netns_path: &str) -> anyhow::Result<u16> {
 /// veth pair where the kernel has no dummy driver),
 /// its own pin directory, state directory, control socket and metrics port. Dropping it
 /// stops the daemon (SIGTERM, then SIGKILL), removes the pin directory and the namespace.
-struct BenchDaemon {
+pub(crate) struct BenchDaemon {
     fwd: PathBuf,
     netns: String,
     pin_dir: PathBuf,
     config: PathBuf,
     log: PathBuf,
+    metrics_port: u16,
     child: Option<Child>,
 }
 
 impl BenchDaemon {
     fn start(fwd: &Path, scratch: &Path, policy_dir: &Path) -> anyhow::Result<BenchDaemon> {
+        Self::start_with(fwd, scratch, policy_dir, "")
+    }
+
+    /// `start`, with `extra` (more TOML sections, e.g. `[dns]`) at the end of the config.
+    pub(crate) fn start_with(
+        fwd: &Path,
+        scratch: &Path,
+        policy_dir: &Path,
+        extra: &str,
+    ) -> anyhow::Result<BenchDaemon> {
         let name = format!("{BENCH_PREFIX}{}", std::process::id());
         let _ = std::fs::remove_dir_all(scratch);
         std::fs::create_dir_all(scratch)?;
@@ -227,6 +238,7 @@ impl BenchDaemon {
             pin_dir: PathBuf::from("/sys/fs/bpf").join(&name),
             config: scratch.join("fwd.toml"),
             log: scratch.join("daemon.log"),
+            metrics_port: 0,
             child: None,
         };
         let _ = ip(&["netns", "delete", &name]);
@@ -244,6 +256,7 @@ impl BenchDaemon {
         ip(&["-n", &name, "link", "set", "d0", "up"])?;
         let netns_path = format!("/run/netns/{name}");
         let port = free_port_in(&netns_path)?;
+        daemon.metrics_port = port;
         let path = |p: &Path| toml_str(&p.to_string_lossy());
         let config = format!(
             "# cargo xtask bench: a daemon in the scratch network namespace {name}\n\
@@ -255,7 +268,7 @@ impl BenchDaemon {
              on_exit = \"detach\"\n\n\
              [metrics]\nlisten = \"127.0.0.1:{port}\"\n\n\
              [reload]\nwatch = false\n\n\
-             [[interface]]\nname = \"d0\"\nmode = \"host\"\n",
+             [[interface]]\nname = \"d0\"\nmode = \"host\"\n{extra}",
             policy_dir = path(policy_dir),
             pin_dir = path(&daemon.pin_dir),
             state_dir = path(&scratch.join("state")),
@@ -296,7 +309,17 @@ impl BenchDaemon {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    fn log_text(&self) -> String {
+    /// The network namespace it runs in, `/run/netns/NAME`.
+    pub(crate) fn netns_path(&self) -> String {
+        format!("/run/netns/{}", self.netns)
+    }
+
+    /// Its metrics port on 127.0.0.1 in that namespace.
+    pub(crate) fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -314,7 +337,7 @@ impl BenchDaemon {
 
     /// Polls `fwd status --json` until the daemon answers; returns how long that took and
     /// the answer. Fails with the daemon's log if it exits or does not answer in time.
-    fn wait_ready(&mut self) -> anyhow::Result<(Duration, serde_json::Value)> {
+    pub(crate) fn wait_ready(&mut self) -> anyhow::Result<(Duration, serde_json::Value)> {
         let started = Instant::now();
         loop {
             if let Some(status) = self
@@ -410,7 +433,7 @@ impl Drop for BenchDaemon {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {

@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_dns;
 mod dist;
 
 #[derive(Parser)]
@@ -506,7 +507,7 @@ fn bench_all(quick: bool) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         lines.push(
-            "reload, daemon memory: skipped (the daemon needs root: network namespaces and BPF)"
+            "reload, daemon memory, dns proxy: skipped (the daemon needs root: network namespaces and BPF)"
                 .to_string(),
         );
     } else {
@@ -514,6 +515,7 @@ fn bench_all(quick: bool) -> anyhow::Result<()> {
         for (name, result) in [
             ("reload", bench::reload_bench(&root, &fwd, quick)),
             ("daemon memory", bench::memory_bench(&root, &fwd)),
+            ("dns proxy", bench_dns::dns_bench(&root, &fwd, quick)),
         ] {
             match result {
                 Ok(line) => lines.push(line),

@@ -495,21 +495,14 @@ async fn read_denied_samples(
 /// The daemon as the DNS proxy's learner.
 struct DaemonLearner {
     shared: Shared,
-    /// Wakes the keeper to write `learned.json`.
-    learned_changed: Arc<tokio::sync::Notify>,
 }
 
 impl dns::Learner for DaemonLearner {
     fn learn(&self, answer: dns::Answer) -> anyhow::Result<dns::Observed> {
-        let observed = self
-            .shared
+        self.shared
             .lock()
             .expect("daemon state lock")
-            .learn(&answer)?;
-        if observed.opened > 0 {
-            self.learned_changed.notify_one();
-        }
-        Ok(observed)
+            .learn(&answer)
     }
 
     fn max_ttl(&self) -> u32 {
@@ -554,10 +547,8 @@ async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow:
         );
     }
     let stats = Arc::new(dns::DnsStats::new());
-    let learned_changed = Arc::new(tokio::sync::Notify::new());
     let learner = Arc::new(DaemonLearner {
         shared: shared.clone(),
-        learned_changed: learned_changed.clone(),
     });
     let proxy = Arc::new(dns::Proxy::new(
         d.upstream.clone(),
@@ -591,23 +582,16 @@ async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow:
         daemon.dns_stats = Some(stats);
         daemon.dns_listen = listen;
     }
-    tokio::spawn(keep_learned(
-        shared.clone(),
-        learned_changed,
-        config.state_dir.clone(),
-    ));
+    tokio::spawn(keep_learned(shared.clone(), config.state_dir.clone()));
     Ok(())
 }
 
-/// Every second (and when an answer opened something): ends learned entries past their
-/// time with no live flow, and writes `learned.json` if the table changed.
-async fn keep_learned(shared: Shared, changed: Arc<tokio::sync::Notify>, state_dir: PathBuf) {
+/// Every second: ends learned entries past their time with no live flow, and writes
+/// `learned.json` if the table changed (so a crash forgets at most a second of answers).
+async fn keep_learned(shared: Shared, state_dir: PathBuf) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = changed.notified() => {}
-        }
+        tick.tick().await;
         let shared = shared.clone();
         let saved = tokio::task::spawn_blocking(move || {
             let mut daemon = shared.lock().expect("daemon state lock");

@@ -112,8 +112,8 @@ pub struct DnsTable {
     limits: Limits,
     /// (question name, address) -> entry.
     entries: BTreeMap<(String, IpAddr), Entry>,
-    /// Address -> the question names holding it.
-    by_addr: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// Address -> rule -> entries giving the address that rule.
+    addr_rules: BTreeMap<IpAddr, BTreeMap<u32, usize>>,
     /// Address -> (class members, map value).
     hosts: BTreeMap<IpAddr, (Vec<u32>, u32)>,
     /// Class members -> number and users.
@@ -178,8 +178,9 @@ impl DnsTable {
             }
             let key = (name.clone(), addr);
             // The entry's old patterns are released before the new ones are counted.
-            if let Some(old) = self.entries.remove(&key) {
-                self.release_patterns(&old);
+            let old = self.entries.remove(&key);
+            if let Some(old) = &old {
+                self.release(old);
             }
             let lifetime = ttl.clamp(self.limits.min_ttl, self.limits.max_ttl.max(1));
             let mut entry = Entry {
@@ -190,17 +191,16 @@ impl DnsTable {
                 patterns: Vec::new(),
             };
             self.admit(&named, &mut entry, &mut out);
-            if entry.rules.is_empty() {
-                if let Some(names) = self.by_addr.get_mut(&addr) {
-                    names.remove(name);
-                }
-            } else {
-                self.by_addr.entry(addr).or_default().insert(name.clone());
+            // A refresh with the same rules leaves the address's class as it is.
+            let unchanged = old.is_some_and(|o| o.rules == entry.rules);
+            if !entry.rules.is_empty() {
                 self.entries.insert(key, entry);
                 out.opened += 1;
             }
-            let changes = self.rehost(image, addr);
-            out.changes.extend(changes);
+            if !unchanged {
+                let changes = self.rehost(image, addr);
+                out.changes.extend(changes);
+            }
         }
         out.capped.sort();
         out.capped.dedup();
@@ -229,9 +229,29 @@ impl DnsTable {
                 out.now_full.push(pattern.clone());
             }
         }
+        if !entry.rules.is_empty() {
+            let rules = self.addr_rules.entry(entry.addr).or_default();
+            for &rule in &entry.rules {
+                *rules.entry(rule).or_insert(0) += 1;
+            }
+        }
     }
 
-    fn release_patterns(&mut self, entry: &Entry) {
+    /// Gives back what `admit` took for `entry` (its patterns and rules).
+    fn release(&mut self, entry: &Entry) {
+        if let Some(rules) = self.addr_rules.get_mut(&entry.addr) {
+            for rule in &entry.rules {
+                if let Some(n) = rules.get_mut(rule) {
+                    *n -= 1;
+                    if *n == 0 {
+                        rules.remove(rule);
+                    }
+                }
+            }
+            if rules.is_empty() {
+                self.addr_rules.remove(&entry.addr);
+            }
+        }
         for pattern in &entry.patterns {
             let Some(held) = self.patterns.get_mut(pattern) else {
                 continue;
@@ -250,20 +270,14 @@ impl DnsTable {
 
     /// Brings `addr`'s host entry in line with the entries holding it.
     fn rehost(&mut self, image: &MapImage, addr: IpAddr) -> Vec<Change> {
-        let mut rules: Vec<u32> = self
-            .by_addr
+        let rules: Vec<u32> = self
+            .addr_rules
             .get(&addr)
-            .into_iter()
-            .flatten()
-            .filter_map(|name| self.entries.get(&(name.clone(), addr)))
-            .flat_map(|e| e.rules.iter().copied())
-            .collect();
-        rules.sort_unstable();
-        rules.dedup();
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default();
         let old = self.hosts.get(&addr).cloned();
         let mut changes = Vec::new();
         let Some(class) = image.learned_class(addr, &rules, 0) else {
-            self.by_addr.remove(&addr);
             if let Some((members, _)) = old {
                 self.hosts.remove(&addr);
                 changes.push(Change::RemoveHost(addr));
@@ -353,10 +367,7 @@ impl DnsTable {
                 continue;
             }
             if let Some(old) = self.entries.remove(&key) {
-                self.release_patterns(&old);
-                if let Some(names) = self.by_addr.get_mut(&key.1) {
-                    names.remove(&key.0);
-                }
+                self.release(&old);
                 touched.insert(key.1);
                 ended += 1;
             }
@@ -384,7 +395,6 @@ impl DnsTable {
             if entry.rules.is_empty() {
                 continue;
             }
-            self.by_addr.entry(addr).or_default().insert(name.clone());
             self.entries.insert((name, addr), entry);
             addrs.insert(addr);
         }

@@ -1,0 +1,654 @@
+//! `cargo xtask bench`, the DNS proxy: a bench daemon with a `[dns]` section and a domain
+//! rule, a real dnsmasq as its upstream in the same network namespace, and a closed-loop
+//! UDP load generator asking the proxy and dnsmasq by turns (proxy, direct, proxy, ...:
+//! the machine is shared, so both sides see the same noise). Every name is asked once, so
+//! every answer through the proxy is learned. The daemon's own histogram
+//! `fwd_dns_insert_seconds` (upstream answer to datapath insert) is scraped before and
+//! after the measured rounds.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{Name, RData, RecordType},
+};
+
+use crate::bench::{BenchDaemon, median};
+
+/// Where the daemon's proxy listens, in the bench namespace.
+const PROXY: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 53), 53));
+/// Where dnsmasq listens (all of 127/8 is local on `lo`; no address to add).
+const UPSTREAM: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 53));
+/// dnsmasq's answer for every name under `bench.example` (the domain rule's names).
+const BENCH_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// And under `other.example`, which no rule names.
+const OTHER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// Every this many-th query asks a name no rule covers.
+const OTHER_EVERY: u64 = 8;
+/// Concurrent clients, each asking its next name when the previous answer arrives.
+const CLIENTS: usize = 32;
+/// A query with no answer within this is counted as lost and the client moves on.
+const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
+/// Debian's dnsmasq-base (`cargo xtask setup` installs it).
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+/// How long dnsmasq and the proxy may take to answer their first query.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The policy: a domain rule beside a rule naming addresses.
+const POLICY: &str = r#"[vendor]
+id = "benchdns"
+name = "Bench DNS"
+
+[[rule]]
+id = "names"
+service = "s"
+protocol = "tcp"
+ports = [443]
+remote = ["*.bench.example"]
+
+[[rule]]
+id = "addresses"
+service = "s"
+protocol = "tcp"
+ports = [443]
+remote = ["192.0.2.0/24", "2001:db8::/32"]
+"#;
+
+/// Moves the calling thread into the network namespace `netns`.
+fn enter(netns: &File) -> anyhow::Result<()> {
+    // SAFETY: a valid namespace fd; only the calling thread changes namespace.
+    if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a thread of its own in the network namespace `netns`.
+fn in_netns<T: Send>(
+    netns: &File,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(netns)?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow!("the thread in the namespace panicked"))?
+    })
+}
+
+/// dnsmasq in the bench namespace, answering `bench.example` and `other.example` itself.
+/// Dropping it stops it (SIGTERM, then SIGKILL).
+struct Dnsmasq {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Dnsmasq {
+    fn start(netns_path: &str, log: &Path) -> anyhow::Result<Dnsmasq> {
+        if !Path::new(DNSMASQ).exists() {
+            bail!("no {DNSMASQ} (Debian dnsmasq-base; `cargo xtask setup` installs it)");
+        }
+        let netns = File::open(netns_path).with_context(|| format!("opening {netns_path}"))?;
+        let out = File::create(log)?;
+        let mut cmd = Command::new(DNSMASQ);
+        cmd.args([
+            "--keep-in-foreground",
+            // Not /etc/dnsmasq.conf, where the full dnsmasq package is installed.
+            "--conf-file=/dev/null",
+            "--log-facility=-",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--port=53",
+            "--cache-size=0",
+            "--local-ttl=300",
+            "--pid-file=",
+            "--user=root",
+        ])
+        .arg(format!("--listen-address={}", UPSTREAM.ip()))
+        .arg(format!("--address=/bench.example/{BENCH_ADDR}"))
+        .arg(format!("--address=/other.example/{OTHER_ADDR}"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+        // SAFETY: setns is async-signal-safe; the closure calls it and reads errno.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(move || {
+                if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        eprintln!(
+            "xtask: starting dnsmasq on {UPSTREAM} in the bench namespace (log: {})",
+            log.display()
+        );
+        let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+        Ok(Dnsmasq {
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails with dnsmasq's log if it has exited.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            self.child = None;
+            bail!("dnsmasq exited ({status}); its log:\n{}", self.log_text());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("xtask: dnsmasq did not stop within 5 s of SIGTERM; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The name of query number `n` and the address its answer must hold.
+fn name_of(n: u64) -> (String, Ipv4Addr) {
+    if n % OTHER_EVERY == OTHER_EVERY - 1 {
+        (format!("x{n}.other.example."), OTHER_ADDR)
+    } else {
+        (format!("q{n}.bench.example."), BENCH_ADDR)
+    }
+}
+
+/// An A query for `name`, encoded.
+fn a_query(id: u16, name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    Ok(message.to_vec()?)
+}
+
+/// Why `reply` is not the right answer, if it is not.
+fn wrong(reply: &Message, expect: Ipv4Addr) -> Option<String> {
+    if reply.metadata.response_code != ResponseCode::NoError {
+        return Some(format!("response code {}", reply.metadata.response_code));
+    }
+    if reply
+        .answers
+        .iter()
+        .any(|r| matches!(&r.data, RData::A(a) if a.0 == expect))
+    {
+        return None;
+    }
+    Some(format!("no A {expect} in the answer: {:?}", reply.answers))
+}
+
+/// One closed-loop run against one server.
+#[derive(Default)]
+struct Round {
+    ok: u64,
+    wrong: u64,
+    lost: u64,
+    first_wrong: Option<String>,
+    /// Of the right answers, in nanoseconds.
+    latencies: Vec<u64>,
+    elapsed: Duration,
+}
+
+impl Round {
+    fn merge(&mut self, other: Round) {
+        self.ok += other.ok;
+        self.wrong += other.wrong;
+        self.lost += other.lost;
+        if self.first_wrong.is_none() {
+            self.first_wrong = other.first_wrong;
+        }
+        self.latencies.extend(other.latencies);
+    }
+
+    fn qps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The `q` quantile of the latencies, in microseconds.
+    fn quantile_us(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
+        self.latencies[i - 1] as f64 / 1000.0
+    }
+}
+
+/// One client: asks names from `next` until `end` or `deadline`, each when the previous
+/// answer arrived (or was given up).
+fn client(
+    target: SocketAddr,
+    next: &AtomicU64,
+    end: u64,
+    deadline: Instant,
+) -> anyhow::Result<Round> {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    socket.connect(target)?;
+    socket.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    let mut round = Round::default();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        if n >= end || Instant::now() >= deadline {
+            return Ok(round);
+        }
+        let (name, expect) = name_of(n);
+        let id = n as u16;
+        let query = a_query(id, &name)?;
+        let sent = Instant::now();
+        socket.send(&query)?;
+        loop {
+            let len = match socket.recv(&mut buf) {
+                Ok(len) => len,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    round.lost += 1;
+                    break;
+                }
+                Err(e) => {
+                    round.wrong += 1;
+                    round.first_wrong.get_or_insert(format!("{name}: {e}"));
+                    // A refusal (nobody listening) would spin; give the server a moment.
+                    std::thread::sleep(Duration::from_millis(10));
+                    break;
+                }
+            };
+            let took = sent.elapsed();
+            let reply = match Message::from_vec(&buf[..len]) {
+                Ok(reply) => reply,
+                Err(e) => {
+                    round.wrong += 1;
+                    round
+                        .first_wrong
+                        .get_or_insert(format!("{name}: undecodable answer: {e}"));
+                    break;
+                }
+            };
+            if reply.metadata.id != id {
+                // A late answer to a query given up on: the one awaited may still come.
+                continue;
+            }
+            match wrong(&reply, expect) {
+                None => {
+                    round.ok += 1;
+                    round.latencies.push(took.as_nanos() as u64);
+                }
+                Some(why) => {
+                    round.wrong += 1;
+                    round.first_wrong.get_or_insert(format!("{name}: {why}"));
+                }
+            }
+            break;
+        }
+    }
+}
+
+/// `CLIENTS` clients in the namespace asking `target` at most `queries` fresh names from
+/// `next`, for at most `limit`.
+fn round(
+    netns: &File,
+    target: SocketAddr,
+    next: &AtomicU64,
+    queries: u64,
+    limit: Duration,
+) -> anyhow::Result<Round> {
+    let end = next.load(Ordering::Relaxed) + queries;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let results: Vec<anyhow::Result<Round>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                s.spawn(move || {
+                    enter(netns)?;
+                    client(target, next, end, deadline)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow!("a DNS client thread panicked"))?
+            })
+            .collect()
+    });
+    let mut total = Round {
+        elapsed: started.elapsed(),
+        ..Round::default()
+    };
+    for r in results {
+        total.merge(r?);
+    }
+    total.latencies.sort_unstable();
+    // Names fetched past the end by clients that stopped are never asked; the next round
+    // starts after them.
+    Ok(total)
+}
+
+/// Asks `target` one fresh name until it answers right, for at most `ANSWER_TIMEOUT`.
+fn wait_answering(netns: &File, target: SocketAddr, next: &AtomicU64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let outcome = in_netns(netns, || {
+            client(target, &AtomicU64::new(n), n + 1, deadline)
+        })?;
+        if outcome.ok == 1 {
+            return Ok(());
+        }
+        if started.elapsed() > ANSWER_TIMEOUT {
+            bail!(
+                "{target} gave no right answer within {} s ({})",
+                ANSWER_TIMEOUT.as_secs(),
+                outcome
+                    .first_wrong
+                    .unwrap_or_else(|| "no answer".to_string())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `GET /metrics` from the daemon's metrics listener, in the namespace.
+fn scrape(netns: &File, port: u16) -> anyhow::Result<BTreeMap<String, f64>> {
+    let text = in_netns(netns, || {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .with_context(|| format!("connecting to the metrics listener 127.0.0.1:{port}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    })?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("the metrics listener sent no HTTP response")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        bail!("GET /metrics: {}", head.lines().next().unwrap_or_default());
+    }
+    // Series (name and labels as printed) -> value.
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect())
+}
+
+/// What the insert histogram gained between two scrapes.
+struct Inserts {
+    count: f64,
+    sum: f64,
+    /// (upper bound in seconds, cumulative count), ascending; `+Inf` last.
+    buckets: Vec<(f64, f64)>,
+}
+
+impl Inserts {
+    fn between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Inserts {
+        const NAME: &str = "fwd_dns_insert_seconds";
+        let delta = |series: &str| {
+            after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
+        };
+        let mut buckets: Vec<(f64, f64)> = after
+            .keys()
+            .filter_map(|series| {
+                let le = series
+                    .strip_prefix(NAME)?
+                    .strip_prefix("_bucket{le=\"")?
+                    .strip_suffix("\"}")?;
+                let bound = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((bound, delta(series)))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Inserts {
+            count: delta(&format!("{NAME}_count")),
+            sum: delta(&format!("{NAME}_sum")),
+            buckets,
+        }
+    }
+
+    /// The upper bound of the bucket holding the `q` quantile, as text.
+    fn bound(&self, q: f64) -> String {
+        let want = q * self.count;
+        let mut last_finite = 0.0;
+        for &(le, cumulative) in &self.buckets {
+            if le.is_finite() {
+                if cumulative >= want {
+                    return format!("<= {}", duration(le * 1e6));
+                }
+                last_finite = le;
+            }
+        }
+        format!("> {}", duration(last_finite * 1e6))
+    }
+}
+
+/// The sum over the series of `name` whose labels include `label`.
+fn total(samples: &BTreeMap<String, f64>, name: &str, label: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| {
+            series
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') && rest.contains(label))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Microseconds as text, in µs below 1 ms.
+fn duration(us: f64) -> String {
+    if us.abs() >= 1_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn rate(qps: f64) -> String {
+    if qps >= 1000.0 {
+        format!("{:.1}k", qps / 1000.0)
+    } else {
+        format!("{qps:.0}")
+    }
+}
+
+/// Queries per second and latency through the daemon's DNS proxy against asking its
+/// upstream (dnsmasq) directly, interleaved; and the daemon's answer-to-insert time.
+pub fn dns_bench(root: &Path, fwd_release: &Path, quick: bool) -> anyhow::Result<String> {
+    let (rounds, per_round, limit) = if quick {
+        (3, 5_000, Duration::from_secs(1))
+    } else {
+        (5, 20_000, Duration::from_secs(3))
+    };
+    let policy_dir = root.join("target/bench/policy-dns");
+    let _ = std::fs::remove_dir_all(&policy_dir);
+    std::fs::create_dir_all(&policy_dir)?;
+    std::fs::write(policy_dir.join("bench-dns.toml"), POLICY)?;
+    let scratch = root.join("target/bench/dns");
+    let dns_config = format!("\n[dns]\nlisten = [\"{PROXY}\"]\nupstream = [\"{UPSTREAM}\"]\n");
+    let mut daemon = BenchDaemon::start_with(fwd_release, &scratch, &policy_dir, &dns_config)?;
+    let (ready, _) = daemon.wait_ready()?;
+    let netns_path = daemon.netns_path();
+    let netns = File::open(&netns_path).with_context(|| format!("opening {netns_path}"))?;
+    // Declared after the daemon, so it stops before the namespace goes.
+    let mut dnsmasq = Dnsmasq::start(&netns_path, &scratch.join("dnsmasq.log"))?;
+    eprintln!(
+        "xtask: daemon ready after {:.2} s; {rounds} rounds of at most {per_round} queries or {} s \
+         each way, {CLIENTS} clients",
+        ready.as_secs_f64(),
+        limit.as_secs()
+    );
+    let next = AtomicU64::new(0);
+    wait_answering(&netns, UPSTREAM, &next)
+        .map_err(|e| e.context(format!("dnsmasq's log:\n{}", dnsmasq.log_text())))?;
+    wait_answering(&netns, PROXY, &next)
+        .map_err(|e| e.context(format!("the daemon's log:\n{}", daemon.log_text())))?;
+    // A warm-up each way, not counted.
+    round(&netns, PROXY, &next, 1_000, limit)?;
+    round(&netns, UPSTREAM, &next, 1_000, limit)?;
+
+    let before = scrape(&netns, daemon.metrics_port())?;
+    let (mut proxy_qps, mut proxy_p50, mut proxy_p99) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut direct_qps, mut direct_p50, mut direct_p99) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut wrong, mut lost) = (0, 0);
+    let mut first_wrong = None;
+    let mut proxy_ok = 0;
+    let started = Instant::now();
+    for i in 0..rounds {
+        for (side, target) in [("proxy", PROXY), ("direct", UPSTREAM)] {
+            let r = round(&netns, target, &next, per_round, limit)?;
+            eprintln!(
+                "xtask: dns round {}/{rounds} {side}: {} answers in {:.2} s, {} qps, p50 {}, p99 {}{}",
+                i + 1,
+                r.ok,
+                r.elapsed.as_secs_f64(),
+                rate(r.qps()),
+                duration(r.quantile_us(0.5)),
+                duration(r.quantile_us(0.99)),
+                if r.wrong + r.lost > 0 {
+                    format!(", {} wrong, {} unanswered", r.wrong, r.lost)
+                } else {
+                    String::new()
+                }
+            );
+            if r.ok == 0 {
+                bail!(
+                    "no right answer from {side} ({target}): {}",
+                    r.first_wrong
+                        .unwrap_or_else(|| "every query timed out".into())
+                );
+            }
+            let (qps, p50, p99) = if target == PROXY {
+                proxy_ok += r.ok;
+                (&mut proxy_qps, &mut proxy_p50, &mut proxy_p99)
+            } else {
+                (&mut direct_qps, &mut direct_p50, &mut direct_p99)
+            };
+            qps.push(r.qps());
+            p50.push(r.quantile_us(0.5));
+            p99.push(r.quantile_us(0.99));
+            wrong += r.wrong;
+            lost += r.lost;
+            if first_wrong.is_none() {
+                first_wrong = r.first_wrong.map(|w| format!("{side}: {w}"));
+            }
+        }
+        dnsmasq.check_alive()?;
+    }
+    let measured = started.elapsed();
+    let after = scrape(&netns, daemon.metrics_port())?;
+    drop(dnsmasq);
+    drop(daemon);
+    if let Some(w) = first_wrong.filter(|_| wrong > 0) {
+        bail!("{wrong} wrong answers, e.g. {w}");
+    }
+
+    let inserts = Inserts::between(&before, &after);
+    let answers = |result: &str| {
+        let label = format!("result=\"{result}\"");
+        total(&after, "fwd_dns_answers_total", &label)
+            - total(&before, "fwd_dns_answers_total", &label)
+    };
+    let (opened, not_covered) = (answers("opened"), answers("not_covered"));
+    let servfail = total(&after, "fwd_dns_queries_total", "result=\"servfail\"")
+        - total(&before, "fwd_dns_queries_total", "result=\"servfail\"");
+    eprintln!(
+        "xtask: dns bench: {:.1} s measured; the daemon counted {opened} answers opened, \
+         {not_covered} not covered, {servfail} SERVFAIL; {proxy_ok} right answers through \
+         the proxy",
+        measured.as_secs_f64()
+    );
+    let (pq, dq) = (median(&mut proxy_qps), median(&mut direct_qps));
+    let (p50, d50) = (median(&mut proxy_p50), median(&mut direct_p50));
+    let (p99, d99) = (median(&mut proxy_p99), median(&mut direct_p99));
+    let insert = if inserts.count > 0.0 {
+        format!(
+            "answer->insert mean {}, p50 {}, p99 {} ({:.0} answers, {opened:.0} opened)",
+            duration(inserts.sum / inserts.count * 1e6),
+            inserts.bound(0.5),
+            inserts.bound(0.99),
+            inserts.count
+        )
+    } else {
+        "answer->insert: fwd_dns_insert_seconds did not count (not exported by this fwd?)"
+            .to_string()
+    };
+    let signed = |us: f64| {
+        if us >= 0.0 {
+            format!("+{}", duration(us))
+        } else {
+            format!("-{}", duration(-us))
+        }
+    };
+    let mut line = format!(
+        "dns proxy: {CLIENTS} UDP clients, median of {rounds} interleaved rounds: {} qps vs {} \
+         direct to dnsmasq ({:.2}x); p50 {} vs {} ({}), p99 {} vs {} ({}); {insert}",
+        rate(pq),
+        rate(dq),
+        pq / dq,
+        duration(p50),
+        duration(d50),
+        signed(p50 - d50),
+        duration(p99),
+        duration(d99),
+        signed(p99 - d99),
+    );
+    if lost > 0 || servfail > 0.0 {
+        let _ = std::fmt::Write::write_fmt(
+            &mut line,
+            format_args!("; {lost} queries unanswered, {servfail:.0} SERVFAIL"),
+        );
+    }
+    Ok(line)
+}
