@@ -330,7 +330,7 @@ fn home_slot(name: &str) -> u32 {
 pub enum Warning {
     /// A rule opens ports to every address.
     AnyRemote { rule: String, location: Location },
-    /// A rule names hostnames or domains, which only DNS-based enforcement can open.
+    /// A rule names hostnames or domains, which only the DNS proxy can open.
     NeedsDns {
         rule: String,
         names: Vec<String>,
@@ -364,7 +364,7 @@ impl fmt::Display for Warning {
                 location,
             } => write!(
                 f,
-                "{location}: rule `{rule}` names {}; these open nothing until DNS-based enforcement resolves them",
+                "{location}: rule `{rule}` names {}; these open only what fwd's DNS proxy resolves ([dns], docs/dns.md)",
                 names.join(", ")
             ),
             Warning::SingleFamily { vendor, family } => {
@@ -490,7 +490,7 @@ impl<'a> Evaluator<'a> {
         decide(&self.ports, class & !CLASS_AUDIT, probe)
     }
 
-    /// What happens to `probe` sent to a host called `name`, once DNS-based enforcement has
+    /// What happens to `probe` sent to a host called `name`, once the DNS proxy has
     /// learned its address: the domain rules matching the name form its class, as they would
     /// for a learned address that no listed network covers. `probe.remote` is ignored.
     pub fn evaluate_name(&self, name: &str, probe: &Probe) -> Verdict {

@@ -159,13 +159,17 @@ impl Config {
             .collect()
     }
 
-    /// The site's selection, judged on `today`. Local rules are always selected.
+    /// The site's selection, judged on `today`. Local rules and the DNS steering rule are
+    /// always selected.
     pub fn selection(&self, today: Date) -> Selection {
         let mut vendors = self.vendors.clone();
-        if let Some(v) = vendors.as_mut()
-            && !self.local_rules.is_empty()
-        {
-            v.push(LOCAL_VENDOR.to_string());
+        if let Some(v) = vendors.as_mut() {
+            if !self.local_rules.is_empty() {
+                v.push(LOCAL_VENDOR.to_string());
+            }
+            if self.dns.as_ref().is_some_and(|d| d.steer) {
+                v.push(STEER_VENDOR.to_string());
+            }
         }
         Selection {
             today,
@@ -720,6 +724,17 @@ mod tests {
         let err = parse("[dns]\nupstream = [\"192.0.2.53\"]\nlisten = [\"192.0.2.53:53\"]\n")
             .unwrap_err();
         assert!(err.contains("ask itself"), "{err}");
+        // A vendor selection keeps the steering rule.
+        let c = parse(
+            "[[interface]]\nname = \"lan0\"\nmode = \"gateway\"\n[select]\nvendors = [\"whereby\"]\n\
+             [dns]\nupstream = [\"192.0.2.53\"]\nsteer = true\n",
+        )
+        .unwrap();
+        let selection = c.selection(Date::parse("2026-11-21").unwrap());
+        assert_eq!(
+            selection.vendors,
+            Some(vec!["whereby".to_string(), STEER_VENDOR.to_string()])
+        );
         let err = parse("[dns]\nupstream = [\"192.0.2.53\"]\nsteer = true\n").unwrap_err();
         assert!(
             err.contains("needs an [[interface]] with mode = \"gateway\""),

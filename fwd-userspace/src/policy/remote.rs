@@ -12,7 +12,7 @@ pub enum Remote {
     Any,
     /// Networks (a range or a netmask is already its minimal CIDR cover).
     Nets(Vec<IpNet>),
-    /// An exact hostname; only DNS-based enforcement can open it.
+    /// An exact hostname; only the DNS proxy can open it.
     Host(String),
     /// `*.example.com`: any name at any depth below `example.com` (not the apex).
     Wildcard(String),

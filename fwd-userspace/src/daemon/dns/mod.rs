@@ -61,7 +61,7 @@ impl DnsStats {
         let cap_reached = IntCounterVec::new(
             Opts::new(
                 "fwd_dns_cap_reached_total",
-                "Addresses not opened because their name pattern already holds max_addresses.",
+                "Answers in which a name pattern already held max_addresses addresses, so some of their addresses were not opened.",
             ),
             &["pattern"],
         )
