@@ -50,7 +50,8 @@ impl Transport {
     }
 }
 
-/// At most this many client queries are in flight; more are dropped (clients retry).
+/// At most this many UDP queries in flight and TCP clients connected; more are dropped
+/// (clients retry).
 const MAX_IN_FLIGHT: usize = 1024;
 /// A CNAME chain longer than this is not followed further.
 const MAX_CHAIN: usize = 16;
@@ -145,8 +146,14 @@ impl Proxy {
                     continue;
                 }
             };
+            // A TCP client holds a slot while connected, like a UDP query in flight.
+            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                self.stats.query(Transport::Tcp, "dropped");
+                continue;
+            };
             let proxy = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 if let Err(err) = proxy.serve_tcp_client(stream).await {
                     debug!(%err, %client, "DNS proxy: TCP client");
                 }
@@ -373,6 +380,12 @@ fn error_reply(request: &Message, code: ResponseCode) -> Message {
     reply.metadata.recursion_desired = request.metadata.recursion_desired;
     reply.metadata.recursion_available = true;
     reply.add_queries(request.queries.iter().cloned());
+    // A client that spoke EDNS gets an OPT back (RFC 6891).
+    if let Some(edns) = &request.edns {
+        let mut opt = hickory_proto::op::Edns::new();
+        opt.set_max_payload(edns.max_payload().max(512));
+        reply.set_edns(opt);
+    }
     reply
 }
 
