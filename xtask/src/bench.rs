@@ -186,15 +186,36 @@ fn toml_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// Moves the calling thread into the network namespace `netns`.
+pub(crate) fn enter_netns(netns: &std::fs::File) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a valid namespace fd; only the calling thread changes namespace.
+    if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes `cmd` start in the network namespace `netns` (only the network namespace changes,
+/// not the mount namespace, so /sys/fs/bpf stays the host's).
+pub(crate) fn command_in_netns(cmd: &mut Command, netns: std::fs::File) {
+    // SAFETY: setns is async-signal-safe; the closure calls it and reads errno.
+    unsafe {
+        use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+        cmd.pre_exec(move || {
+            if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A free TCP port on the loopback of the network namespace at `netns_path`.
 fn free_port_in(netns_path: &str) -> anyhow::Result<u16> {
     let file = std::fs::File::open(netns_path).with_context(|| format!("opening {netns_path}"))?;
     std::thread::spawn(move || -> anyhow::Result<u16> {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: a valid namespace fd; only this (short-lived) thread changes namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns: {}", std::io::Error::last_os_error());
-        }
+        enter_netns(&file)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         Ok(listener.local_addr()?.port())
     })
@@ -286,17 +307,7 @@ impl BenchDaemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: setns is async-signal-safe; the closure calls it and reads errno. Only the
-        // network namespace changes (not the mount namespace, so /sys/fs/bpf stays the host's).
-        unsafe {
-            use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
-            cmd.pre_exec(move || {
-                if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        command_in_netns(&mut cmd, netns);
         eprintln!(
             "xtask: starting fwd run in the network namespace {name} (log: {})",
             daemon.log.display()

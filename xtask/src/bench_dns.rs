@@ -11,7 +11,6 @@ use std::{
     fs::File,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
@@ -24,7 +23,7 @@ use hickory_proto::{
     rr::{Name, RData, RecordType},
 };
 
-use crate::bench::{BenchDaemon, median};
+use crate::bench::{BenchDaemon, command_in_netns, enter_netns, median};
 
 /// Where the daemon's proxy listens, in the bench namespace.
 const PROXY: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 53), 53));
@@ -65,15 +64,6 @@ ports = [443]
 remote = ["192.0.2.0/24", "2001:db8::/32"]
 "#;
 
-/// Moves the calling thread into the network namespace `netns`.
-fn enter(netns: &File) -> anyhow::Result<()> {
-    // SAFETY: a valid namespace fd; only the calling thread changes namespace.
-    if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Runs `f` on a thread of its own in the network namespace `netns`.
 fn in_netns<T: Send>(
     netns: &File,
@@ -81,7 +71,7 @@ fn in_netns<T: Send>(
 ) -> anyhow::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            enter(netns)?;
+            enter_netns(netns)?;
             f()
         })
         .join()
@@ -124,16 +114,7 @@ impl Dnsmasq {
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
-        // SAFETY: setns is async-signal-safe; the closure calls it and reads errno.
-        unsafe {
-            use std::os::unix::process::CommandExt as _;
-            cmd.pre_exec(move || {
-                if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        command_in_netns(&mut cmd, netns);
         eprintln!(
             "xtask: starting dnsmasq on {UPSTREAM} in the bench namespace (log: {})",
             log.display()
@@ -341,7 +322,7 @@ fn round(
         let handles: Vec<_> = (0..CLIENTS)
             .map(|_| {
                 s.spawn(move || {
-                    enter(netns)?;
+                    enter_netns(netns)?;
                     client(target, next, end, deadline)
                 })
             })

@@ -103,6 +103,14 @@ pub struct Dns {
 pub const STEER_VENDOR: &str = "fwd";
 pub const STEER_RULE: &str = "dns-steer";
 
+impl Dns {
+    /// The keys that take effect only when fwd restarts (the proxy's sockets and the
+    /// steering table are set up at start); the limits apply at a reload.
+    pub fn restart_keys(&self) -> (&[SocketAddr], &[SocketAddr], u64, bool) {
+        (&self.listen, &self.upstream, self.timeout_ms, self.steer)
+    }
+}
+
 pub const DEFAULT_DNS_TIMEOUT_MS: u64 = 2000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +156,15 @@ impl Config {
             .get(vendor)
             .copied()
             .unwrap_or(self.action)
+    }
+
+    /// The names of the interfaces in gateway mode.
+    pub fn gateway_interfaces(&self) -> Vec<&str> {
+        self.interfaces
+            .iter()
+            .filter(|i| i.mode == InterfaceMode::Gateway)
+            .map(|i| i.name.as_str())
+            .collect()
     }
 
     /// Vendors in audit mode while the policy as a whole enforces.

@@ -100,25 +100,16 @@ impl Daemon {
                 config.metrics_listen != self.config.metrics_listen,
                 "[metrics] listen",
             ),
+            (
+                config.dns.as_ref().map(config::Dns::restart_keys)
+                    != self.config.dns.as_ref().map(config::Dns::restart_keys),
+                "[dns] listen, upstream, timeout_ms or steer",
+            ),
         ];
         for (changed, key) in restart_needed {
             if changed {
                 warn!("{key} changed: it takes effect when fwd restarts");
             }
-        }
-        if config
-            .dns
-            .as_ref()
-            .map(|d| (&d.listen, d.steer, &d.upstream, d.timeout_ms))
-            != self
-                .config
-                .dns
-                .as_ref()
-                .map(|d| (&d.listen, d.steer, &d.upstream, d.timeout_ms))
-        {
-            warn!(
-                "[dns] listen, upstream, timeout_ms or steer changed: they take effect when fwd restarts"
-            );
         }
         let generation = self.generation.wrapping_add(1).max(1);
         // Learned names are judged again under the new rules; the table changes only if
@@ -338,11 +329,7 @@ fn exemptions(config: &Config) -> Vec<ipnet::IpNet> {
     {
         exempt.extend(d.upstream.iter().map(|u| ipnet::IpNet::from(u.ip())));
     }
-    if config
-        .interfaces
-        .iter()
-        .any(|i| i.mode == InterfaceMode::Gateway)
-    {
+    if !config.gateway_interfaces().is_empty() {
         exempt.extend(own_addresses());
     }
     exempt
@@ -517,12 +504,7 @@ fn dns_listen(config: &Config, d: &config::Dns) -> Vec<std::net::SocketAddr> {
     if !d.listen.is_empty() {
         return d.listen.clone();
     }
-    let gateways: Vec<&str> = config
-        .interfaces
-        .iter()
-        .filter(|i| i.mode == InterfaceMode::Gateway)
-        .map(|i| i.name.as_str())
-        .collect();
+    let gateways = config.gateway_interfaces();
     if gateways.is_empty() {
         return vec![(std::net::Ipv4Addr::new(127, 0, 0, 53), 53).into()];
     }
@@ -558,12 +540,7 @@ async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow:
     ));
     proxy.serve(&listen).await?;
     if d.steer {
-        let gateways: Vec<String> = config
-            .interfaces
-            .iter()
-            .filter(|i| i.mode == InterfaceMode::Gateway)
-            .map(|i| i.name.clone())
-            .collect();
+        let gateways = config.gateway_interfaces();
         let port = listen.first().map_or(53, std::net::SocketAddr::port);
         dns::steer::install(&gateways, port)?;
         info!(

@@ -312,13 +312,8 @@ impl Proxy {
                 Ok(Err(e)) => return Err(fail(format!("receiving: {e}"))),
                 Ok(Ok(n)) => n,
             };
-            match Message::from_vec(&buf[..n]) {
-                Ok(reply) if answers(&reply, id, request) => return Ok(reply),
-                _ => {
-                    // Not the answer to this query (wrong ID or question, or garbage):
-                    // ignored, and the real one is still awaited.
-                    self.stats.answer("mismatch");
-                }
+            if let Some(reply) = self.reply_to(&buf[..n], id, request) {
+                return Ok(reply);
             }
         }
     }
@@ -347,9 +342,21 @@ impl Proxy {
                 .map_err(timed_out)?
                 .map_err(|e| fail(format!("receiving over TCP: {e}")))?
                 .ok_or_else(|| fail("closed the TCP connection without an answer".into()))?;
-            match Message::from_vec(&reply) {
-                Ok(reply) if answers(&reply, id, request) => return Ok(reply),
-                _ => self.stats.answer("mismatch"),
+            if let Some(reply) = self.reply_to(&reply, id, request) {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// `bytes` decoded if they answer the query sent with `id` for `request`. Anything else
+    /// (wrong ID or question, or garbage) is counted and ignored; the real answer is still
+    /// awaited.
+    fn reply_to(&self, bytes: &[u8], id: u16, request: &Message) -> Option<Message> {
+        match Message::from_vec(bytes) {
+            Ok(reply) if answers(&reply, id, request) => Some(reply),
+            _ => {
+                self.stats.answer("mismatch");
+                None
             }
         }
     }

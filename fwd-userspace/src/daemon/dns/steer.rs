@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 pub const TABLE: &str = "fwd_dns";
 
 /// The ruleset for `interfaces`, redirecting to `port`.
-pub fn ruleset(interfaces: &[String], port: u16) -> String {
+pub fn ruleset(interfaces: &[&str], port: u16) -> String {
     let names = interfaces
         .iter()
         .map(|i| format!("\"{i}\""))
@@ -59,7 +59,7 @@ fn nft(input: &str) -> anyhow::Result<()> {
 }
 
 /// Puts the steering table in place (replacing an earlier one).
-pub fn install(interfaces: &[String], port: u16) -> anyhow::Result<()> {
+pub fn install(interfaces: &[&str], port: u16) -> anyhow::Result<()> {
     nft(&ruleset(interfaces, port))
 }
 
@@ -74,7 +74,7 @@ mod tests {
 
     #[test]
     fn the_ruleset_redirects_both_protocols_on_each_interface() {
-        let text = ruleset(&["lan0".into(), "lan1".into()], 53);
+        let text = ruleset(&["lan0", "lan1"], 53);
         assert!(text.starts_with("table inet fwd_dns\ndelete table inet fwd_dns\n"));
         assert!(text.contains("iifname { \"lan0\", \"lan1\" } udp dport 53 redirect to :53"));
         assert!(text.contains("iifname { \"lan0\", \"lan1\" } tcp dport 53 redirect to :53"));
