@@ -13,9 +13,9 @@ use crate::{
     compile::{Compiled, Evaluator, Probe, Selection, Verdict, compile},
     daemon::{
         self,
-        config::{Config, DEFAULT_CONFIG, DEFAULT_POLICY_DIR},
+        config::{Action, Config, DEFAULT_CONFIG, DEFAULT_POLICY_DIR, InterfaceMode},
     },
-    lab, policy,
+    export, lab, policy,
     policy::{Date, Direction},
 };
 
@@ -53,6 +53,10 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         #[command(subcommand)]
         packet: ExplainPacket,
     },
+    /// Write the compiled policy in another firewall's language (nftables), for machines that
+    /// enforce without fwd's programs.
+    #[command(subcommand)]
+    Export(ExportFormat),
     /// Turn a vendor-published address list (one prefix per line, or AWS ip-ranges.json) into
     /// a policy file that records where it came from.
     Import(Box<crate::import::ImportArgs>),
@@ -136,6 +140,53 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
     Lab(lab::LabArgs),
 }
 
+#[derive(Subcommand, Debug)]
+enum ExportFormat {
+    /// An `nft -f` script giving fwd's verdicts: one `table inet` that loading replaces in
+    /// one transaction.
+    #[command(
+        long_about = "Writes the compiled policy as an nftables script (`nft -f`) that gives the \
+same verdicts as fwd's kernel programs wherever nftables can: one `table inet NAME` holding an \
+interval map from remote address to the chain of its class, one chain per class with a rule \
+per protocol and port range (each counting on a named counter `vendor/rule`), conntrack for \
+return traffic, and fwd's exemptions, audit vendors and default action. Loading the script \
+replaces the table in one transaction, so a new export takes over from the old one without a \
+gap. What nftables cannot do as fwd does (domain rules, fragments, counters of replies, ...) \
+is listed at the top of the script and printed as warnings.\n\n\
+Hooks come from the config's [[interface]]s: a gateway's LAN interface is filtered in the \
+forward hook (what comes from it is egress, what goes into it ingress); a host's uplink in \
+output and input (and forward, out of and into it). Without --config, or with a config \
+without [[interface]], the script assumes a host: its own traffic on every interface but lo \
+is filtered (output as egress, input as ingress), and forwarded traffic is not. Exemptions \
+come from the config's `exempt`; a gateway's own addresses need none, since traffic to and \
+from the gateway itself never takes the forward hook.",
+        after_help = "Exit status: 0 written; 2 bad input (printed as file:line:col) or an \
+output that cannot be written.\n\n\
+Examples:\n  \
+fwd export nftables --config /etc/fwd/fwd.toml > fwd.nft && nft -c -f fwd.nft\n  \
+fwd export nftables --config /etc/fwd/fwd.toml --output /etc/nftables.d/fwd.nft\n  \
+nft -f /etc/nftables.d/fwd.nft                    # load: replaces table inet fwd_export\n  \
+nft list counter inet fwd_export pexip/general-media\n  \
+nft delete table inet fwd_export                  # remove\n\n\
+See docs/export.md."
+    )]
+    Nftables(NftablesArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct NftablesArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// The nftables table (family inet) the script creates or replaces. Not `fwd`: nft reads
+    /// that as a keyword.
+    #[arg(long, default_value = export::DEFAULT_TABLE)]
+    table: String,
+    /// Write the script to FILE (a temporary file renamed into place, so FILE is never
+    /// half-written) instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
 #[derive(clap::Args, Debug)]
 struct PolicyArgs {
     /// Directory of vendor policy files (default: the config's policy_dir, or /etc/fwd/policies).
@@ -217,6 +268,8 @@ struct Target {
     compiled: Compiled,
     /// One line saying where the policy and the selection came from.
     origin: String,
+    /// The site config, if one was given.
+    config: Option<Config>,
 }
 
 impl PolicyArgs {
@@ -253,6 +306,7 @@ impl PolicyArgs {
             set,
             compiled,
             origin,
+            config,
         })
     }
 }
@@ -273,6 +327,7 @@ pub fn main(cli: Cli) -> ExitCode {
             json,
             packet,
         } => explain(&policy, json, &packet),
+        Command::Export(ExportFormat::Nftables(args)) => export_nftables(&args),
         Command::Import(args) => crate::import::run(&args),
         Command::Run { config } => run(&config),
         Command::Reload {
@@ -465,6 +520,111 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
         }
     }
     Ok(ExitCode::from(if rule.is_some() { 0 } else { 1 }))
+}
+
+fn export_nftables(args: &NftablesArgs) -> anyhow::Result<ExitCode> {
+    export::check_table_name(&args.table).map_err(anyhow::Error::msg)?;
+    let Target {
+        compiled,
+        origin,
+        config,
+        ..
+    } = args.policy.compile()?;
+    let mut hooks = Vec::new();
+    let mut exempt = Vec::new();
+    let mut extra_differences = Vec::new();
+    if let Some(c) = &config {
+        for i in &c.interfaces {
+            export::check_interface_name(&i.name)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", c.file.display()))?;
+            hooks.push(export::Hook {
+                interface: i.name.clone(),
+                mode: match i.mode {
+                    InterfaceMode::Gateway => export::HookMode::Gateway,
+                    InterfaceMode::Host => export::HookMode::Host,
+                },
+            });
+        }
+        // As the daemon's exemptions, less the gateway's own addresses (the forward hook
+        // never sees traffic to or from them).
+        exempt.extend(c.exempt.iter().copied());
+        if let Some(d) = &c.dns {
+            if c.interfaces.iter().any(|i| i.mode == InterfaceMode::Host) {
+                exempt.extend(d.upstream.iter().map(|u| ipnet::IpNet::from(u.ip())));
+            }
+            if d.steer {
+                extra_differences.push(
+                    "[dns] steer: the rule fwd/dns-steer allows DNS (port 53) to any address; the redirect to fwd's proxy (table inet fwd_dns) exists only while fwd runs".to_string(),
+                );
+            }
+        }
+    }
+    let opts = export::NftOptions {
+        table: args.table.clone(),
+        hooks,
+        exempt,
+        audit: config.as_ref().is_some_and(|c| c.action == Action::Audit),
+        live_remote_timeout_s: config
+            .as_ref()
+            .map_or(fwd_common::FwdConfig::DEFAULT_UDP_TIMEOUT_S, |c| {
+                c.flows.udp_timeout_s
+            }),
+        origin,
+        extra_differences,
+    };
+    let image = &compiled.image;
+    for difference in export::differences(image, &opts) {
+        eprintln!("fwd: warning: {difference}");
+    }
+    let (summary, written_to) = match &args.output {
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            let summary = export::write_nftables(&mut out, image, &opts)
+                .map_err(|e| anyhow::anyhow!("writing the script to standard output: {e}"))?;
+            (summary, "standard output".to_string())
+        }
+        Some(path) => (
+            write_atomically(path, |out| export::write_nftables(out, image, &opts))?,
+            path.display().to_string(),
+        ),
+    };
+    eprintln!(
+        "fwd: wrote table inet {} to {written_to}: {} egress ranges (IPv4 {}, IPv6 {}), {} ingress ranges, {} class chains, {} rule counters",
+        opts.table,
+        summary.egress4 + summary.egress6,
+        summary.egress4,
+        summary.egress6,
+        summary.ingress4 + summary.ingress6,
+        summary.class_chains,
+        summary.rule_counters,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `path` through a temporary file next to it, renamed into place when complete.
+fn write_atomically<T>(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<T>,
+) -> anyhow::Result<T> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let temporary = path.with_file_name(name);
+    let result = (|| -> std::io::Result<T> {
+        let file = std::fs::File::create(&temporary)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let value = write(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        Ok(value)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&temporary);
+        anyhow::anyhow!(
+            "cannot write {}: {e}; check that its directory exists and is writable",
+            path.display()
+        )
+    })
 }
 
 fn status(config: &Path, socket: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod compile;
 pub mod daemon;
 pub mod datapath;
+pub mod export;
 pub mod import;
 pub mod lab;
 pub mod policy;
