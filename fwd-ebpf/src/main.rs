@@ -8,6 +8,8 @@
 //!   gateway runs it on its LAN interface's egress (after NAT has been undone, so the
 //!   destination is the LAN host); a host on its uplink's ingress.
 //!
+//! `fwd_xdp_parse` and `fwd_tc_parse` are bench baselines: the same parse, then pass.
+//!
 //! Outbound: exemptions (`EXEMPT4`/`EXEMPT6` on the destination), later fragments (`FRAGS`),
 //! then remote address -> class (`DST4_n`/`DST6_n`) -> (class, direction, protocol, port) ->
 //! rule (`PORTS_n`); an allowed packet records its flow in `FLOWS` and its remote in
@@ -21,6 +23,8 @@
 #![no_main]
 
 mod parse;
+
+use core::hint::black_box;
 
 use aya_ebpf::{
     EbpfContext,
@@ -146,8 +150,10 @@ pub fn fwd_tc_in(ctx: TcContext) -> i32 {
 /// header with extension headers, an ICMP error's quote.
 const TC_PULL_BYTES: u32 = 256;
 
+/// The headers of an skb, pulled into its linear part if they are not there yet, and the
+/// skb's length.
 #[inline(always)]
-fn tc(ctx: &TcContext, inbound: bool) -> i32 {
+fn tc_packet(ctx: &TcContext) -> (Packet, u32) {
     let len = ctx.len();
     // Headers in paged data are pulled into the linear part, only when they are not there:
     // pulling a cloned skb copies it.
@@ -159,9 +165,14 @@ fn tc(ctx: &TcContext, inbound: bool) -> i32 {
     if ((ctx.data_end() - ctx.data()) as u32) < want {
         let _ = ctx.pull_data(want);
     }
+    (Packet::new(ctx.data(), ctx.data_end()), len)
+}
+
+#[inline(always)]
+fn tc(ctx: &TcContext, inbound: bool) -> i32 {
+    let (packet, len) = tc_packet(ctx);
     // SAFETY: the context pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let packet = Packet::new(ctx.data(), ctx.data_end());
     let verdict = process(&packet, inbound, u64::from(len), ifindex);
     if verdict.state_error != 0 {
         log_state_error(ctx, verdict.state_error);
@@ -172,6 +183,36 @@ fn tc(ctx: &TcContext, inbound: bool) -> i32 {
     } else {
         TC_ACT_SHOT as i32
     }
+}
+
+/// Bench only: the parse of `fwd_xdp` into the same scratch memory, then `XDP_PASS`; no
+/// policy lookup, flow, counter or clock. `cargo xtask bench` subtracts its cost from
+/// `fwd_xdp`'s to get the cost of judging and counting. The daemon never loads it.
+#[xdp]
+pub fn fwd_xdp_parse(ctx: XdpContext) -> u32 {
+    parse_only(&Packet::new(ctx.data(), ctx.data_end()));
+    xdp_action::XDP_PASS
+}
+
+/// Bench only: the pull and parse of `fwd_tc_out`, always `TC_ACT_UNSPEC` (see
+/// `fwd_xdp_parse`).
+#[classifier]
+pub fn fwd_tc_parse(ctx: TcContext) -> i32 {
+    parse_only(&tc_packet(&ctx).0);
+    TC_ACT_UNSPEC
+}
+
+/// Parses into this CPU's scratch entry, as `process` does (a stack copy would have to be
+/// zeroed before the call, and `parse_ethernet` zeroes it again), and keeps the result:
+/// `black_box` stops the compiler from dropping a parse whose result nothing reads.
+#[inline(always)]
+fn parse_only(packet: &Packet) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch entry; nothing else uses it during this run.
+    let ip = unsafe { &mut (*scratch).ip };
+    let _ = black_box(parse_ethernet(packet, ip));
 }
 
 /// What the rules say about one packet.

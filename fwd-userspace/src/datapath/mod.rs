@@ -102,6 +102,10 @@ pub mod program {
     pub const TC_OUT: &str = "fwd_tc_out";
     /// TC, inbound (a host's uplink ingress; a gateway's LAN interface egress).
     pub const TC_IN: &str = "fwd_tc_in";
+    /// Bench only, never loaded by the daemon: `XDP_OUT`'s parse alone, always passing.
+    pub const XDP_PARSE: &str = "fwd_xdp_parse";
+    /// Bench only, never loaded by the daemon: `TC_OUT`'s pull and parse alone, always passing.
+    pub const TC_PARSE: &str = "fwd_tc_parse";
 }
 
 /// Load-time sizes, the flow timeouts, and where to pin.
@@ -955,6 +959,38 @@ impl Datapath {
             })?;
         let (action, duration) = test_run(program, name, frame, repeat)?;
         Ok((action as i32, duration))
+    }
+
+    /// Bench only: runs `program::XDP_PARSE` (`xdp`) or `program::TC_PARSE` on one frame
+    /// like `test_run_xdp`: the parse of `fwd_xdp` or `fwd_tc_out`, then pass (no policy
+    /// lookup, flow or counter). Loaded on first use; `load_with` leaves them out, so a
+    /// daemon never loads, attaches or pins them.
+    pub fn test_run_parse_only(
+        &mut self,
+        xdp: bool,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration), DatapathError> {
+        let name = if xdp {
+            program::XDP_PARSE
+        } else {
+            program::TC_PARSE
+        };
+        let prog_err = move |source| DatapathError::Program { name, source };
+        if xdp {
+            let program: &mut Xdp = self.program_mut(name)?.try_into().map_err(prog_err)?;
+            if program.fd().is_err() {
+                program.load().map_err(prog_err)?;
+            }
+            test_run(&*program, name, frame, repeat)
+        } else {
+            let program: &mut SchedClassifier =
+                self.program_mut(name)?.try_into().map_err(prog_err)?;
+            if program.fd().is_err() {
+                program.load().map_err(prog_err)?;
+            }
+            test_run(&*program, name, frame, repeat)
+        }
     }
 
     /// A hash map the programs share (the daemon reads it, the programs write it).
