@@ -9,21 +9,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-/// A small deterministic generator (xorshift64*), so every run measures the same policy.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::{
+    bench_rules::Rng,
+    report::{Goal, Section},
+};
 
 /// Writes `rules` rules with `prefixes` prefixes in all, 3/4 IPv4 and 1/4 IPv6, with a
 /// realistic mix of prefix lengths, into `files` vendor files under `dir`.
@@ -97,7 +86,7 @@ fn measure(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
     Ok((elapsed, usage.ru_maxrss as u64 * 1024))
 }
 
-pub fn compile_bench(root: &Path, fwd_release: &Path, quick: bool) -> anyhow::Result<String> {
+pub fn compile_bench(root: &Path, fwd_release: &Path, quick: bool) -> anyhow::Result<Section> {
     let (prefixes, rules) = if quick {
         (100_000, 1_000)
     } else {
@@ -114,19 +103,38 @@ pub fn compile_bench(root: &Path, fwd_release: &Path, quick: bool) -> anyhow::Re
                 .arg(&dir),
         )?);
     }
-    runs.sort();
-    let (time, _) = runs[runs.len() / 2];
+    let times: Vec<f64> = runs.iter().map(|r| r.0.as_secs_f64()).collect();
     let peak = runs.iter().map(|r| r.1).max().unwrap_or(0);
-    Ok(format!(
-        "compile: fwd check, {prefixes} prefixes (3/4 IPv4, 1/4 IPv6), {rules} port-range rules: \
-         median {:.2} s of 3 (goal <= 2 s), peak RSS {:.0} MiB (goal <= 1024 MiB)",
-        time.as_secs_f64(),
-        peak as f64 / (1024.0 * 1024.0)
-    ))
+    let time = crate::report::median(&times);
+    let mut section = Section::new("compile", "Compile: `fwd check` on a large policy");
+    section
+        .note(format!(
+            "{prefixes} prefixes (3/4 IPv4, 1/4 IPv6, mixed lengths) in {rules} rules with wide port ranges; 3 runs"
+        ))
+        .columns(&["prefixes", "time (median)", "peak RSS"])
+        .row(vec![
+            prefixes.to_string(),
+            format!("{time:.2} s"),
+            format!("{:.0} MiB", mib(peak)),
+        ]);
+    section.goals.push(Goal::new(
+        format!("fwd check on {prefixes} prefixes in at most 2 s"),
+        format!("{time:.2} s"),
+        Some(time <= 2.0),
+    ));
+    section.goals.push(Goal::new(
+        format!("fwd check on {prefixes} prefixes in at most 1 GiB"),
+        format!("{:.0} MiB", mib(peak)),
+        Some(peak <= 1 << 30),
+    ));
+    section.data = serde_json::json!({
+        "prefixes": prefixes, "rules": rules, "seconds": times, "peak_rss_bytes": peak,
+    });
+    Ok(section)
 }
 
 /// Network namespaces and pin directories of bench daemons are named after xtask's pid.
-const BENCH_PREFIX: &str = "fwd-bench-";
+pub(crate) const BENCH_PREFIX: &str = "fwd-bench-";
 
 /// How long a daemon may take to answer `fwd status` after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -168,7 +176,9 @@ pub fn clean_stale_daemons() {
         );
     }
     stale.retain(|name| {
+        // fwd-bench-PID, or fwd-bench-PID-ROLE for the lab's namespaces.
         name.strip_prefix(BENCH_PREFIX)
+            .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok())
             .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
     });
@@ -184,6 +194,30 @@ pub fn clean_stale_daemons() {
 /// Quotes `s` as a TOML basic string.
 fn toml_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// `fwd export nftables --config CONFIG --policies POLICIES`: the nft script it prints.
+pub(crate) fn export_nftables(
+    fwd: &Path,
+    config: &Path,
+    policies: &Path,
+) -> anyhow::Result<String> {
+    let out = Command::new(fwd)
+        .args(["export", "nftables", "--config"])
+        .arg(config)
+        .arg("--policies")
+        .arg(policies)
+        .stdin(Stdio::null())
+        .output()
+        .context("running fwd export nftables")?;
+    if !out.status.success() {
+        bail!(
+            "`fwd export nftables` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout).context("fwd export nftables printed non-UTF-8")
 }
 
 /// Moves the calling thread into the network namespace `netns`.
@@ -458,86 +492,8 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// `fwd reload` of a 100,000-prefix policy in a running daemon: the daemon's own compile,
-/// fill and swap times (medians) and the command's wall time.
-pub fn reload_bench(root: &Path, fwd_release: &Path, quick: bool) -> anyhow::Result<String> {
-    let (prefixes, rules) = (100_000, 1_000);
-    let reloads = if quick { 2 } else { 5 };
-    let dir = root.join("target/bench/policy-100k");
-    eprintln!(
-        "xtask: generating {prefixes} prefixes in {rules} port-range rules for the reload bench"
-    );
-    write_policy(&dir, 10, rules, prefixes)?;
-    let mut daemon = BenchDaemon::start(fwd_release, &root.join("target/bench/reload"), &dir)?;
-    let (ready, _) = daemon.wait_ready()?;
-    eprintln!(
-        "xtask: daemon ready after {:.2} s; {reloads} reloads",
-        ready.as_secs_f64()
-    );
-    let (mut compile, mut fill, mut swap, mut total) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut generation = 0;
-    for i in 0..reloads {
-        let started = Instant::now();
-        let out = daemon.fwd("reload", &["--json"])?;
-        let wall = started.elapsed();
-        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "fwd reload --json printed no JSON reply ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
-        if reply["ok"] != true {
-            bail!("reload {} rejected: {}", i + 1, reply["error"]);
-        }
-        let ms = |key: &str| reply[key].as_f64().unwrap_or(0.0);
-        generation = reply["generation"].as_u64().unwrap_or(0);
-        eprintln!(
-            "xtask: reload {}/{reloads}: generation {generation}, {} rules, compile {:.1} ms, fill {:.1} ms, swap {:.1} ms, total {:.1} ms",
-            i + 1,
-            reply["rules"],
-            ms("compile_ms"),
-            ms("fill_ms"),
-            ms("swap_ms"),
-            wall.as_secs_f64() * 1000.0
-        );
-        compile.push(ms("compile_ms"));
-        fill.push(ms("fill_ms"));
-        swap.push(ms("swap_ms"));
-        total.push(wall.as_secs_f64() * 1000.0);
-    }
-    let (rss, hwm) = daemon.memory()?;
-    drop(daemon);
-    let phases = if compile
-        .iter()
-        .chain(&fill)
-        .chain(&swap)
-        .all(|&ms| ms == 0.0)
-    {
-        "compile/fill/swap not reported by this fwd".to_string()
-    } else {
-        format!(
-            "compile {:.0} ms, fill {:.0} ms, swap {:.0} ms",
-            median(&mut compile),
-            median(&mut fill),
-            median(&mut swap)
-        )
-    };
-    Ok(format!(
-        "reload: fwd reload, {prefixes} prefixes, {rules} rules, median of {reloads}: {phases}, \
-         total {:.0} ms (wall time of `fwd reload`); generation {generation} in force; \
-         start to ready {:.2} s; daemon RSS {:.0} MiB (peak {:.0} MiB)",
-        median(&mut total),
-        ready.as_secs_f64(),
-        mib(rss),
-        mib(hwm)
-    ))
-}
-
 /// The daemon's resident memory, idle, with the bundled policies.
-pub fn memory_bench(root: &Path, fwd_release: &Path) -> anyhow::Result<String> {
+pub fn memory_bench(root: &Path, fwd_release: &Path) -> anyhow::Result<Section> {
     let mut daemon = BenchDaemon::start(
         fwd_release,
         &root.join("target/bench/memory"),
@@ -551,11 +507,23 @@ pub fn memory_bench(root: &Path, fwd_release: &Path) -> anyhow::Result<String> {
     std::thread::sleep(Duration::from_secs(2));
     let (rss, hwm) = daemon.memory()?;
     drop(daemon);
-    Ok(format!(
-        "daemon memory: idle with the bundled policies ({} rules): VmRSS {:.1} MiB, VmHWM {:.1} MiB \
-         (goal < 30 MiB)",
-        status["rules"],
-        mib(rss),
-        mib(hwm)
-    ))
+    let mut section = Section::new("memory", "Daemon memory: idle with the bundled policies");
+    section
+        .note(format!(
+            "fwd run in host mode, {} rules, 2 s after it was ready",
+            status["rules"]
+        ))
+        .columns(&["", "VmRSS", "VmHWM"])
+        .row(vec![
+            "fwd run".into(),
+            format!("{:.1} MiB", mib(rss)),
+            format!("{:.1} MiB", mib(hwm)),
+        ]);
+    section.goals.push(Goal::new(
+        "daemon resident memory under 30 MiB",
+        format!("{:.1} MiB", mib(rss)),
+        Some(rss < 30 << 20),
+    ));
+    section.data = serde_json::json!({ "rss_bytes": rss, "hwm_bytes": hwm });
+    Ok(section)
 }

@@ -486,7 +486,11 @@ fn rate(qps: f64) -> String {
 
 /// Queries per second and latency through the daemon's DNS proxy against asking its
 /// upstream (dnsmasq) directly, interleaved; and the daemon's answer-to-insert time.
-pub fn dns_bench(root: &Path, fwd_release: &Path, quick: bool) -> anyhow::Result<String> {
+pub fn dns_bench(
+    root: &Path,
+    fwd_release: &Path,
+    quick: bool,
+) -> anyhow::Result<crate::report::Section> {
     let (rounds, per_round, limit) = if quick {
         (3, 5_000, Duration::from_secs(1))
     } else {
@@ -612,24 +616,45 @@ pub fn dns_bench(root: &Path, fwd_release: &Path, quick: bool) -> anyhow::Result
             format!("-{}", duration(-us))
         }
     };
-    let mut line = format!(
-        "dns proxy: {CLIENTS} UDP clients, median of {rounds} interleaved rounds: {} qps vs {} \
-         direct to dnsmasq ({:.2}x); p50 {} vs {} ({}), p99 {} vs {} ({}); {insert}",
-        rate(pq),
-        rate(dq),
-        pq / dq,
-        duration(p50),
-        duration(d50),
-        signed(p50 - d50),
-        duration(p99),
-        duration(d99),
-        signed(p99 - d99),
+    let mut section = crate::report::Section::new(
+        "dns",
+        "DNS proxy: fwd's proxy against dnsmasq answering directly",
     );
+    section
+        .note(format!(
+            "{CLIENTS} closed-loop UDP clients, every name new, every 8th not covered by a rule; \
+             median of {rounds} interleaved rounds"
+        ))
+        .note(insert)
+        .columns(&["", "through fwd", "dnsmasq directly", "difference"])
+        .row(vec![
+            "queries per second".into(),
+            rate(pq),
+            rate(dq),
+            crate::report::ratio(pq / dq),
+        ])
+        .row(vec![
+            "p50 latency".into(),
+            duration(p50),
+            duration(d50),
+            signed(p50 - d50),
+        ])
+        .row(vec![
+            "p99 latency".into(),
+            duration(p99),
+            duration(d99),
+            signed(p99 - d99),
+        ]);
     if lost > 0 || servfail > 0.0 {
-        let _ = std::fmt::Write::write_fmt(
-            &mut line,
-            format_args!("; {lost} queries unanswered, {servfail:.0} SERVFAIL"),
-        );
+        section.note(format!("{lost} queries unanswered, {servfail:.0} SERVFAIL"));
     }
-    Ok(line)
+    section.data = serde_json::json!({
+        "qps": {"proxy": proxy_qps, "direct": direct_qps},
+        "p50_us": {"proxy": proxy_p50, "direct": direct_p50},
+        "p99_us": {"proxy": proxy_p99, "direct": direct_p99},
+        "insert_mean_us": if inserts.count > 0.0 { inserts.sum / inserts.count * 1e6 } else { f64::NAN },
+        "unanswered": lost,
+        "servfail": servfail,
+    });
+    Ok(section)
 }

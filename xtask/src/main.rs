@@ -13,7 +13,12 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_dns;
+mod bench_path;
+mod bench_prog;
+mod bench_reload;
+mod bench_rules;
 mod dist;
+mod report;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fwd's development tasks")]
@@ -56,15 +61,28 @@ enum Task {
         #[arg(long, default_value_t = 10_000)]
         rules: usize,
     },
-    /// Print performance figures measured in one run (goals are shown, not asserted).
+    /// Measure fwd side by side with nftables, ipset and iptables (goals shown, not asserted).
     ///
-    /// Policy compile time and memory (`fwd check`); as root also a running daemon's reload
-    /// of 100,000 prefixes (compile, fill, swap) and its idle memory with the bundled
-    /// policies, each daemon in a scratch network namespace that is removed afterwards.
+    /// Prints tables and writes target/bench/results.md and results.json. Sections: policy
+    /// compile time and memory (`fwd check`); as root also the programs' cost per packet
+    /// (BPF_PROG_TEST_RUN, 10 to 1,000,000 prefixes, against a parse-only program); CPU per
+    /// packet and maximum rate through a gateway namespace with no filter, fwd, nftables,
+    /// ipset + iptables and a plain iptables chain; replacing 100,000 and 1,000,000 prefixes
+    /// under load (fwd reload, nft -f, ipset swap) and the packets lost meanwhile; the
+    /// daemon's idle memory; the DNS proxy against dnsmasq. Configurations run interleaved
+    /// (A B A B ...) in one run and figures are medians. Every host is a scratch network
+    /// namespace, removed afterwards. docs/performance.md shows a run and explains the method.
+    #[command(
+        after_help = "Examples:\n  sudo cargo xtask bench --quick\n  sudo cargo xtask bench --only datapath,reload"
+    )]
     Bench {
         /// A smaller, faster version.
         #[arg(long)]
         quick: bool,
+        /// Run only these sections (comma-separated): compile, program, datapath, reload,
+        /// memory, dns.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Build the release fwd and write the installable target/dist/fwd-VERSION-ARCH.tar.gz.
     ///
@@ -93,6 +111,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The DNS tests' and bench's authoritative server; nft for the gateway's DNS steering.
     "dnsmasq-base",
     "nftables",
+    // The bench's comparisons: trafgen (netsniff-ng) generates traffic; ipset and iptables
+    // are the other firewalls measured beside fwd and nftables.
+    "netsniff-ng",
+    "ipset",
+    "iptables",
 ];
 
 /// A cargo-fuzz target of `fwd-userspace/fuzz/`.
@@ -496,45 +519,113 @@ fn fuzz(seconds: u64, only: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_all(quick: bool) -> anyhow::Result<()> {
+/// The bench's sections, in the order they run: id, title, whether it needs root.
+const BENCH_SECTIONS: &[(&str, &str, bool)] = &[
+    ("compile", "Compile", false),
+    ("program", "Program cost", true),
+    ("datapath", "Datapath", true),
+    ("reload", "Reload", true),
+    ("memory", "Daemon memory", true),
+    ("dns", "DNS proxy", true),
+];
+
+fn bench_all(quick: bool, only: &[String]) -> anyhow::Result<()> {
+    if let Some(unknown) = only
+        .iter()
+        .find(|o| !BENCH_SECTIONS.iter().any(|(id, ..)| id == o))
+    {
+        bail!(
+            "--only {unknown}: no such section; the sections are {}",
+            BENCH_SECTIONS
+                .iter()
+                .map(|(id, ..)| *id)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     setup()?;
     let root = workspace_root();
     let fwd = build_fwd_release()?;
-    // Each figure is one line; a bench that cannot run says why on its line, the others
-    // still run, and the exit code says that one failed.
-    let mut lines = vec![bench::compile_bench(&root, &fwd, quick)?];
-    let mut failed = false;
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        lines.push(
-            "reload, daemon memory, dns proxy: skipped (the daemon needs root: network namespaces and BPF)"
-                .to_string(),
-        );
-    } else {
+    let root_user = unsafe { libc::geteuid() } == 0;
+    if root_user {
         bench::clean_stale_daemons();
-        for (name, result) in [
-            ("reload", bench::reload_bench(&root, &fwd, quick)),
-            ("daemon memory", bench::memory_bench(&root, &fwd)),
-            ("dns proxy", bench_dns::dns_bench(&root, &fwd, quick)),
-        ] {
-            match result {
-                Ok(line) => lines.push(line),
-                Err(err) => {
-                    failed = true;
-                    lines.push(format!("{name}: failed: {err:#}"));
-                }
+    }
+    // A section that cannot run says why in its place, the others still run, and the exit
+    // code says that one failed.
+    let mut sections = Vec::new();
+    let mut failed = false;
+    for &(id, title, needs_root) in BENCH_SECTIONS {
+        if !only.is_empty() && !only.iter().any(|o| o == id) {
+            continue;
+        }
+        if needs_root && !root_user {
+            let mut s = report::Section::new(id, title);
+            s.note("not run: needs root (network namespaces and BPF)");
+            sections.push(s);
+            continue;
+        }
+        eprintln!("xtask: bench: {title}");
+        let one = |r: anyhow::Result<report::Section>| r.map(|s| vec![s]);
+        let result = match id {
+            "compile" => one(bench::compile_bench(&root, &fwd, quick)),
+            "program" => bench_prog::program_bench(&root, quick),
+            "datapath" => bench_path::datapath_bench(&root, &fwd, quick),
+            "reload" => one(bench_reload::reload_bench(&root, &fwd, quick)),
+            "memory" => one(bench::memory_bench(&root, &fwd)),
+            "dns" => one(bench_dns::dns_bench(&root, &fwd, quick)),
+            _ => unreachable!("every id of BENCH_SECTIONS is matched"),
+        };
+        match result {
+            Ok(s) => sections.extend(s),
+            Err(err) => {
+                failed = true;
+                eprintln!("xtask: bench {id} failed: {err:#}");
+                sections.push(report::Section::failed(id, title, &err));
             }
         }
     }
-    let report = lines.join("\n");
-    println!("{report}");
+    let header = bench_header(&root, quick);
     let out = root.join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("results.md"), format!("{report}\n"))?;
+    let text = report::write(&out, &header, &sections)?;
+    println!("{text}");
+    eprintln!(
+        "xtask: wrote {} and {}",
+        out.join("results.md").display(),
+        out.join("results.json").display()
+    );
     if failed {
-        bail!("a benchmark could not run; see its line above");
+        bail!("a benchmark could not run; see its section above");
     }
     Ok(())
+}
+
+/// What the figures were measured on and with: command, commit, kernel, CPUs.
+fn bench_header(root: &Path, quick: bool) -> Vec<String> {
+    let commit = output(
+        Command::new("git")
+            .args(["describe", "--always", "--dirty"])
+            .current_dir(root),
+    );
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    vec![
+        format!(
+            "command: cargo xtask bench{}",
+            if quick { " --quick" } else { "" }
+        ),
+        format!("commit: {}", commit.trim()),
+        format!("machine: Linux {}, {cpus} x {cpu}", kernel.trim()),
+        "every comparison runs its configurations interleaved in one invocation; figures are medians".into(),
+    ]
 }
 
 fn lint() -> anyhow::Result<()> {
@@ -591,7 +682,7 @@ fn main() -> ExitCode {
         Task::Test => test(),
         Task::Lint => lint(),
         Task::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
-        Task::Bench { quick } => bench_all(quick),
+        Task::Bench { quick, only } => bench_all(quick, &only),
         Task::Dist => dist::dist(),
         Task::BenchPolicy {
             dir,

@@ -1,0 +1,441 @@
+//! `cargo xtask bench`'s program cost: ns per packet of fwd's XDP and TC programs through
+//! BPF_PROG_TEST_RUN, from 10 to 1,000,000 prefixes, against a baseline that only parses.
+//! The measuring is `fwd-userspace/benches/program_cost.rs` (it needs the library and the
+//! eBPF object); this runs it and turns its JSON into the report's table.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::report::{Goal, Section, median, ratio};
+
+/// Table columns: (title, program, family).
+const COLUMNS: [(&str, &str, &str); 4] = [
+    ("XDP v4", "xdp", "v4"),
+    ("XDP v6", "xdp", "v6"),
+    ("TC v4", "tc", "v4"),
+    ("TC v6", "tc", "v6"),
+];
+
+/// The goal: the cost at the largest policy over the cost at the smallest, at most this.
+const FLAT_RATIO: f64 = 1.5;
+
+/// The largest policy the goal speaks of.
+const GOAL_PREFIXES: u64 = 1_000_000;
+
+/// Runs the bench (release, `cargo bench`), writing its figures to
+/// `target/bench/program_cost.json`, and returns the section made of them.
+pub fn program_bench(root: &Path, quick: bool) -> anyhow::Result<Vec<Section>> {
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    let json_path = out.join("program_cost.json");
+    // A file of an earlier run must not pass for this one's.
+    let _ = std::fs::remove_file(&json_path);
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root).args([
+        "bench",
+        "--package",
+        "fwd-userspace",
+        "--bench",
+        "program_cost",
+        "--",
+    ]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    cmd.arg("--json").arg(&json_path);
+    eprintln!(
+        "xtask: program cost: fwd_xdp and fwd_tc_out against their parse-only baselines{}",
+        if quick { " (quick)" } else { "" }
+    );
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!(
+            "the program cost bench failed ({status}); by hand: cargo bench -p fwd-userspace --bench program_cost -- --json {}",
+            json_path.display()
+        );
+    }
+    let text = std::fs::read_to_string(&json_path)
+        .with_context(|| format!("reading {}", json_path.display()))?;
+    let data: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json_path.display()))?;
+    Ok(vec![section(data, &json_path)?])
+}
+
+/// One measured (program, family, shape, prefixes).
+struct Cell {
+    program: String,
+    family: String,
+    shape: String,
+    prefixes: u64,
+    fwd: f64,
+    baseline: f64,
+    /// With repeat=N on each frame (TC only).
+    repeat_n: Option<(u64, f64)>,
+    /// Interquartile range of fwd's rounds over their median.
+    spread: f64,
+    /// What the policy put in the maps (the bench's `installed`).
+    installed: Value,
+}
+
+/// (third quartile - first quartile) / median.
+fn spread(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    (v[v.len() * 3 / 4] - v[v.len() / 4]) / median(&v)
+}
+
+fn cells(data: &Value) -> anyhow::Result<Vec<Cell>> {
+    let results = data["results"]
+        .as_array()
+        .context("the bench's JSON has no `results`")?;
+    results
+        .iter()
+        .map(|r| {
+            let text = |key: &str| {
+                r[key]
+                    .as_str()
+                    .map(str::to_string)
+                    .with_context(|| format!("a result without `{key}`"))
+            };
+            let number = |v: &Value, key: &str| {
+                v[key]
+                    .as_f64()
+                    .with_context(|| format!("a result without `{key}`"))
+            };
+            let repeat_n = match &r["repeat_n"] {
+                Value::Null => None,
+                n => Some((n["repeat"].as_u64().unwrap_or(0), number(n, "fwd_ns")?)),
+            };
+            Ok(Cell {
+                program: text("program")?,
+                family: text("family")?,
+                shape: text("shape")?,
+                prefixes: r["prefixes"]
+                    .as_u64()
+                    .context("a result without `prefixes`")?,
+                fwd: number(r, "fwd_ns")?,
+                baseline: number(r, "baseline_ns")?,
+                repeat_n,
+                spread: spread(
+                    &r["fwd_rounds"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_f64)
+                        .collect::<Vec<_>>(),
+                ),
+                installed: r["installed"].clone(),
+            })
+        })
+        .collect()
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn section(data: Value, json_path: &Path) -> anyhow::Result<Section> {
+    let cells = cells(&data)?;
+    if cells.is_empty() {
+        bail!("the program cost bench measured nothing");
+    }
+    let mut s = Section::new(
+        "program",
+        "Program cost: fwd_xdp and fwd_tc_out per packet, against a parse-only baseline",
+    );
+    let quick = data["mode"] == "quick";
+    s.note(format!(
+        "BPF_PROG_TEST_RUN on the real programs, repeat=1 on each of {} distinct frames (7/8 \
+         allowed, 1/8 denied, each its own flow); {} rounds interleaving fwd, baseline and the \
+         policy sizes; medians",
+        data["frames"], data["rounds"]
+    ));
+    s.note(
+        "cell: fwd ns/packet (+ fwd minus baseline: classification, lookups, flows, counters); \
+         baseline: fwd_xdp_parse / fwd_tc_parse, the same parse, then pass",
+    );
+    s.note(
+        "each repeat=1 duration holds the kernel's timing overhead, the baseline's too: compare \
+         the differences; fwd/baseline understates fwd's share",
+    );
+    // Why repeat=1 on distinct frames: what one cache-hot frame would have said.
+    if let Some(c) = cells
+        .iter()
+        .filter(|c| c.repeat_n.is_some())
+        .max_by_key(|c| (c.prefixes, c.family == "v4", c.shape == "dense"))
+        && let Some((n, hot)) = c.repeat_n
+    {
+        s.note(format!(
+            "repeat={n} on one frame at a time (cache-hot) would read {} {} {} at {} prefixes as \
+             {hot:.0} ns instead of {:.0} ns",
+            c.program.to_uppercase(),
+            c.family,
+            c.shape,
+            thousands(c.prefixes),
+            c.fwd
+        ));
+    }
+    for skip in data["skipped"].as_array().into_iter().flatten() {
+        let instead = skip["measured_instead"]
+            .as_u64()
+            .map_or(String::new(), |n| {
+                format!("; measured at {} instead", thousands(n))
+            });
+        s.note(format!(
+            "{} {} {}: not installable: {}{instead}",
+            skip["family"].as_str().unwrap_or("?"),
+            skip["shape"].as_str().unwrap_or("?"),
+            thousands(skip["prefixes"].as_u64().unwrap_or(0)),
+            skip["reason"].as_str().unwrap_or("?"),
+        ));
+    }
+    for limit in data["capacity"]["kernel"].as_array().into_iter().flatten() {
+        s.note(format!(
+            "the kernel on one host entry more in a full {} trie ({} {}): {}",
+            limit["family"].as_str().unwrap_or("?"),
+            thousands(limit["capacity"].as_u64().unwrap_or(0)),
+            limit["shape"].as_str().unwrap_or("?"),
+            limit["one_more_host_entry"].as_str().unwrap_or("?"),
+        ));
+    }
+    // What the largest policy of each family took of the maps.
+    for family in ["v4", "v6"] {
+        let Some(c) = cells
+            .iter()
+            .filter(|c| c.family == family)
+            .max_by_key(|c| (c.prefixes, c.installed["port_entries"].as_u64()))
+        else {
+            continue;
+        };
+        let map = if family == "v4" { "DST4" } else { "DST6" };
+        s.note(format!(
+            "largest {family} policy ({} {}): {} of {} {map} entries, {} of {} PORTS entries, {} classes",
+            thousands(c.prefixes),
+            c.shape,
+            thousands(c.installed["address_entries"].as_u64().unwrap_or(0)),
+            thousands(data["capacity"][map].as_u64().unwrap_or(0)),
+            thousands(c.installed["port_entries"].as_u64().unwrap_or(0)),
+            thousands(data["capacity"]["PORTS"].as_u64().unwrap_or(0)),
+            thousands(c.installed["classes"].as_u64().unwrap_or(0)),
+        ));
+    }
+    if let Some(c) = cells
+        .iter()
+        .filter(|c| c.spread.is_finite())
+        .max_by(|a, b| a.spread.total_cmp(&b.spread))
+    {
+        s.note(format!(
+            "noise: the widest interquartile range of a cell's rounds is {:.0}% of its median \
+             ({} {} {} {}); lookups that miss the caches feel the shared machine's load",
+            c.spread * 100.0,
+            c.program.to_uppercase(),
+            c.family,
+            c.shape,
+            thousands(c.prefixes)
+        ));
+    }
+    if quick {
+        s.note("quick: up to 100,000 prefixes and fewer rounds; `cargo xtask bench` measures 1,000,000");
+    }
+    s.note(format!("every round's figures: {}", json_path.display()));
+
+    let mut rows: Vec<(u64, String)> = cells
+        .iter()
+        .map(|c| (c.prefixes, c.shape.clone()))
+        .collect();
+    rows.sort();
+    rows.dedup();
+    let mut columns = vec!["prefixes"];
+    columns.extend(COLUMNS.iter().map(|(title, _, _)| *title));
+    s.columns(&columns);
+    let find = |prefixes: u64, shape: &str, program: &str, family: &str| {
+        cells.iter().find(|c| {
+            c.prefixes == prefixes && c.shape == shape && c.program == program && c.family == family
+        })
+    };
+    for (prefixes, shape) in &rows {
+        let mut row = vec![format!("{} {shape}", thousands(*prefixes))];
+        for (_, program, family) in COLUMNS {
+            row.push(match find(*prefixes, shape, program, family) {
+                Some(c) => format!("{:.0} (+{:.0})", c.fwd, c.fwd - c.baseline),
+                None => "-".into(),
+            });
+        }
+        s.row(row);
+    }
+    let mut baseline_row = vec!["baseline".to_string()];
+    for (_, program, family) in COLUMNS {
+        let values: Vec<f64> = cells
+            .iter()
+            .filter(|c| c.program == program && c.family == family)
+            .map(|c| c.baseline)
+            .collect();
+        baseline_row.push(if values.is_empty() {
+            "-".into()
+        } else {
+            format!("{:.0}", median(&values))
+        });
+    }
+    s.row(baseline_row);
+    s.goals.push(flat_goal(&cells));
+    s.data = data;
+    Ok(s)
+}
+
+/// "Program cost nearly flat from 10 to 1,000,000 prefixes": the largest ratio of the cost
+/// at the largest policy measured to the cost at the smallest, over programs, families and
+/// shapes. Judged only when a policy of `GOAL_PREFIXES` was measured.
+fn flat_goal(cells: &[Cell]) -> Goal {
+    let mut worst: Option<(f64, &Cell, &Cell)> = None;
+    let mut keys: Vec<(&str, &str, &str)> = cells
+        .iter()
+        .map(|c| (c.program.as_str(), c.family.as_str(), c.shape.as_str()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for (program, family, shape) in keys {
+        let of_key = || {
+            cells
+                .iter()
+                .filter(move |c| c.program == program && c.family == family && c.shape == shape)
+        };
+        let (Some(small), Some(large)) = (
+            of_key().min_by_key(|c| c.prefixes),
+            of_key().max_by_key(|c| c.prefixes),
+        ) else {
+            continue;
+        };
+        if small.prefixes == large.prefixes {
+            continue;
+        }
+        let r = large.fwd / small.fwd;
+        if worst.is_none_or(|(w, _, _)| r > w) {
+            worst = Some((r, small, large));
+        }
+    }
+    let text = format!(
+        "program cost nearly flat from 10 to {} prefixes (at most {FLAT_RATIO}x)",
+        thousands(GOAL_PREFIXES)
+    );
+    let Some((r, small, large)) = worst else {
+        return Goal::new(text, "-", None);
+    };
+    let reached = cells.iter().any(|c| c.prefixes >= GOAL_PREFIXES);
+    let figure = format!(
+        "{} ({} {} {}, {} -> {} prefixes)",
+        ratio(r),
+        large.program.to_uppercase(),
+        large.family,
+        large.shape,
+        thousands(small.prefixes),
+        thousands(large.prefixes)
+    );
+    Goal::new(text, figure, reached.then_some(r <= FLAT_RATIO))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn result(program: &str, family: &str, shape: &str, prefixes: u64, fwd: f64) -> Value {
+        json!({
+            "program": program, "family": family, "shape": shape, "prefixes": prefixes,
+            "fwd_ns": fwd, "baseline_ns": 90.0,
+            "repeat_n": if program == "tc" { json!({"repeat": 32, "fwd_ns": fwd / 2.0}) } else { Value::Null },
+        })
+    }
+
+    #[test]
+    fn table_rows_cells_and_goal() {
+        let mut results = Vec::new();
+        for (program, family) in [("xdp", "v4"), ("xdp", "v6"), ("tc", "v4"), ("tc", "v6")] {
+            for shape in ["dense", "mix"] {
+                results.push(result(program, family, shape, 10, 400.0));
+                let (largest, fwd) = if family == "v4" {
+                    (1_000_000, 600.0)
+                } else {
+                    (524_288, 1000.0)
+                };
+                results.push(result(program, family, shape, largest, fwd));
+            }
+        }
+        let data = json!({
+            "mode": "full", "frames": 4096, "rounds": 11, "results": results,
+            "skipped": [{"family": "v6", "shape": "dense", "prefixes": 1_000_000,
+                         "reason": "too many", "measured_instead": 524_288}],
+        });
+        let s = section(data, Path::new("x.json")).unwrap();
+        assert_eq!(
+            s.columns,
+            ["prefixes", "XDP v4", "XDP v6", "TC v4", "TC v6"]
+        );
+        let labels: Vec<&str> = s.rows.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "10 dense",
+                "10 mix",
+                "524,288 dense",
+                "524,288 mix",
+                "1,000,000 dense",
+                "1,000,000 mix",
+                "baseline"
+            ]
+        );
+        assert_eq!(s.rows[0][1], "400 (+310)");
+        assert_eq!(s.rows[2][1], "-");
+        assert_eq!(s.rows[2][2], "1000 (+910)");
+        assert_eq!(s.rows[6][1], "90");
+        let text = s.text();
+        assert!(
+            text.contains(
+                "v6 dense 1,000,000: not installable: too many; measured at 524,288 instead"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("repeat=32 on one frame"), "{text}");
+        let goal = &s.goals[0];
+        assert_eq!(goal.met, Some(false));
+        assert!(
+            goal.figure.starts_with("2.50x (TC v6 dense, 10 -> 524,288"),
+            "{}",
+            goal.figure
+        );
+    }
+
+    #[test]
+    fn goal_not_judged_below_a_million() {
+        let cells = cells(&json!({"results": [
+            result("xdp", "v4", "dense", 10, 400.0),
+            result("xdp", "v4", "dense", 100_000, 500.0),
+        ]}))
+        .unwrap();
+        let goal = flat_goal(&cells);
+        assert_eq!(goal.met, None);
+        assert_eq!(goal.figure, "1.25x (XDP v4 dense, 10 -> 100,000 prefixes)");
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(10), "10");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(524_288), "524,288");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+}
