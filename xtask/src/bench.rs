@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     bench_rules::Rng,
-    report::{Goal, Section},
+    report::{Goal, Section, median},
 };
 
 /// Writes `rules` rules with `prefixes` prefixes in all, 3/4 IPv4 and 1/4 IPv6, with a
@@ -105,7 +105,7 @@ pub fn compile_bench(root: &Path, fwd_release: &Path, quick: bool) -> anyhow::Re
     }
     let times: Vec<f64> = runs.iter().map(|r| r.0.as_secs_f64()).collect();
     let peak = runs.iter().map(|r| r.1).max().unwrap_or(0);
-    let time = crate::report::median(&times);
+    let time = median(&times);
     let mut section = Section::new("compile", "Compile: `fwd check` on a large policy");
     section
         .note(format!(
@@ -475,16 +475,6 @@ impl Drop for BenchDaemon {
         if let Err(err) = ip(&["netns", "delete", &self.netns]) {
             eprintln!("xtask: {err:#}");
         }
-    }
-}
-
-pub(crate) fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 

@@ -23,7 +23,10 @@ use hickory_proto::{
     rr::{Name, RData, RecordType},
 };
 
-use crate::bench::{BenchDaemon, command_in_netns, enter_netns, median};
+use crate::{
+    bench::{BenchDaemon, command_in_netns, enter_netns},
+    report::median,
+};
 
 /// Where the daemon's proxy listens, in the bench namespace.
 const PROXY: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 53), 53));
@@ -594,9 +597,9 @@ pub fn dns_bench(
          the proxy",
         measured.as_secs_f64()
     );
-    let (pq, dq) = (median(&mut proxy_qps), median(&mut direct_qps));
-    let (p50, d50) = (median(&mut proxy_p50), median(&mut direct_p50));
-    let (p99, d99) = (median(&mut proxy_p99), median(&mut direct_p99));
+    let (pq, dq) = (median(&proxy_qps), median(&direct_qps));
+    let (p50, d50) = (median(&proxy_p50), median(&direct_p50));
+    let (p99, d99) = (median(&proxy_p99), median(&direct_p99));
     let insert = if inserts.count > 0.0 {
         format!(
             "answer->insert mean {}, p50 {}, p99 {} ({:.0} answers, {opened:.0} opened)",

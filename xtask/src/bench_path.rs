@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::{
     bench_rules::RuleSet,
-    report::{Goal, Section, interleaved, median, ratio},
+    report::{Goal, Section, interleaved, median, ratio, thousands},
 };
 
 #[path = "bench_traffic.rs"]
@@ -447,10 +447,10 @@ impl Drop for Trafgen {
 
 /// A packet socket on an interface of a namespace: what arrives there, for the verdict
 /// check.
-struct Capture(OwnedFd);
+pub(crate) struct Capture(OwnedFd);
 
 impl Capture {
-    fn open(ns: &Netns, dev: &str) -> anyhow::Result<Capture> {
+    pub(crate) fn open(ns: &Netns, dev: &str) -> anyhow::Result<Capture> {
         let dev = std::ffi::CString::new(dev)?;
         let fd = ns.run(move || -> anyhow::Result<OwnedFd> {
             // ETH_P_ALL: a tap, which sees frames before the sink's ingress hook drops them
@@ -520,21 +520,23 @@ impl Capture {
         Ok(Capture(fd))
     }
 
+    /// The next frame (Ethernet header first), or `None` when none came for 200 ms.
+    pub(crate) fn recv<'a>(&self, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        (n > 0).then(|| &buf[..n as usize])
+    }
+
     /// The flows of every frame received until none came for 200 ms.
     fn drain(&self) -> Vec<Flow> {
         let mut flows = Vec::new();
         let mut buf = [0u8; 2048];
-        loop {
-            // SAFETY: buf is valid for its length.
-            let n =
-                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n <= 0 {
-                return flows;
-            }
-            if let Some(flow) = traffic::parse_frame(&buf[..n as usize]) {
+        while let Some(frame) = self.recv(&mut buf) {
+            if let Some(flow) = traffic::parse_frame(frame) {
                 flows.push(flow);
             }
         }
+        flows
     }
 }
 
@@ -1297,7 +1299,7 @@ fn write_fwd_config(dir: &Path, size_dir: &Path, pins: &Pins) -> anyhow::Result<
 }
 
 /// Runs a command, failing with its stderr.
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -1550,18 +1552,6 @@ fn signed(x: f64) -> String {
     }
 }
 
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// `s` on one line, at most `max` characters.
 fn one_line(s: &str, max: usize) -> String {
     let line = s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -1620,7 +1610,7 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
     for size in sizes {
         let base = medians(size, Filter::None);
         for g in &size.gateways {
-            let label = format!("{} {}", thousands(size.prefixes), g.filter.label());
+            let label = format!("{} {}", thousands(size.prefixes as u64), g.filter.label());
             let added = |x: f64, b: f64| {
                 if g.filter == Filter::None {
                     "-".to_string()
@@ -1666,7 +1656,7 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
             program_cost.push(format!(
                 "{:+.0} ns/packet at {} prefixes",
                 f.allowed - x.allowed,
-                thousands(size.prefixes)
+                thousands(size.prefixes as u64)
             ));
         }
         data.push(json!({
@@ -1707,10 +1697,10 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
         .map(|s| {
             format!(
                 "{} prefixes in {} rules ({} ipset elements, {} concatenated-set elements)",
-                thousands(s.prefixes),
+                thousands(s.prefixes as u64),
                 s.rules,
-                thousands(s.ipset_elements),
-                thousands(s.concat_elements)
+                thousands(s.ipset_elements as u64),
+                thousands(s.concat_elements as u64)
             )
         })
         .collect::<Vec<_>>()
@@ -1745,7 +1735,7 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
         "Lab: client (trafgen) -veth-> gateway (lan0 ... wan0, forwarding) -veth-> vendor (sink). Every configuration has its own three namespaces, set up once per size; only the gateway differs. The sink counts what arrives and drops it in its ingress hook (nft netdev, `meta protocol ip drop`), so the path ends at the vendor's interface.".to_string(),
         format!(
             "Rule set: one IPv4 rule set rendered for each firewall (port ranges of at most 8 ports): {rules_line}. nftables (fwd export) = `fwd export nftables` of fwd's policy; nftables (concatenated set) = one table `{CONCAT_TABLE}` with a single `ipv4_addr . inet_proto . inet_service` interval set matched by `ip daddr . meta l4proto . th dport` (conntrack first, drop last, like the others): nftables refuses overlapping elements in such a set, so the address axis is flattened into disjoint pieces, each with its merged port ranges per protocol (`RuleSet::concat_elements`), what a user writing the set by hand has to do; ipset = hash:net,port + one iptables rule; chain = one iptables rule per (network, protocol, ports), only up to {} triples. iptables is the iptables-nft backend (its rules are nf_tables rules, evaluated one after another). XDP pass is a reference, not a filter: a two-instruction XDP program that passes everything, attached like fwd's.",
-            thousands(CHAIN_MAX_TRIPLES)
+            thousands(CHAIN_MAX_TRIPLES as u64)
         ),
         format!(
             "Traffic: {PACKETS} distinct 62-byte frames (IPv4 UDP datagrams and TCP SYNs, correct checksums, each its own flow), {} allowed, {} denied by address, {} denied by port, shuffled; trafgen (AF_PACKET) sends them round robin from one CPU. The second table uses another {PACKETS} frames, all allowed.",
@@ -1821,7 +1811,7 @@ fn goals(main: &mut Section, sizes: &[SizeResult]) {
     let at = |filter: Filter| largest.and_then(|s| medians(s, filter));
     let (fwd, none, pass) = (at(Filter::Fwd), at(Filter::None), at(Filter::XdpPass));
     let n = largest.map_or(0, |s| s.prefixes);
-    let prefixes = thousands(n);
+    let prefixes = thousands(n as u64);
     let text = format!(
         "fwd CPU per packet within 10% of no filter ({prefixes} prefixes, every packet allowed)"
     );

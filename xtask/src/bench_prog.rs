@@ -8,7 +8,7 @@ use std::{path::Path, process::Command};
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::report::{Goal, Section, median, ratio};
+use crate::report::{Goal, Section, median, ratio, thousands};
 
 /// Table columns: (title, program, family).
 const COLUMNS: [(&str, &str, &str); 4] = [
@@ -136,18 +136,6 @@ fn cells(data: &Value) -> anyhow::Result<Vec<Cell>> {
 }
 
 /// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn section(data: Value, json_path: &Path) -> anyhow::Result<Section> {
     let cells = cells(&data)?;
     if cells.is_empty() {
@@ -429,13 +417,5 @@ mod tests {
         let goal = flat_goal(&cells);
         assert_eq!(goal.met, None);
         assert_eq!(goal.figure, "1.25x (XDP v4 dense, 10 -> 100,000 prefixes)");
-    }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(10), "10");
-        assert_eq!(thousands(1_000), "1,000");
-        assert_eq!(thousands(524_288), "524,288");
-        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 }

@@ -9,7 +9,6 @@
 //! arrives is charged to the firewall whose replacement was under way when it was sent.
 
 use std::{
-    io::Write as _,
     net::{SocketAddrV4, UdpSocket},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -25,6 +24,7 @@ use fwd_lab::{FwdProcess, GATEWAY_LAN_IF, Lab, Netns, Pins};
 use serde_json::json;
 
 use crate::{
+    bench_path::{Capture, output},
     bench_rules::{Proto, Rng, RuleSet},
     report::{Section, median, ratio},
 };
@@ -95,46 +95,9 @@ struct Swap {
     phases: Option<(f64, f64, f64)>,
 }
 
-/// Runs `cmd` with `input` on stdin; fails with its stderr.
-fn run_with_input(cmd: &mut Command, input: &[u8], what: &str) -> anyhow::Result<()> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {what}"))?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(input)
-        .with_context(|| format!("writing to {what}"))?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
+/// Runs `program ARGS` in `ns`, failing with its stderr.
 fn run_in(ns: &Netns, program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = ns
-        .command(program)?
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    output(ns.command(program)?.args(args)).map(drop)
 }
 
 /// The two rule sets the rounds alternate between: `b` is `a` with one more rule, so both
@@ -147,12 +110,12 @@ fn variants(prefixes: usize) -> (RuleSet, RuleSet) {
 }
 
 /// What the three firewalls need for one variant: a fwd policy directory, an nft script and
-/// an ipset restore file (restored under `SET_NEXT`).
+/// an ipset restore file (restored under `SET_NEXT`), each written ahead of the rounds.
 struct Variant {
     policy: PathBuf,
     nft: PathBuf,
     concat: PathBuf,
-    ipset: Vec<u8>,
+    ipset: PathBuf,
     export_s: f64,
 }
 
@@ -170,13 +133,15 @@ fn prepare(
     let script = crate::bench::export_nftables(fwd, config, &policy)?;
     let export_s = started.elapsed().as_secs_f64();
     std::fs::write(&nft, script)?;
+    let ipset = scratch.join(format!("{name}.ipset"));
+    std::fs::write(&ipset, rules.ipset_restore(SET_NEXT))?;
     let concat = scratch.join(format!("{name}-concat.nft"));
     std::fs::write(&concat, rules.nft_concat(CONCAT_TABLE, GATEWAY_LAN_IF))?;
     Ok(Variant {
         policy,
         nft,
         concat,
-        ipset: rules.ipset_restore(SET_NEXT).into_bytes(),
+        ipset,
         export_s,
     })
 }
@@ -213,86 +178,31 @@ fn start_probe(
     })
 }
 
-/// Captures the probe datagrams arriving on `dev` in `ns` (an AF_PACKET socket, so they
-/// are seen whatever their destination address) until `stop`; returns their sequence
-/// numbers.
+/// Captures the probe datagrams arriving on `dev` in `ns` (a packet socket, so they are
+/// seen whatever their destination address) until `stop`; returns their sequence numbers.
 fn start_capture(
     ns: &Netns,
-    dev: &'static str,
+    dev: &str,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<anyhow::Result<Vec<u64>>>>> {
-    ns.spawn(move || -> anyhow::Result<Vec<u64>> {
-        let eth_p_ip = (libc::ETH_P_IP as u16).to_be();
-        // SAFETY: plain socket creation; the fd is owned below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(eth_p_ip)) };
-        if fd < 0 {
-            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh socket we own.
-        let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let name = std::ffi::CString::new(dev)?;
-        // SAFETY: a valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            bail!("no interface {dev}: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: all-zero is a valid sockaddr_ll; the fields are set below.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = eth_p_ip;
-        addr.sll_ifindex = ifindex as i32;
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
-        let rcvbuf: libc::c_int = 16 << 20;
-        // SAFETY: valid pointers and lengths for each option and the address.
-        unsafe {
-            use std::os::fd::AsRawFd as _;
-            let fd = socket.as_raw_fd();
-            if libc::bind(
-                fd,
-                (&raw const addr).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            ) != 0
-            {
-                bail!("binding to {dev}: {}", std::io::Error::last_os_error());
-            }
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const timeout).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&raw const rcvbuf).cast(),
-                std::mem::size_of::<libc::c_int>() as u32,
-            );
-        }
+) -> anyhow::Result<std::thread::JoinHandle<Vec<u64>>> {
+    let capture = Capture::open(ns, dev)?;
+    Ok(std::thread::spawn(move || {
         let mut seqs = Vec::new();
         let mut buf = [0u8; 2048];
         while !stop.load(Ordering::Relaxed) {
-            // SAFETY: buf is valid for its length.
-            let n = unsafe {
-                use std::os::fd::AsRawFd as _;
-                libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-            };
-            if n <= 0 {
-                continue;
-            }
-            if let Some(seq) = probe_seq(&buf[..n as usize]) {
+            // An IPv4 frame: the Ethernet header, then the packet.
+            if let Some(frame) = capture.recv(&mut buf)
+                && frame.get(12..14) == Some(&[0x08, 0x00])
+                && let Some(seq) = probe_seq(&frame[14..])
+            {
                 seqs.push(seq);
             }
         }
-        Ok(seqs)
-    })
+        seqs
+    }))
 }
 
-/// The sequence number of a probe datagram (an IPv4 packet as AF_PACKET/SOCK_DGRAM gives it).
+/// The sequence number of a probe datagram (an IPv4 packet).
 fn probe_seq(packet: &[u8]) -> Option<u64> {
     if packet.len() < 20 || packet[0] >> 4 != 4 || packet[9] != 17 {
         return None;
@@ -406,24 +316,28 @@ fn measure(
         concat_first_load.as_secs_f64()
     );
     let ipset_swap = |v: &Variant| -> anyhow::Result<()> {
-        run_with_input(
-            lab.gateway.command("ipset")?.args(["restore", "-exist"]),
-            &v.ipset,
-            "ipset restore",
+        run_in(
+            &lab.gateway,
+            "ipset",
+            &["restore", "-exist", "-file", &v.ipset.to_string_lossy()],
         )?;
         run_in(&lab.gateway, "ipset", &["swap", SET_NEXT, SET])?;
         run_in(&lab.gateway, "ipset", &["destroy", SET_NEXT])
     };
     // The set the iptables rule names must exist first: restore it under its final name.
-    run_with_input(
-        lab.gateway.command("ipset")?.args(["restore", "-exist"]),
-        a.ipset_restore(SET).as_bytes(),
-        "ipset restore",
+    let first_set = scratch.join("first.ipset");
+    std::fs::write(&first_set, a.ipset_restore(SET))?;
+    run_in(
+        &lab.gateway,
+        "ipset",
+        &["restore", "-exist", "-file", &first_set.to_string_lossy()],
     )?;
-    run_with_input(
-        lab.gateway.command("iptables-restore")?.arg("-w"),
-        a.iptables_restore(GATEWAY_LAN_IF, Some(SET)).as_bytes(),
+    let iptables = scratch.join("iptables.rules");
+    std::fs::write(&iptables, a.iptables_restore(GATEWAY_LAN_IF, Some(SET)))?;
+    run_in(
+        &lab.gateway,
         "iptables-restore",
+        &["-w", &iptables.to_string_lossy()],
     )?;
 
     let mut rng = Rng(0x9e0b);
@@ -503,7 +417,7 @@ fn measure(
     stop_capture.store(true, Ordering::Relaxed);
     let received = capture
         .join()
-        .map_err(|_| anyhow::anyhow!("the capture thread panicked"))???;
+        .map_err(|_| anyhow::anyhow!("the capture thread panicked"))?;
     daemon.stop(Duration::from_secs(15));
     drop(lab);
     drop(pins);

@@ -238,6 +238,19 @@ pub fn ratio(x: f64) -> String {
     }
 }
 
+/// `n` with thousands separators: 1,000,000.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A whole report: the text printed, `results.md` and `results.json` under `out`.
 pub fn write(out: &Path, header: &[String], sections: &[Section]) -> anyhow::Result<String> {
     std::fs::create_dir_all(out)?;
@@ -294,6 +307,14 @@ mod tests {
             [('a', 0), ('b', 0), ('c', 0), ('a', 1), ('b', 1), ('c', 1)]
         );
         assert_eq!(values[1], [98.0, 99.0]);
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(10), "10");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(524_288), "524,288");
+        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 
     #[test]
