@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fwd_common::proto;
 
 use crate::{
-    compile::{Compiled, Evaluator, Probe, Selection, Verdict, compile},
+    compile::{Compiled, DatedRule, Evaluator, Probe, Selection, Verdict, compile},
     daemon::{
         self,
         config::{Action, Config, DEFAULT_CONFIG, DEFAULT_POLICY_DIR, InterfaceMode},
@@ -369,14 +369,30 @@ fn check(args: &PolicyArgs) -> anyhow::Result<ExitCode> {
     } = args.compile()?;
     let image = &compiled.image;
     println!("policies: {origin}");
-    println!("{:<24} {:>6} {:>9}", "vendor", "rules", "compiled");
+    println!(
+        "{:<24} {:>6} {:>9} {:>8} {:>8}",
+        "vendor", "rules", "compiled", "pending", "expired"
+    );
+    let of_vendor = |dated: &[DatedRule], id: &str| {
+        dated
+            .iter()
+            .filter(|d| d.rule.split_once('/').is_some_and(|(v, _)| v == id))
+            .count()
+    };
     for v in &set.vendors {
         let enforced = image
             .rules
             .iter()
             .filter(|r| r.vendor == v.vendor.id)
             .count();
-        println!("{:<24} {:>6} {:>9}", v.vendor.id, v.rules.len(), enforced);
+        println!(
+            "{:<24} {:>6} {:>9} {:>8} {:>8}",
+            v.vendor.id,
+            v.rules.len(),
+            enforced,
+            of_vendor(&compiled.pending, &v.vendor.id),
+            of_vendor(&compiled.expired, &v.vendor.id)
+        );
     }
     println!(
         "compiled: {} rules in {} classes; map entries: dst4 {}, dst6 {}, ports {}",
@@ -389,6 +405,11 @@ fn check(args: &PolicyArgs) -> anyhow::Result<ExitCode> {
     if compiled.unselected > 0 {
         println!("not selected by the config: {} rules", compiled.unselected);
     }
+    println!(
+        "dated: {} pending (enforced from a later day), {} expired (kept for the record, not enforced)",
+        compiled.pending.len(),
+        compiled.expired.len()
+    );
     for p in &compiled.pending {
         println!(
             "pending: {}: rule `{}` is enforced from {}",
@@ -490,13 +511,14 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
                 } else {
                     ""
                 },
-                if let RemoteArg::Name(name) = remote {
-                    format!(
-                        " once fwd's DNS proxy resolves {name} (domain rule: {})",
-                        r.name_pattern(name).unwrap_or_default()
-                    )
-                } else {
-                    String::new()
+                match remote {
+                    RemoteArg::Name(name) => match r.name_pattern(name) {
+                        Some(pattern) => format!(
+                            " once fwd's DNS proxy resolves {name} (domain rule: {pattern})"
+                        ),
+                        None => format!(" to whatever {name} resolves to (remote = \"any\")"),
+                    },
+                    RemoteArg::Address(_) => String::new(),
                 },
                 r.vendor,
                 r.rule,
@@ -514,7 +536,14 @@ fn explain(args: &PolicyArgs, json: bool, packet: &ExplainPacket) -> anyhow::Res
                             "no rule names {remote}; give its address to see whether a listed network covers it"
                         ),
                     },
-                    _ => format!("rules cover {remote}, but none of them this protocol and port"),
+                    _ => match remote {
+                        RemoteArg::Name(name) if compiled.image.rules_naming(name).is_empty() =>
+                            format!(
+                                "no rule names {remote}, and no rule for every address allows this protocol and port; give its address to see whether a listed network covers it"
+                            ),
+                        _ =>
+                            format!("rules cover {remote}, but none of them this protocol and port"),
+                    },
                 }
             ),
         }

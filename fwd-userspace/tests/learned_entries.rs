@@ -218,3 +218,92 @@ fn runtime_classes_open_a_names_rules_and_leave_no_stale_entries() {
     }
     assert!(dp.learned().hosts.is_empty() && dp.learned().classes.is_empty());
 }
+
+/// `fwd explain` of a hostname says what the kernel does once the DNS proxy has learned the
+/// name's address: the answer goes through the proxy's table into the real datapath, and
+/// every probe's kernel verdict matches `evaluate_name` (the `remote = "any"` rules included).
+#[test]
+fn explain_of_a_name_is_what_the_kernel_does_with_its_learned_address() {
+    use fwd::{
+        compile::{Evaluator, Probe, Verdict},
+        daemon::dns::{self, Answer, DnsTable, Limits},
+        policy::{Direction, load_dir},
+    };
+    let set = load_dir(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies"
+    )))
+    .expect("the bundled policies load");
+    let compiled = compile(&set, &Selection::widest(Date::parse("2026-12-01").unwrap())).unwrap();
+    let image = &compiled.image;
+    let mut dp = Datapath::load().expect("loading the programs (needs root)");
+    dp.install(image, 1).unwrap();
+    let mut table = DnsTable::new(Limits::default());
+    let ev = Evaluator::new(image);
+    // A VSee TURN name (a domain rule) and a name no rule names, each answered with an
+    // address no listed network covers.
+    let cases = [
+        ("cl-coturn-ohio01.vsee.com", "203.0.113.50", true),
+        ("meet.example.org", "203.0.113.51", false),
+    ];
+    for (name, addr, named) in cases {
+        let addr: IpAddr = addr.parse().unwrap();
+        let answer = Answer {
+            chain: vec![name.to_string()],
+            addrs: vec![(addr, 300)],
+        };
+        let seen = table.observe(image, &answer, 0);
+        assert_eq!(seen.covered, named, "{name}");
+        dns::apply(&mut dp, &seen.changes).unwrap();
+        let probes = [
+            (false, 1853),
+            (false, 3478),
+            (false, 5000),
+            (false, 6000),
+            (false, 10000),
+            (false, 49152),
+            (true, 80),
+            (true, 443),
+            (true, 3478),
+            (true, 5222),
+            (true, 22),
+            (true, 8080),
+        ];
+        for (is_tcp, port) in probes {
+            let probe = Probe {
+                direction: Direction::Egress,
+                protocol: if is_tcp { 6 } else { 17 },
+                remote: addr,
+                port,
+                local_port: 0,
+            };
+            let frame = frame_of(addr, port, is_tcp);
+            let kernel = dp.test_run_xdp(&frame, 1).unwrap().0;
+            let explained = ev.evaluate_name(name, &probe);
+            let expected = match explained {
+                Verdict::Allow { .. } => XDP_PASS,
+                Verdict::NoAddressMatch | Verdict::NoPortMatch { .. } => XDP_DROP,
+            };
+            assert_eq!(
+                kernel,
+                expected,
+                "{name} ({addr}) {} {port}: explain says {explained:?}",
+                if is_tcp { "tcp" } else { "udp" }
+            );
+        }
+        // The any-address UDP route is what opens udp 5000 for both names.
+        assert!(matches!(
+            ev.evaluate_name(
+                name,
+                &Probe {
+                    direction: Direction::Egress,
+                    protocol: 17,
+                    remote: addr,
+                    port: 5000,
+                    local_port: 0,
+                }
+            ),
+            Verdict::Allow { .. }
+        ));
+    }
+}

@@ -491,14 +491,16 @@ impl<'a> Evaluator<'a> {
     }
 
     /// What happens to `probe` sent to a host called `name`, once the DNS proxy has
-    /// learned its address: the domain rules matching the name form its class, as they would
-    /// for a learned address that no listed network covers. `probe.remote` is ignored.
+    /// learned its address: the domain rules matching the name and the `remote = "any"`
+    /// rules form its class, as they do in the kernel for a learned address that no listed
+    /// network covers (`MapImage::learned_class`; a name no rule names is not learned and
+    /// its address keeps the class of `any`). `probe.remote` is ignored.
     pub fn evaluate_name(&self, name: &str, probe: &Probe) -> Verdict {
         let members: Vec<&RuleInfo> = self
             .image
             .rules
             .iter()
-            .filter(|r| r.matches_name(name))
+            .filter(|r| r.any_remote || r.matches_name(name))
             .collect();
         if members.is_empty() {
             return Verdict::NoAddressMatch;
