@@ -5,17 +5,23 @@
 //! LPM prefix are stored in network byte order (the trie compares bytes most significant first).
 #![cfg_attr(target_arch = "bpf", no_std)]
 
+pub mod tables;
+
 /// Number of policy slots. A reload fills the inactive slot and flips `FwdConfig::active_slot`.
 pub const SLOTS: u32 = 2;
 
-/// Capacity of each IPv4 remote-address trie (per slot).
-pub const DST4_CAPACITY: u32 = 1 << 20;
-/// Capacity of each IPv6 remote-address trie (per slot).
-pub const DST6_CAPACITY: u32 = 1 << 19;
-/// Capacity of each (class, direction, protocol, port) trie (per slot).
-pub const PORTS_CAPACITY: u32 = 1 << 18;
-/// Capacity of the exemption tries (management subnets, the gateway's own addresses).
-pub const EXEMPT_CAPACITY: u32 = 4096;
+/// Default capacity of each slot's IPv4 range table (`RNG4_n`); the daemon sizes it from
+/// the policy at start (`tables::` explains the layout).
+pub const RANGES4_CAPACITY: u32 = 1 << 16;
+/// Default capacity of each slot's IPv6 range table (`RNG6_n`).
+pub const RANGES6_CAPACITY: u32 = 1 << 15;
+/// Default capacity of each slot's class records (`CLASSES_n`), runtime classes included.
+pub const CLASSES_CAPACITY: u32 = 1 << 12;
+/// Default capacity of each slot's port ranges (`PORT_RANGES_n`), runtime classes included.
+pub const PORT_RANGES_CAPACITY: u32 = 1 << 16;
+/// Capacity of each slot's learned host tables (`HOSTS4_n`, `HOSTS6_n`): the DNS proxy's
+/// addresses.
+pub const HOSTS_CAPACITY: u32 = 1 << 16;
 /// Number of rule ids.
 pub const MAX_RULES: u32 = 1 << 16;
 /// Size of `RULE_COUNTERS`: one outbound and one inbound counter per rule id.
@@ -37,9 +43,10 @@ pub const fn rule_counter_index(rule: u32, inbound: bool) -> u32 {
     rule * 2 + inbound as u32
 }
 
-/// Bit of a `DST4`/`DST6` value: the class holds a rule of a vendor in audit mode, so a
-/// packet to it that no rule allows passes as `audit_would_drop`. The class id is the
-/// value without this bit.
+/// Bit of a compiled address entry's class value (`MapImage::dst4`/`dst6`, learned host
+/// values): the class holds a rule of a vendor in audit mode, so a packet to it that no rule
+/// allows passes as `audit_would_drop`. The class id is the value without this bit; the
+/// kernel's tables carry it as `ClassRecord::FLAG_AUDIT`.
 pub const CLASS_AUDIT: u32 = 1 << 31;
 
 /// The `direction` byte of a port key: which way the packet goes, and which port the key holds.
@@ -183,6 +190,26 @@ impl PortVerdict {
     /// The rule's remote is `any`: an ingress match on the other port key that names
     /// addresses takes precedence.
     pub const FLAG_ANY_REMOTE: u32 = 2;
+
+    /// Which of an ingress packet's two matches wins, lower first: a rule that needs no live
+    /// flow beats a `related` one, then a rule naming addresses beats a `remote = "any"`
+    /// one.
+    #[inline(always)]
+    pub const fn ingress_rank(&self) -> u32 {
+        (self.flags & Self::FLAG_RELATED != 0) as u32 * 2
+            + (self.flags & Self::FLAG_ANY_REMOTE != 0) as u32
+    }
+
+    /// The verdict of an ingress packet from its local-port and remote-port matches: the
+    /// better `ingress_rank`, the local-port match on a tie.
+    #[inline(always)]
+    pub fn choose_ingress(local: Option<Self>, remote: Option<Self>) -> Option<Self> {
+        match (local, remote) {
+            (Some(l), Some(r)) if r.ingress_rank() < l.ingress_rank() => Some(r),
+            (Some(l), _) => Some(l),
+            (None, r) => r,
+        }
+    }
 }
 
 /// Packets and bytes of a rule or a reason (one per CPU; userspace sums them).
@@ -211,7 +238,10 @@ pub struct FwdConfig {
     pub udp_timeout_s: u32,
     /// ICMP echo and other protocols' flows, and first-fragment records.
     pub other_timeout_s: u32,
-    pub _pad: u32,
+    /// The policy epoch: a flow entry judged under another epoch is judged again. Every
+    /// change that can narrow what is allowed moves it on (`FwdConfig::next_epoch`). Never 0,
+    /// so entries of an earlier layout (epoch bits 0) are never taken as current.
+    pub epoch: u32,
 }
 
 impl FwdConfig {
@@ -234,6 +264,20 @@ impl FwdConfig {
             _ => self.other_timeout_s,
         }
     }
+
+    /// The epoch after `epoch`: 24 bits (they share `FlowValue::flags`), skipping 0.
+    #[inline(always)]
+    pub const fn next_epoch(epoch: u32) -> u32 {
+        let next = epoch.wrapping_add(1) & FlowValue::EPOCH_MASK;
+        if next == 0 { 1 } else { next }
+    }
+}
+
+/// Whether something last seen at `last_seen_ns` is still live at `now_ns` with a timeout of
+/// `timeout_s` seconds (one definition for the kernel and userspace).
+#[inline(always)]
+pub const fn is_live(now_ns: u64, last_seen_ns: u64, timeout_s: u32) -> bool {
+    now_ns.saturating_sub(last_seen_ns) <= timeout_s as u64 * 1_000_000_000
 }
 
 impl Default for FwdConfig {
@@ -246,7 +290,7 @@ impl Default for FwdConfig {
             tcp_timeout_s: Self::DEFAULT_TCP_TIMEOUT_S,
             udp_timeout_s: Self::DEFAULT_UDP_TIMEOUT_S,
             other_timeout_s: Self::DEFAULT_OTHER_TIMEOUT_S,
-            _pad: 0,
+            epoch: 1,
         }
     }
 }
@@ -309,13 +353,37 @@ pub struct FlowValue {
     pub last_seen_ns: u64,
     /// The rule that allowed the flow; replies count on it.
     pub rule: u32,
-    /// `FlowValue::FLAG_*`.
+    /// `FlowValue::FLAG_*` in the low byte; the policy epoch it was judged under above.
     pub flags: u32,
 }
 
 impl FlowValue {
     /// The flow began inbound (an ingress rule allowed it).
     pub const FLAG_INBOUND: u32 = 1;
+    /// The rule that allowed it is `related`: its packets also need a live remote.
+    pub const FLAG_RELATED: u32 = 2;
+    const EPOCH_SHIFT: u32 = 8;
+    /// The bits of an epoch (`FwdConfig::epoch`).
+    pub const EPOCH_MASK: u32 = (1 << (32 - Self::EPOCH_SHIFT)) - 1;
+
+    /// `flags` of a flow judged under `epoch`.
+    #[inline(always)]
+    pub const fn flags_for(inbound: bool, related: bool, epoch: u32) -> u32 {
+        (inbound as u32 * Self::FLAG_INBOUND)
+            | (related as u32 * Self::FLAG_RELATED)
+            | ((epoch & Self::EPOCH_MASK) << Self::EPOCH_SHIFT)
+    }
+
+    /// The epoch the flow was judged under.
+    #[inline(always)]
+    pub const fn epoch(&self) -> u32 {
+        self.flags >> Self::EPOCH_SHIFT
+    }
+
+    #[inline(always)]
+    pub const fn inbound(&self) -> bool {
+        self.flags & Self::FLAG_INBOUND != 0
+    }
 }
 
 /// Key of the first-fragment table: the datagram's (src, dst, id, protocol).
@@ -385,6 +453,7 @@ const _: () = {
     assert!(core::mem::size_of::<PortVerdict>() == 8);
     assert!(core::mem::size_of::<Counter>() == 16);
     assert!(core::mem::size_of::<FwdConfig>() == 32);
+    assert!(FwdConfig::next_epoch(FlowValue::EPOCH_MASK) == 1);
     assert!(core::mem::size_of::<FlowKey>() == 40);
     assert!(core::mem::size_of::<FlowValue>() == 16);
     assert!(core::mem::size_of::<FragKey>() == 40);

@@ -18,14 +18,13 @@ use std::{
 use anyhow::{Context as _, bail};
 use etherparse::PacketBuilder;
 use fwd::{
-    compile::{Selection, compile},
-    datapath::{Datapath, program},
+    compile::{Selection, compile, tables::SlotTables},
+    datapath::{Datapath, DatapathOptions, TableCapacity, program},
     policy::{
         Date, Direction, Level, Location, PolicySet, PortRange, PortSide, Protocol, Remote, Rule,
         Vendor, VendorPolicy,
     },
 };
-use fwd_common::{DST4_CAPACITY, DST6_CAPACITY};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_json::{Value, json};
 
@@ -52,6 +51,10 @@ const METHOD: &[&str] = &[
      rounds. First a checked pass (every verdict as generated) creates the allowed frames' \
      flows, then one uncounted round lets the flow table recycle its nodes; counted rounds \
      refresh the flows, as established traffic does. The thread stays on one CPU.",
+    "Established flows: the frames as they are, after a checked pass created their flows: an \
+     allowed packet takes the flow fast path (one flow-table lookup, no policy lookup). New \
+     flows: every frame with a source address and port never seen before, so each is judged \
+     by the policy tables and records its flow (the first packet of every connection).",
     "Frames: 7 of 8 allowed (a random address in a random installed prefix, the rule's \
      protocol and a port it allows), 1 of 8 denied (half to addresses no prefix covers, half \
      to an installed address on TCP port 23, which no rule opens). Policies: 100 prefixes \
@@ -91,14 +94,6 @@ impl Family {
             Family::V6 => "v6",
         }
     }
-
-    /// The address trie's capacity (the compiler's check and the map's `max_entries`).
-    fn capacity(self) -> usize {
-        match self {
-            Family::V4 => DST4_CAPACITY as usize,
-            Family::V6 => DST6_CAPACITY as usize,
-        }
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -108,6 +103,10 @@ enum Shape {
     Dense,
     /// The length mix of `cargo xtask bench`'s compile bench (`write_policy`).
     Mix,
+    /// The mix, but IPv4 with 65,536 host prefixes (a whole /16) in one block: the
+    /// direct index's worst chunk. (Every IPv6 policy here sits in 2001:db8::/32, one
+    /// chunk of the index: IPv6 is always this case.)
+    Skew,
 }
 
 impl Shape {
@@ -115,6 +114,7 @@ impl Shape {
         match self {
             Shape::Dense => "dense",
             Shape::Mix => "mix",
+            Shape::Skew => "skew",
         }
     }
 
@@ -122,8 +122,8 @@ impl Shape {
         match (self, family) {
             (Shape::Dense, Family::V4) => &[32],
             (Shape::Dense, Family::V6) => &[128],
-            (Shape::Mix, Family::V4) => &[20, 22, 24, 24, 26, 28, 32, 32, 32],
-            (Shape::Mix, Family::V6) => &[48, 56, 64, 64, 96, 128],
+            (Shape::Mix | Shape::Skew, Family::V4) => &[20, 22, 24, 24, 26, 28, 32, 32, 32],
+            (Shape::Mix | Shape::Skew, Family::V6) => &[48, 56, 64, 64, 96, 128],
         }
     }
 }
@@ -159,6 +159,10 @@ fn denied6() -> Ipv6Net {
     "3fff::/20".parse().expect("valid")
 }
 
+/// The skewed shape's /16 of host prefixes (outside every generated block: blocks avoid it).
+const SKEW_BLOCK: u32 = 0x2d00_0000;
+const SKEW_HOSTS: usize = 1 << 16;
+
 /// A /16 of ordinary unicast space for one rule's IPv4 prefixes (as a vendor's list sits in
 /// its own blocks): not the local network, loopback, link-local, multicast or `denied4`.
 fn block4(rng: &mut Rng) -> u32 {
@@ -168,6 +172,7 @@ fn block4(rng: &mut Rng) -> u32 {
         let reserved = matches!(first, 0 | 10 | 127)
             || first >= 224
             || block >> 16 == 0xa9fe
+            || block == SKEW_BLOCK
             || denied4().contains(&Ipv4Addr::from(block));
         if !reserved {
             return block;
@@ -195,7 +200,17 @@ fn generate(family: Family, shape: Shape, prefixes: usize, rng: &mut Rng) -> Vec
         };
         let block4 = block4(rng);
         let block6 = (0x2001_0db8u128 << 96) | (u128::from(rng.below(1 << 16) as u16) << 80);
+        // Skew: the first 65,536 prefixes are every host of one /16.
+        let skewed = shape == Shape::Skew && family == Family::V4 && r * 100 < SKEW_HOSTS;
         let mut nets = Vec::with_capacity(want);
+        if skewed {
+            for host in (r * 100..(r * 100 + want).min(SKEW_HOSTS)).map(|h| h as u32) {
+                let net = IpNet::V4(Ipv4Net::new((SKEW_BLOCK | host).into(), 32).expect("a host"));
+                if seen.insert(net) {
+                    nets.push(net);
+                }
+            }
+        }
         while nets.len() < want {
             let len = *rng.pick(shape.lengths(family));
             let net = match family {
@@ -281,6 +296,17 @@ fn policy(rules: &[RuleSpec]) -> PolicySet {
 struct Frame {
     bytes: Vec<u8>,
     allowed: bool,
+}
+
+/// Makes `frame` the first packet of a flow never seen before: the low 16 bits of its source
+/// address and its source port become `n`'s (no program checks the checksums).
+fn renew(frame: &mut [u8], family: Family, n: u32) {
+    let (addr_end, l4) = match family {
+        Family::V4 => (14 + 16, 14 + 20),
+        Family::V6 => (14 + 24, 14 + 40),
+    };
+    frame[addr_end - 2..addr_end].copy_from_slice(&((n >> 16) as u16).to_be_bytes());
+    frame[l4..l4 + 2].copy_from_slice(&(n as u16).to_be_bytes());
 }
 
 const SRC_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -397,6 +423,26 @@ fn pass(
     Ok(total / frames.len() as f64)
 }
 
+/// Like `pass`, but every frame is the first packet of a new flow (`renew`, numbered on from
+/// `next_flow`): the cost of judging by the policy and recording the flow.
+fn new_flow_pass(
+    dp: &mut Datapath,
+    hook: Hook,
+    family: Family,
+    frames: &[Frame],
+    next_flow: &mut u32,
+) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    let mut bytes = Vec::new();
+    for f in frames {
+        bytes.clone_from(&f.bytes);
+        renew(&mut bytes, family, *next_flow);
+        *next_flow = next_flow.wrapping_add(1);
+        total += run(dp, hook, false, &bytes, 1)?.1.as_nanos() as f64;
+    }
+    Ok(total / frames.len() as f64)
+}
+
 /// Runs every frame once through every program and checks each verdict: fwd allows exactly
 /// the frames generated as allowed, the baselines pass everything.
 fn warm_up(dp: &mut Datapath, frames: &[Frame]) -> anyhow::Result<()> {
@@ -477,9 +523,19 @@ fn setup(
     };
     let compiled_s = started.elapsed().as_secs_f64();
     let image = &compiled.image;
-    let mut dp = Datapath::load().context("loading the programs (needs root)")?;
+    // Sized as the daemon sizes them, and a flow table that holds every new flow the
+    // rounds make (an LRU table that evicts would measure its eviction too).
+    let sizes = SlotTables::build(image, &[]).sizes();
+    let mut dp = Datapath::load_with(&DatapathOptions {
+        tables: TableCapacity::for_policy(sizes),
+        flow_capacity: 1 << 20,
+        ..DatapathOptions::default()
+    })
+    .context("loading the programs (needs root)")?;
     let started = Instant::now();
-    dp.install(image, 1).context("installing the policy")?;
+    if let Err(err) = dp.install(image, 1) {
+        return Ok(Err(err.to_string()));
+    }
     let installed_s = started.elapsed().as_secs_f64();
     let frames = frames(family, &rules, plan.frames, &mut rng);
     warm_up(&mut dp, &frames)?;
@@ -496,9 +552,13 @@ fn setup(
         "port_entries": image.ports.len(),
         "classes": image.classes,
         "rules": image.rules.len(),
+        "ranges": match family {
+            Family::V4 => sizes.ranges4,
+            Family::V6 => sizes.ranges6,
+        },
+        "port_ranges": sizes.port_ranges,
         "compile_seconds": compiled_s,
         "install_seconds": installed_s,
-        "at_capacity": prefixes == family.capacity(),
     });
     Ok(Ok(Setup {
         prefixes,
@@ -508,12 +568,25 @@ fn setup(
     }))
 }
 
-/// The programs each round runs on each setup, in order: (hook, baseline).
-const ORDER: [(Hook, bool); 4] = [
-    (Hook::Xdp, false),
-    (Hook::Xdp, true),
-    (Hook::Tc, false),
-    (Hook::Tc, true),
+/// What a pass runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// fwd on the frames as they are: after the warm-up, packets of established flows.
+    Established,
+    /// fwd with every frame the first packet of a new flow.
+    NewFlows,
+    /// The parse-only program.
+    Baseline,
+}
+
+/// The passes each round runs on each setup, in order.
+const ORDER: [(Hook, Run); 6] = [
+    (Hook::Xdp, Run::Established),
+    (Hook::Xdp, Run::NewFlows),
+    (Hook::Xdp, Run::Baseline),
+    (Hook::Tc, Run::Established),
+    (Hook::Tc, Run::NewFlows),
+    (Hook::Tc, Run::Baseline),
 ];
 
 /// Measures every setup of one family and shape, interleaved: each round runs every
@@ -528,15 +601,17 @@ fn measure(
     let started = Instant::now();
     // [setup][ORDER index] -> ns per round.
     let mut values = vec![vec![Vec::with_capacity(plan.rounds); ORDER.len()]; setups.len()];
+    // New flows are numbered on across rounds and hooks: none repeats.
+    let mut next_flow = 1u32;
     // Round 0 is not counted: the flow table's first updates after the warm-up take nodes
     // it has never touched; later rounds recycle them, as steady traffic does.
     for round in 0..=plan.rounds {
         // XDP first in even rounds, TC first in odd ones: neither hook always follows the
         // switch from another setup.
         let turn = if round % 2 == 0 {
-            [0, 1, 2, 3]
+            [0, 1, 2, 3, 4, 5]
         } else {
-            [2, 3, 0, 1]
+            [3, 4, 5, 0, 1, 2]
         };
         for (s, setup) in setups.iter_mut().enumerate() {
             // Uncounted: brings this datapath's maps back into the caches the other setups
@@ -545,8 +620,14 @@ fn measure(
             let (first, _) = ORDER[turn[0]];
             pass(&mut setup.dp, first, false, &setup.frames, 1)?;
             for i in turn {
-                let (hook, baseline) = ORDER[i];
-                let ns = pass(&mut setup.dp, hook, baseline, &setup.frames, 1)?;
+                let (hook, what) = ORDER[i];
+                let ns = match what {
+                    Run::Established => pass(&mut setup.dp, hook, false, &setup.frames, 1)?,
+                    Run::Baseline => pass(&mut setup.dp, hook, true, &setup.frames, 1)?,
+                    Run::NewFlows => {
+                        new_flow_pass(&mut setup.dp, hook, family, &setup.frames, &mut next_flow)?
+                    }
+                };
                 if round > 0 {
                     values[s][i].push(ns);
                 }
@@ -579,8 +660,12 @@ fn measure(
     let mut results = Vec::new();
     for (s, setup) in setups.iter().enumerate() {
         for (h, hook) in [Hook::Xdp, Hook::Tc].into_iter().enumerate() {
-            let (fwd, base) = (&values[s][2 * h], &values[s][2 * h + 1]);
-            let (f, b) = (median(fwd), median(base));
+            let (fwd, new, base) = (
+                &values[s][3 * h],
+                &values[s][3 * h + 1],
+                &values[s][3 * h + 2],
+            );
+            let (f, n, b) = (median(fwd), median(new), median(base));
             let mut result = json!({
                 "program": hook.name(),
                 "family": family.name(),
@@ -588,10 +673,13 @@ fn measure(
                 "prefixes": setup.prefixes,
                 "installed": setup.stats,
                 "fwd_ns": f,
+                "new_flow_ns": n,
                 "baseline_ns": b,
                 "difference_ns": f - b,
+                "new_flow_difference_ns": n - b,
                 "ratio": f / b,
                 "fwd_rounds": fwd,
+                "new_flow_rounds": new,
                 "baseline_rounds": base,
             });
             if hook == Hook::Tc && plan.repeat_rounds > 0 {
@@ -607,21 +695,6 @@ fn measure(
         }
     }
     Ok(results)
-}
-
-/// The kernel's answer to one host entry more than the address trie holds (it is full).
-fn one_more_entry(dp: &mut Datapath, family: Family) -> String {
-    let addr = match family {
-        Family::V4 => IpAddr::V4(denied4().network()),
-        Family::V6 => IpAddr::V6(denied6().network()),
-    };
-    match dp.learn(addr, 0) {
-        Ok(()) => {
-            let _ = dp.forget(addr);
-            "accepted".into()
-        }
-        Err(err) => err.to_string(),
-    }
 }
 
 struct Args {
@@ -720,22 +793,13 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut results = Vec::new();
     let mut skipped = Vec::new();
-    // What the kernel says to one entry more than a full address trie holds.
-    let mut limits = Vec::new();
     for family in [Family::V4, Family::V6] {
-        for shape in [Shape::Dense, Shape::Mix] {
+        for shape in [Shape::Dense, Shape::Mix, Shape::Skew] {
             let mut setups = Vec::new();
-            let mut todo = plan.prefixes.clone();
-            let mut i = 0;
-            while i < todo.len() {
-                let prefixes = todo[i];
-                i += 1;
+            for &prefixes in &plan.prefixes {
                 match setup(&plan, family, shape, prefixes)? {
                     Ok(s) => setups.push(s),
                     Err(reason) => {
-                        // Too many for the maps: say why, and measure at what they hold.
-                        let capacity = family.capacity();
-                        let instead = (prefixes > capacity).then_some(capacity);
                         eprintln!(
                             "program_cost: {} {} {prefixes}: not installable: {reason}",
                             family.name(),
@@ -746,25 +810,11 @@ fn main() -> anyhow::Result<()> {
                             "shape": shape.name(),
                             "prefixes": prefixes,
                             "reason": reason,
-                            "measured_instead": instead,
                         }));
-                        if let Some(c) = instead.filter(|c| !todo.contains(c)) {
-                            todo.insert(i, c);
-                        }
                     }
                 }
             }
             results.extend(measure(&plan, family, shape, &mut setups)?);
-            for s in &mut setups {
-                if s.prefixes == family.capacity() {
-                    limits.push(json!({
-                        "family": family.name(),
-                        "shape": shape.name(),
-                        "capacity": s.prefixes,
-                        "one_more_host_entry": one_more_entry(&mut s.dp, family),
-                    }));
-                }
-            }
         }
     }
     let runtime = started.elapsed().as_secs_f64();
@@ -777,12 +827,6 @@ fn main() -> anyhow::Result<()> {
         "method": METHOD,
         "results": results,
         "skipped": skipped,
-        "capacity": {
-            "DST4": DST4_CAPACITY,
-            "DST6": DST6_CAPACITY,
-            "PORTS": fwd_common::PORTS_CAPACITY,
-            "kernel": limits,
-        },
         "runtime_seconds": runtime,
     });
     let text = serde_json::to_string_pretty(&out)?;

@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fwd_common::proto;
 
 use crate::{
-    compile::{Compiled, DatedRule, Evaluator, Probe, Selection, Verdict, compile},
+    compile::{
+        Compiled, DatedRule, Evaluator, Probe, Selection, Verdict, compile, tables::SlotTables,
+    },
     daemon::{
         self,
         config::{Action, Config, DEFAULT_CONFIG, DEFAULT_POLICY_DIR, InterfaceMode},
@@ -394,13 +396,16 @@ fn check(args: &PolicyArgs) -> anyhow::Result<ExitCode> {
             of_vendor(&compiled.expired, &v.vendor.id)
         );
     }
+    let tables = SlotTables::build(image, &[]).sizes();
     println!(
-        "compiled: {} rules in {} classes; map entries: dst4 {}, dst6 {}, ports {}",
+        "compiled: {} rules in {} classes; prefixes: {} IPv4, {} IPv6; kernel tables: {} IPv4 ranges, {} IPv6 ranges, {} port ranges",
         image.rules.len(),
         image.classes,
         image.dst4.len(),
         image.dst6.len(),
-        image.ports.len()
+        tables.ranges4,
+        tables.ranges6,
+        tables.port_ranges
     );
     if compiled.unselected > 0 {
         println!("not selected by the config: {} rules", compiled.unselected);

@@ -91,6 +91,12 @@ fn learned_hosts_are_enforced_carried_over_and_forgotten() {
     // A learned entry over a compiled host prefix wins while learned; forgetting it
     // restores the compiled entry, and forgetting other entries removes them.
     let other_class = u32::MAX >> 1;
+    // A class must be known before a host uses it.
+    assert!(
+        dp.learn("198.51.100.9".parse().unwrap(), other_class)
+            .is_err()
+    );
+    dp.learn_class(other_class, &[]).unwrap();
     dp.learn("198.51.100.9".parse().unwrap(), other_class)
         .unwrap();
     assert_eq!(

@@ -17,6 +17,7 @@
 //!    rule, then the local-port rule wins.
 
 pub mod lpm;
+pub mod tables;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, hash_map::Entry},
@@ -25,12 +26,13 @@ use std::{
     rc::Rc,
 };
 
+use fwd_common::tables::port_verdict;
 use fwd_common::{
-    CLASS_AUDIT, DST4_CAPACITY, DST6_CAPACITY, MAX_RULES, PORTS_CAPACITY, PortKey, PortVerdict,
-    direction, port_range_blocks, proto,
+    CLASS_AUDIT, MAX_RULES, PortKey, PortVerdict, direction, port_range_blocks, proto,
+    tables::{ClassRecord, PortRange as TablePortRange, class},
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use lpm::LpmTable;
+use tables::{SlotTables, class_record};
 
 use crate::policy::{
     Date, Direction, Level, Location, PolicySet, PortRange, PortSide, Protocol, Remote, Rule,
@@ -438,56 +440,31 @@ fn direction_code(d: Direction, side: PortSide) -> u8 {
     }
 }
 
-fn port_key_bits(key: &PortKey) -> u128 {
-    (u128::from(key.class()) << 32)
-        | (u128::from(key.direction) << 24)
-        | (u128::from(key.protocol) << 16)
-        | u128::from(key.port())
-}
-
-/// The compiled tables as lookup structures, evaluated with the kernel's semantics.
+/// The compiled tables as the kernel reads them (`tables::SlotTables`, with the kernel's
+/// search), so what it says is what the kernel does.
 pub struct Evaluator<'a> {
     image: &'a MapImage,
-    dst4: LpmTable<u32>,
-    dst6: LpmTable<u32>,
-    ports: LpmTable<PortVerdict>,
+    tables: SlotTables,
 }
 
 impl<'a> Evaluator<'a> {
     pub fn new(image: &'a MapImage) -> Self {
-        let mut dst4 = LpmTable::new(32);
-        for (net, class) in &image.dst4 {
-            dst4.insert(
-                u128::from(u32::from(net.network())),
-                net.prefix_len(),
-                *class,
-            );
-        }
-        let mut dst6 = LpmTable::new(128);
-        for (net, class) in &image.dst6 {
-            dst6.insert(u128::from(net.network()), net.prefix_len(), *class);
-        }
-        let mut ports = LpmTable::new(64);
-        for e in &image.ports {
-            ports.insert(port_key_bits(&e.key), e.prefix_len as u8, e.verdict);
-        }
         Self {
             image,
-            dst4,
-            dst6,
-            ports,
+            tables: SlotTables::build(image, &[]),
         }
     }
 
     pub fn evaluate(&self, probe: &Probe) -> Verdict {
-        let class = match probe.remote {
-            IpAddr::V4(a) => self.dst4.lookup(u128::from(u32::from(a))),
-            IpAddr::V6(a) => self.dst6.lookup(u128::from(a)),
-        };
-        let Some((_, &class)) = class else {
+        let class = self.tables.lookup_address(probe.remote);
+        let Some(record) = self.tables.classes.get(class as usize) else {
+            debug_assert!(
+                class == class::NONE,
+                "no exemptions in an evaluator's tables"
+            );
             return Verdict::NoAddressMatch;
         };
-        decide(&self.ports, class & !CLASS_AUDIT, probe)
+        decide(record, &self.tables.ports, class, probe)
     }
 
     /// What happens to `probe` sent to a host called `name`, once the DNS proxy has
@@ -507,11 +484,9 @@ impl<'a> Evaluator<'a> {
         }
         let mut entries = Vec::new();
         class_ports(NAME_CLASS, &members, &mut entries);
-        let mut ports = LpmTable::new(64);
-        for e in &entries {
-            ports.insert(port_key_bits(&e.key), e.prefix_len as u8, e.verdict);
-        }
-        decide(&ports, NAME_CLASS, probe)
+        let mut ports = Vec::new();
+        let record = class_record(&entries, false, &mut ports);
+        decide(&record, &ports, NAME_CLASS, probe)
     }
 
     pub fn rule(&self, id: u32) -> Option<&'a RuleInfo> {
@@ -519,44 +494,27 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// The class `evaluate_name` gives the rules matching a name (any value works: the table
-/// holds that class only).
+/// The class `evaluate_name` gives the rules matching a name (any value works: the record
+/// is that class's only).
 const NAME_CLASS: u32 = 0;
 
-/// Which of the two ingress matches wins (lower first): a rule that needs no live flow
-/// beats a `related` one, then a rule naming addresses beats a `remote = "any"` one; on a
-/// tie the local-port rule wins. The kernel ranks the same way.
-fn ingress_rank(v: PortVerdict) -> (bool, bool) {
-    (
-        v.flags & PortVerdict::FLAG_RELATED != 0,
-        v.flags & PortVerdict::FLAG_ANY_REMOTE != 0,
-    )
-}
-
-/// Steps 2 and 3 of the match: `class`'s port entries decide the packet.
-fn decide(ports: &LpmTable<PortVerdict>, class: u32, probe: &Probe) -> Verdict {
-    {
-        let lookup = |dir: u8, port: u16| {
-            let key = PortKey::new(class, dir, probe.protocol, port);
-            ports.lookup(port_key_bits(&key)).map(|(_, v)| *v)
-        };
-        let chosen = match probe.direction {
-            Direction::Egress => lookup(direction::EGRESS, probe.port),
-            // Ingress: both keys; a rule naming addresses beats a `remote = "any"` rule, then
-            // the local-port rule beats the remote-port rule.
-            Direction::Ingress => {
-                let local = lookup(direction::INGRESS_LOCAL_PORT, probe.local_port);
-                let remote = lookup(direction::INGRESS_REMOTE_PORT, probe.port);
-                match (local, remote) {
-                    (Some(l), Some(r)) if ingress_rank(r) < ingress_rank(l) => Some(r),
-                    (l, r) => l.or(r),
-                }
-            }
-        };
-        chosen.map_or(Verdict::NoPortMatch { class }, |v| Verdict::Allow {
-            rule: v.rule,
+/// Steps 2 and 3 of the match: `class`'s record and port ranges decide the packet.
+fn decide(record: &ClassRecord, ports: &[TablePortRange], class: u32, probe: &Probe) -> Verdict {
+    let lookup = |dir: u8, port: u16| {
+        port_verdict(record, dir, probe.protocol, port, |i| {
+            ports.get(i as usize).copied()
         })
-    }
+    };
+    let chosen = match probe.direction {
+        Direction::Egress => lookup(direction::EGRESS, probe.port),
+        Direction::Ingress => PortVerdict::choose_ingress(
+            lookup(direction::INGRESS_LOCAL_PORT, probe.local_port),
+            lookup(direction::INGRESS_REMOTE_PORT, probe.port),
+        ),
+    };
+    chosen.map_or(Verdict::NoPortMatch { class }, |v| Verdict::Allow {
+        rule: v.rule,
+    })
 }
 
 /// A prefix as (network bits left-aligned to the family width, length).
@@ -919,8 +877,6 @@ pub fn compile_with_ids(
     let flat4 = flatten(pairs4, 32, &mut classes);
     let flat6 = flatten(pairs6, 128, &mut classes);
     tracing::debug!(elapsed = ?started.elapsed(), classes = classes.sets.len(), "compile: prefixes flattened");
-    check_capacity("DST4", flat4.len(), DST4_CAPACITY)?;
-    check_capacity("DST6", flat6.len(), DST6_CAPACITY)?;
 
     let mut ports = Vec::new();
     let mut members = Vec::new();
@@ -929,7 +885,6 @@ pub fn compile_with_ids(
         members.extend(set.iter().map(|&i| &infos[i as usize]));
         class_ports(class as u32, &members, &mut ports);
     }
-    check_capacity("PORTS", ports.len(), PORTS_CAPACITY)?;
     tracing::debug!(elapsed = ?started.elapsed(), entries = ports.len(), "compile: port keys built");
 
     let mut owning = vec![false; rules.len()];

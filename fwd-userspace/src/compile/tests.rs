@@ -904,11 +904,9 @@ fn a_related_rule_never_shadows_one_that_needs_no_flow() {
 
 /// The verdict of `probe` against the port entries of one learned class.
 fn decide_learned(learned: &LearnedClass, class: u32, probe: &Probe) -> Verdict {
-    let mut ports = LpmTable::new(64);
-    for e in &learned.ports {
-        ports.insert(port_key_bits(&e.key), e.prefix_len as u8, e.verdict);
-    }
-    decide(&ports, class, probe)
+    let mut ports = Vec::new();
+    let record = class_record(&learned.ports, learned.audit, &mut ports);
+    decide(&record, &ports, class, probe)
 }
 
 #[test]

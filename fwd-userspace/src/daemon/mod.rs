@@ -15,13 +15,13 @@ use std::{
 
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use fwd_common::{DST4_CAPACITY, DST6_CAPACITY, PORTS_CAPACITY};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::{
+    compile::tables::SlotTables,
     compile::{Compiled, RuleIds, compile_with_ids},
-    datapath::{Datapath, DatapathOptions, InstallTimings, own_addresses},
+    datapath::{Datapath, DatapathOptions, InstallTimings, TableCapacity, own_addresses},
     policy,
 };
 use config::{Action, Config, InterfaceMode, OnExit};
@@ -174,12 +174,12 @@ impl Daemon {
                 .collect(),
             pin_dir: self.datapath.pin_dir().map(Path::to_path_buf),
             maps: image
-                .map(|i| {
-                    vec![
-                        ("dst4".to_string(), i.dst4.len(), DST4_CAPACITY),
-                        ("dst6".to_string(), i.dst6.len(), DST6_CAPACITY),
-                        ("ports".to_string(), i.ports.len(), PORTS_CAPACITY),
-                    ]
+                .map(|_| {
+                    self.datapath
+                        .table_fill()
+                        .into_iter()
+                        .map(|(map, used, capacity)| (map.to_string(), used, capacity as u32))
+                        .collect()
                 })
                 .unwrap_or_default(),
             flows_active: self.datapath.flows_active().ok(),
@@ -264,11 +264,12 @@ impl Daemon {
             .datapath
             .rule_counters(image.rules.iter().map(|r| r.id))?;
         let reasons = self.datapath.reason_counters()?;
-        let maps = [
-            ("dst4", image.dst4.len(), DST4_CAPACITY),
-            ("dst6", image.dst6.len(), DST6_CAPACITY),
-            ("ports", image.ports.len(), PORTS_CAPACITY),
-        ];
+        let maps: Vec<(&str, usize, u32)> = self
+            .datapath
+            .table_fill()
+            .into_iter()
+            .map(|(map, used, capacity)| (map, used, capacity as u32))
+            .collect();
         Ok(metrics::render(&metrics::Snapshot {
             rules: &image.rules,
             rule_counters: &rule_counters,
@@ -614,7 +615,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config_path.display()
         );
     }
+    // The tables are preallocated arrays: sized for this policy, with room to grow.
+    let sizes = SlotTables::build(&compiled.image, &exemptions(&config)).sizes();
     let mut datapath = Datapath::load_with(&DatapathOptions {
+        tables: TableCapacity::for_policy(sizes),
         flow_capacity: config.flows.capacity,
         tcp_timeout_s: config.flows.tcp_timeout_s,
         udp_timeout_s: config.flows.udp_timeout_s,

@@ -1,20 +1,19 @@
 //! The only module that talks to the kernel: load, attach, pin, fill, swap, read counters.
 
+mod mmap;
 mod pins;
+mod slots;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader, Pod,
-    maps::{
-        Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
-        lpm_trie::Key,
-    },
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -24,11 +23,12 @@ use aya::{
     util::{KernelVersion, nr_cpus},
 };
 use fwd_common::{
-    Counter, FLOWS_CAPACITY, FlowKey, FlowValue, FwdConfig, PortKey, PortVerdict, Reason,
-    rule_counter_index,
+    Counter, FLOWS_CAPACITY, FlowKey, FlowValue, FwdConfig, Reason, rule_counter_index,
 };
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 pub use pins::Adoption;
+pub use slots::TableCapacity;
+use slots::{SlotMaps, SlotState};
 use tracing::{debug, info, warn};
 
 use crate::compile::{MapImage, PortEntry};
@@ -77,6 +77,16 @@ pub enum DatapathError {
     KernelTooOld { found: String },
     #[error("{}: {what}", path.display())]
     Pin { path: PathBuf, what: String },
+    #[error(
+        "the policy needs {needed} entries in table {map}, which holds {capacity}: the tables are sized when fwd starts, so restart it to size them for this policy"
+    )]
+    Capacity {
+        map: &'static str,
+        needed: usize,
+        capacity: usize,
+    },
+    #[error("class {0} is neither compiled nor learned (learn_class first)")]
+    UnknownClass(u32),
 }
 
 /// The oldest kernel fwd supports (stated in the README).
@@ -116,6 +126,9 @@ pub struct DatapathOptions {
     pub udp_timeout_s: u32,
     pub other_timeout_s: u32,
     pub samples_per_second: u32,
+    /// Entries of each policy slot's tables (`TableCapacity::for_policy` sizes them for a
+    /// policy).
+    pub tables: TableCapacity,
     /// Pin maps, programs and links here (on a bpf filesystem) and adopt what an earlier
     /// run pinned; `None` keeps everything private to this process (tests, benchmarks).
     pub pin_dir: Option<PathBuf>,
@@ -130,6 +143,7 @@ impl Default for DatapathOptions {
             udp_timeout_s: config.udp_timeout_s,
             other_timeout_s: config.other_timeout_s,
             samples_per_second: config.samples_per_second,
+            tables: TableCapacity::default(),
             pin_dir: None,
         }
     }
@@ -201,13 +215,6 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DatapathError {
     move |source| DatapathError::Map { map, source }
 }
 
-/// One policy slot's maps.
-struct Slot {
-    dst4: LpmTrie<MapData, [u8; 4], u32>,
-    dst6: LpmTrie<MapData, [u8; 16], u32>,
-    ports: LpmTrie<MapData, PortKey, PortVerdict>,
-}
-
 /// Counters of one rule, by packet direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleCounters {
@@ -220,19 +227,16 @@ pub struct RuleCounters {
 pub struct Datapath {
     ebpf: Ebpf,
     config: Array<MapData, FwdConfig>,
-    slots: [Slot; 2],
-    exempt4: LpmTrie<MapData, [u8; 4], u32>,
-    exempt6: LpmTrie<MapData, [u8; 16], u32>,
+    slots: [SlotMaps; 2],
+    /// What each slot holds.
+    state: [SlotState; 2],
+    /// Networks that always pass; part of every install's address tables.
+    exemptions: Vec<IpNet>,
+    capacity: TableCapacity,
     rule_counters: PerCpuArray<MapData, Counter>,
     reason_counters: PerCpuArray<MapData, Counter>,
-    /// What each slot holds, so clearing removes exactly that.
-    installed: [Option<MapImage>; 2],
-    /// Slots adopted from pins whose contents no image here records: cleared entry by entry.
-    unknown: [bool; 2],
     active: usize,
     attachments: Vec<Attachment>,
-    /// What each slot holds besides its image: entries learned at run time.
-    learned: [Learned; 2],
     pin_dir: Option<PathBuf>,
     /// The programs' own log records (aya-log), for the daemon to pass to its log.
     logger: Option<ProgramLog>,
@@ -295,15 +299,19 @@ impl Datapath {
         check_kernel()?;
         raise_memlock_limit();
         let flow_capacity = options.flow_capacity.max(1);
+        let mut max_entries = options.tables.max_entries();
+        max_entries.push(("FLOWS", flow_capacity));
         let (pinned_maps, adoption) = match &options.pin_dir {
             Some(dir) => {
                 pins::prepare(dir)?;
-                pins::plan_maps(dir, EBPF_OBJECT, &[("FLOWS", flow_capacity)])?
+                pins::plan_maps(dir, EBPF_OBJECT, &max_entries)?
             }
             None => (Vec::new(), Adoption::default()),
         };
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries("FLOWS", flow_capacity);
+        for (name, entries) in &max_entries {
+            loader.map_max_entries(name, *entries);
+        }
         for (name, path) in &pinned_maps {
             loader.map_pin_path(name.as_str(), path.as_path());
         }
@@ -315,31 +323,18 @@ impl Datapath {
                 None
             }
         };
-        let slots = [
-            Slot {
-                dst4: take(&mut ebpf, "DST4_0")?,
-                dst6: take(&mut ebpf, "DST6_0")?,
-                ports: take(&mut ebpf, "PORTS_0")?,
-            },
-            Slot {
-                dst4: take(&mut ebpf, "DST4_1")?,
-                dst6: take(&mut ebpf, "DST6_1")?,
-                ports: take(&mut ebpf, "PORTS_1")?,
-            },
-        ];
+        let slots = [SlotMaps::take(&mut ebpf, 0)?, SlotMaps::take(&mut ebpf, 1)?];
         let mut datapath = Self {
             config: take(&mut ebpf, "CONFIG")?,
-            exempt4: take(&mut ebpf, "EXEMPT4")?,
-            exempt6: take(&mut ebpf, "EXEMPT6")?,
             rule_counters: take(&mut ebpf, "RULE_COUNTERS")?,
             reason_counters: take(&mut ebpf, "REASON_COUNTERS")?,
             slots,
+            state: [SlotState::default(), SlotState::default()],
+            exemptions: Vec::new(),
+            capacity: options.tables,
             ebpf,
-            installed: [None, None],
-            unknown: [false, false],
             active: 0,
             attachments: Vec::new(),
-            learned: [Learned::default(), Learned::default()],
             pin_dir: options.pin_dir.clone(),
             logger,
             adoption,
@@ -368,9 +363,14 @@ impl Datapath {
                 config = pinned;
                 datapath.adoption.generation = pinned.generation;
                 datapath.active = (pinned.active_slot as usize).min(1);
-                datapath.unknown = [true, true];
+                for state in &mut datapath.state {
+                    state.unknown = true;
+                }
             }
         }
+        // Flows recorded before this load are judged again (an earlier layout's carry no
+        // epoch, and this run's policy is not installed yet).
+        config.epoch = FwdConfig::next_epoch(config.epoch);
         config.tcp_timeout_s = options.tcp_timeout_s;
         config.udp_timeout_s = options.udp_timeout_s;
         config.other_timeout_s = options.other_timeout_s;
@@ -688,17 +688,6 @@ impl Datapath {
         }
     }
 
-    /// Enforce or audit for the whole policy.
-    pub fn set_audit(&mut self, audit: bool) -> Result<(), DatapathError> {
-        let mut config = self.read_config()?;
-        config.mode = if audit {
-            FwdConfig::MODE_AUDIT
-        } else {
-            FwdConfig::MODE_ENFORCE
-        };
-        self.write_config(config)
-    }
-
     fn read_config(&self) -> Result<FwdConfig, DatapathError> {
         self.config.get(&0, 0).map_err(map_err("CONFIG"))
     }
@@ -707,187 +696,12 @@ impl Datapath {
         self.config.set(0, config, 0).map_err(map_err("CONFIG"))
     }
 
-    /// Replaces the exemption tries (addresses that always pass: management, own addresses).
-    /// New entries go in before old ones go out, so an exemption that stays never lapses.
-    pub fn set_exemptions(&mut self, nets: &[IpNet]) -> Result<(), DatapathError> {
-        let v4: BTreeSet<(u32, [u8; 4])> = nets
-            .iter()
-            .filter_map(|n| match n {
-                IpNet::V4(n) => Some((u32::from(n.prefix_len()), n.network().octets())),
-                IpNet::V6(_) => None,
-            })
-            .collect();
-        let v6: BTreeSet<(u32, [u8; 16])> = nets
-            .iter()
-            .filter_map(|n| match n {
-                IpNet::V6(n) => Some((u32::from(n.prefix_len()), n.network().octets())),
-                IpNet::V4(_) => None,
-            })
-            .collect();
-        replace_trie(&mut self.exempt4, &v4, "EXEMPT4")?;
-        replace_trie(&mut self.exempt6, &v6, "EXEMPT6")
-    }
-
-    /// Installs `image` atomically: fill the inactive slot, flip, wait, clear the old one.
-    /// A packet sees either the old policy or the new one, never a mix. Learned entries
-    /// are carried over unchanged; when the new image changes what they should be (other
-    /// rules, other class numbers), use `install_with_learned`.
-    pub fn install(
-        &mut self,
-        image: &MapImage,
-        generation: u32,
-    ) -> Result<InstallTimings, DatapathError> {
-        let learned = self.learned[self.active].clone();
-        self.install_with_learned(image, generation, learned)
-    }
-
-    /// Installs `image` together with the learned entries that go with it, atomically.
-    pub fn install_with_learned(
-        &mut self,
-        image: &MapImage,
-        generation: u32,
-        learned: Learned,
-    ) -> Result<InstallTimings, DatapathError> {
-        let started = Instant::now();
-        // The active slot is free only before the first install of a fresh datapath; an
-        // adopted one is in force and is left alone until the flip.
-        let target = if self.installed[self.active].is_none() && !self.unknown[self.active] {
-            self.active
-        } else {
-            1 - self.active
-        };
-        self.clear_slot(target)?;
-        fill_slot(&mut self.slots[target], image)?;
-        // Port entries before the addresses that use them.
-        for ports in learned.classes.values() {
-            insert_ports(&mut self.slots[target], ports)?;
-        }
-        for (addr, class) in &learned.hosts {
-            insert_host(&mut self.slots[target], *addr, *class)?;
-        }
-        self.learned[target] = learned;
-        self.reset_new_rule_counters(image)?;
-        self.installed[target] = Some(image.clone());
-        let filled = Instant::now();
-        let mut config = self.read_config()?;
-        config.active_slot = target as u32;
-        config.generation = generation;
-        self.write_config(config)?;
-        let previous = self.active;
-        self.active = target;
-        if previous != target {
-            std::thread::sleep(SLOT_GRACE);
-            self.clear_slot(previous)?;
-        }
-        self.adopted_rules = None;
-        Ok(InstallTimings {
-            fill: filled - started,
-            swap: filled.elapsed(),
-        })
-    }
-
-    /// Adds a host entry (a /32 or /128 learned at run time, e.g. from DNS) with a class
-    /// value of the active image, without a recompile. It replaces a compiled entry for the
-    /// same host prefix until `forget`.
-    pub fn learn(&mut self, addr: IpAddr, class: u32) -> Result<(), DatapathError> {
-        if self.installed[self.active].is_some() {
-            insert_host(&mut self.slots[self.active], addr, class)?;
-        }
-        self.learned[self.active].hosts.insert(addr, class);
-        Ok(())
-    }
-
-    /// Adds the port entries of a class made at run time (see `Learned::classes`) to the
-    /// active policy; learn addresses of that class only after this returns.
-    pub fn learn_class(&mut self, class: u32, ports: &[PortEntry]) -> Result<(), DatapathError> {
-        if self.installed[self.active].is_some() {
-            insert_ports(&mut self.slots[self.active], ports)?;
-        }
-        self.learned[self.active]
-            .classes
-            .insert(class, ports.to_vec());
-        Ok(())
-    }
-
-    /// Removes a class made at run time; forget its addresses first.
-    pub fn forget_class(&mut self, class: u32) -> Result<(), DatapathError> {
-        let Some(ports) = self.learned[self.active].classes.remove(&class) else {
-            return Ok(());
-        };
-        if self.installed[self.active].is_some() {
-            remove_ports(&mut self.slots[self.active], &ports)?;
-        }
-        Ok(())
-    }
-
-    /// Removes a learned host entry; a compiled entry for the same host prefix comes back.
-    pub fn forget(&mut self, addr: IpAddr) -> Result<(), DatapathError> {
-        if self.learned[self.active].hosts.remove(&addr).is_none() {
-            return Ok(());
-        }
-        let Some(image) = self.installed[self.active].as_ref() else {
-            return Ok(());
-        };
-        let host = IpNet::from(addr);
-        let compiled = match host {
-            IpNet::V4(h) => image.dst4.iter().find(|(n, _)| *n == h).map(|(_, c)| *c),
-            IpNet::V6(h) => image.dst6.iter().find(|(n, _)| *n == h).map(|(_, c)| *c),
-        };
-        let slot = &mut self.slots[self.active];
-        match (compiled, host) {
-            (Some(class), _) => insert_host(slot, addr, class),
-            (None, IpNet::V4(h)) => slot.dst4.remove(&key4(&h)).map_err(map_err("DST4")),
-            (None, IpNet::V6(h)) => slot.dst6.remove(&key6(&h)).map_err(map_err("DST6")),
-        }
-    }
-
-    /// The learned entries of the active policy.
-    pub fn learned(&self) -> &Learned {
-        &self.learned[self.active]
-    }
-
-    fn clear_slot(&mut self, index: usize) -> Result<(), DatapathError> {
-        if std::mem::take(&mut self.unknown[index]) {
-            let slot = &mut self.slots[index];
-            clear_trie(&mut slot.dst4, "DST4")?;
-            clear_trie(&mut slot.dst6, "DST6")?;
-            clear_trie(&mut slot.ports, "PORTS")?;
-        }
-        let Some(image) = self.installed[index].take() else {
-            return Ok(());
-        };
-        let slot = &mut self.slots[index];
-        for (net, _) in &image.dst4 {
-            slot.dst4.remove(&key4(net)).map_err(map_err("DST4"))?;
-        }
-        for (net, _) in &image.dst6 {
-            slot.dst6.remove(&key6(net)).map_err(map_err("DST6"))?;
-        }
-        remove_ports(slot, &image.ports)?;
-        // Learned entries last (one over a compiled host prefix went with the image's
-        // entry): exactly those this slot got.
-        let learned = std::mem::take(&mut self.learned[index]);
-        for ports in learned.classes.values() {
-            remove_ports(slot, ports)?;
-        }
-        for addr in learned.hosts.keys() {
-            let removed = match IpNet::from(*addr) {
-                IpNet::V4(h) => slot.dst4.remove(&key4(&h)),
-                IpNet::V6(h) => slot.dst6.remove(&key6(&h)),
-            };
-            if let Err(err) = removed {
-                debug!(%err, %addr, "learned entry not in the slot being cleared");
-            }
-        }
-        Ok(())
-    }
-
     /// Zeroes the counters of rules `image` brings that the active policy does not have
     /// (same id and name), so a new rule never starts with another rule's counts. Rules
     /// that stay keep counting across the swap. An adopted policy's rules are known from
     /// `set_adopted_rules`; without them every counter starts at zero.
     fn reset_new_rule_counters(&mut self, image: &MapImage) -> Result<(), DatapathError> {
-        let active = self.installed[self.active].as_ref();
+        let active = self.state[self.active].image.as_ref().map(|(i, _)| i);
         let adopted = self.adopted_rules.as_deref().unwrap_or_default();
         let cpus = nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
         for rule in &image.rules {
@@ -1074,11 +888,6 @@ impl Datapath {
     pub fn take_denied_samples(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
         take(&mut self.ebpf, "DENIED")
     }
-
-    /// Entries in the active slot's maps.
-    pub fn active_image(&self) -> Option<&MapImage> {
-        self.installed[self.active].as_ref()
-    }
 }
 
 /// Pins a link this run attached.
@@ -1209,97 +1018,6 @@ where
         .test_run(opts)
         .map_err(|source| DatapathError::Program { name, source })?;
     Ok((result.return_value, result.duration))
-}
-
-fn fill_slot(slot: &mut Slot, image: &MapImage) -> Result<(), DatapathError> {
-    for (net, class) in &image.dst4 {
-        slot.dst4
-            .insert(&key4(net), class, 0)
-            .map_err(map_err("DST4"))?;
-    }
-    for (net, class) in &image.dst6 {
-        slot.dst6
-            .insert(&key6(net), class, 0)
-            .map_err(map_err("DST6"))?;
-    }
-    insert_ports(slot, &image.ports)
-}
-
-fn insert_ports(slot: &mut Slot, ports: &[PortEntry]) -> Result<(), DatapathError> {
-    for entry in ports {
-        slot.ports
-            .insert(&Key::new(entry.prefix_len, entry.key), entry.verdict, 0)
-            .map_err(map_err("PORTS"))?;
-    }
-    Ok(())
-}
-
-fn remove_ports(slot: &mut Slot, ports: &[PortEntry]) -> Result<(), DatapathError> {
-    for entry in ports {
-        slot.ports
-            .remove(&Key::new(entry.prefix_len, entry.key))
-            .map_err(map_err("PORTS"))?;
-    }
-    Ok(())
-}
-
-fn insert_host(slot: &mut Slot, addr: IpAddr, class: u32) -> Result<(), DatapathError> {
-    match IpNet::from(addr) {
-        IpNet::V4(h) => slot
-            .dst4
-            .insert(&key4(&h), class, 0)
-            .map_err(map_err("DST4")),
-        IpNet::V6(h) => slot
-            .dst6
-            .insert(&key6(&h), class, 0)
-            .map_err(map_err("DST6")),
-    }
-}
-
-fn key4(net: &Ipv4Net) -> Key<[u8; 4]> {
-    Key::new(u32::from(net.prefix_len()), net.network().octets())
-}
-
-fn key6(net: &Ipv6Net) -> Key<[u8; 16]> {
-    Key::new(u32::from(net.prefix_len()), net.network().octets())
-}
-
-/// Removes every entry of a trie whose contents no image records (an adopted slot).
-fn clear_trie<K: Pod, V: Pod>(
-    trie: &mut LpmTrie<MapData, K, V>,
-    name: &'static str,
-) -> Result<(), DatapathError> {
-    let keys: Vec<_> = trie
-        .keys()
-        .collect::<Result<_, _>>()
-        .map_err(map_err(name))?;
-    for key in keys {
-        trie.remove(&key).map_err(map_err(name))?;
-    }
-    Ok(())
-}
-
-/// Makes a trie of flags hold exactly `wanted` (prefix length, address): adds what is
-/// missing first, then removes what is no longer wanted.
-fn replace_trie<K: Pod + Ord>(
-    trie: &mut LpmTrie<MapData, K, u32>,
-    wanted: &BTreeSet<(u32, K)>,
-    name: &'static str,
-) -> Result<(), DatapathError> {
-    let present: Vec<Key<K>> = trie
-        .keys()
-        .collect::<Result<_, _>>()
-        .map_err(map_err(name))?;
-    for (len, addr) in wanted {
-        trie.insert(&Key::new(*len, *addr), 1, 0)
-            .map_err(map_err(name))?;
-    }
-    for key in present {
-        if !wanted.contains(&(key.prefix_len(), key.data())) {
-            trie.remove(&key).map_err(map_err(name))?;
-        }
-    }
-    Ok(())
 }
 
 fn read_rule_counters(
