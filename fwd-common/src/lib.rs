@@ -242,6 +242,10 @@ pub struct FwdConfig {
     /// change that can narrow what is allowed moves it on (`FwdConfig::next_epoch`). Never 0,
     /// so entries of an earlier layout (epoch bits 0) are never taken as current.
     pub epoch: u32,
+    /// `FwdConfig::hosts_bit`s: which slots have learned hosts of which family, so a new
+    /// flow probes the learned-host table only when it can hold the address.
+    pub hosts: u32,
+    pub _pad: u32,
 }
 
 impl FwdConfig {
@@ -263,6 +267,12 @@ impl FwdConfig {
             proto::UDP => self.udp_timeout_s,
             _ => self.other_timeout_s,
         }
+    }
+
+    /// The `hosts` bit of `slot`'s learned hosts of `family` (4 or 6).
+    #[inline(always)]
+    pub const fn hosts_bit(slot: u32, family: u8) -> u32 {
+        1 << ((slot & 1) * 2 + (family == 6) as u32)
     }
 
     /// The epoch after `epoch`: 24 bits (they share `FlowValue::flags`), skipping 0.
@@ -291,6 +301,8 @@ impl Default for FwdConfig {
             udp_timeout_s: Self::DEFAULT_UDP_TIMEOUT_S,
             other_timeout_s: Self::DEFAULT_OTHER_TIMEOUT_S,
             epoch: 1,
+            hosts: 0,
+            _pad: 0,
         }
     }
 }
@@ -452,7 +464,7 @@ const _: () = {
     assert!(core::mem::align_of::<PortKey>() == 4);
     assert!(core::mem::size_of::<PortVerdict>() == 8);
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<FwdConfig>() == 32);
+    assert!(core::mem::size_of::<FwdConfig>() == 40);
     assert!(FwdConfig::next_epoch(FlowValue::EPOCH_MASK) == 1);
     assert!(core::mem::size_of::<FlowKey>() == 40);
     assert!(core::mem::size_of::<FlowValue>() == 16);

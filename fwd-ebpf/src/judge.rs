@@ -84,8 +84,9 @@ enum Remote {
 }
 
 #[inline(always)]
-fn remote<S: Slot>(family: u8, addr: &fwd_common::Addr) -> Remote {
-    let index = class_of::<S>(family, addr);
+fn remote<S: Slot>(config: &FwdConfig, family: u8, addr: &fwd_common::Addr) -> Remote {
+    let hosts = config.hosts & FwdConfig::hosts_bit(config.active_slot, family) != 0;
+    let index = class_of::<S>(family, addr, hosts);
     if index == class::EXEMPT {
         return Remote::Exempt;
     }
@@ -135,7 +136,7 @@ fn outbound<S: Slot>(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
             return outcome;
         }
     }
-    let class = match remote::<S>(ip.family, &ip.dst) {
+    let class = match remote::<S>(config, ip.family, &ip.dst) {
         Remote::Exempt => return Outcome::new(Reason::Exempt, None, None),
         Remote::Unlisted => None,
         Remote::Listed(c) => Some(c),
@@ -226,7 +227,7 @@ fn inbound<S: Slot>(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
             return outcome;
         }
     }
-    let class = match remote::<S>(ip.family, &ip.src) {
+    let class = match remote::<S>(config, ip.family, &ip.src) {
         Remote::Exempt => return Outcome::new(Reason::Exempt, None, None),
         Remote::Unlisted => None,
         Remote::Listed(c) => Some(c),
@@ -284,7 +285,7 @@ fn later_fragment<S: Slot>(
 ) -> Outcome {
     let ip = &s.ip;
     let addr = if inbound { &ip.src } else { &ip.dst };
-    let class = match remote::<S>(ip.family, addr) {
+    let class = match remote::<S>(config, ip.family, addr) {
         Remote::Exempt => return Outcome::new(Reason::Exempt, None, None),
         Remote::Unlisted => None,
         Remote::Listed(c) => Some(c),

@@ -15,16 +15,17 @@ use fwd_common::{
 
 use crate::maps::Slot;
 
-/// The remote's class: `class::EXEMPT`, `class::NONE` or a record index.
+/// The remote's class: `class::EXEMPT`, `class::NONE` or a record index. `hosts`: the slot
+/// has learned hosts of this family.
 #[inline(always)]
-pub fn class_of<S: Slot>(family: u8, addr: &Addr) -> u32 {
+pub fn class_of<S: Slot>(family: u8, addr: &Addr, hosts: bool) -> u32 {
     let v4 = [addr[12], addr[13], addr[14], addr[15]];
     let listed = if family == 4 {
         class_of4::<S>(u32::from_be_bytes(v4))
     } else {
         class_of6::<S>(addr)
     };
-    if listed == class::EXEMPT {
+    if listed == class::EXEMPT || !hosts {
         return listed;
     }
     // SAFETY: plain value reads.

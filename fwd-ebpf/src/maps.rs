@@ -7,7 +7,7 @@
 //! The array tables are `BPF_F_MMAPABLE`: the daemon writes a whole slot through `mmap`.
 
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -120,9 +120,12 @@ slot!(
     HOSTS6_1
 );
 
-/// Live flows, from the protected host's point of view.
+/// Live flows, from the protected host's point of view. Per-CPU LRU lists
+/// (`BPF_F_NO_COMMON_LRU`): a new flow takes a node from its CPU's list without the common
+/// list's lock; entries stay visible to every CPU, so replies on another CPU find them.
 #[map]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(FLOWS_CAPACITY, 0);
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(FLOWS_CAPACITY, BPF_F_NO_COMMON_LRU);
 /// Remotes the protected network has a live allowed flow with -> last packet time.
 #[map]
 pub static REMOTES: LruHashMap<Addr, u64> = LruHashMap::with_max_entries(REMOTES_CAPACITY, 0);

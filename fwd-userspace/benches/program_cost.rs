@@ -528,7 +528,7 @@ fn setup(
     let sizes = SlotTables::build(image, &[]).sizes();
     let mut dp = Datapath::load_with(&DatapathOptions {
         tables: TableCapacity::for_policy(sizes),
-        flow_capacity: 1 << 20,
+        flow_capacity: 1 << 18,
         ..DatapathOptions::default()
     })
     .context("loading the programs (needs root)")?;

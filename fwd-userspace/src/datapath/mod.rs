@@ -301,9 +301,14 @@ impl Datapath {
         let flow_capacity = options.flow_capacity.max(1);
         let mut max_entries = options.tables.max_entries();
         max_entries.push(("FLOWS", flow_capacity));
+        // An earlier version's config map may have another shape: it is replaced, but its
+        // generation carries on (the new tables are filled before the links move to the
+        // new programs, so the old ones enforce until then).
+        let mut earlier_generation = None;
         let (pinned_maps, adoption) = match &options.pin_dir {
             Some(dir) => {
                 pins::prepare(dir)?;
+                earlier_generation = pins::pinned_generation(dir);
                 pins::plan_maps(dir, EBPF_OBJECT, &max_entries)?
             }
             None => (Vec::new(), Adoption::default()),
@@ -367,6 +372,14 @@ impl Datapath {
                     state.unknown = true;
                 }
             }
+        }
+        if !kept_config && let Some(generation) = earlier_generation.filter(|&g| g != 0) {
+            info!(
+                generation,
+                "taking over from pins of an earlier fwd version: its programs enforce until this version's are attached"
+            );
+            datapath.adoption.generation = generation;
+            config.generation = generation;
         }
         // Flows recorded before this load are judged again (an earlier layout's carry no
         // epoch, and this run's policy is not installed yet).
@@ -642,6 +655,12 @@ impl Datapath {
                 pruned.push(name);
             }
         }
+        // Maps of an earlier layout (a previous fwd version) that no program of this one
+        // uses: their programs left the hooks above, so unpinning them frees them.
+        for path in pins::orphan_maps(&dir, EBPF_OBJECT)? {
+            pins::remove(&path)?;
+            info!(map = %path.display(), "map pin of an earlier fwd version removed");
+        }
         Ok(pruned)
     }
 
@@ -692,7 +711,9 @@ impl Datapath {
         self.config.get(&0, 0).map_err(map_err("CONFIG"))
     }
 
-    fn write_config(&mut self, config: FwdConfig) -> Result<(), DatapathError> {
+    /// Writes the config, with the learned-host bits of what the slots hold now.
+    fn write_config(&mut self, mut config: FwdConfig) -> Result<(), DatapathError> {
+        config.hosts = self.host_bits();
         self.config.set(0, config, 0).map_err(map_err("CONFIG"))
     }
 

@@ -158,6 +158,47 @@ pub(super) fn plan_maps(
     Ok((maps, adoption))
 }
 
+/// The policy generation in the pinned config map, whatever layout of `FwdConfig` an
+/// earlier version pinned (the generation is its third `u32` in every layout).
+pub(super) fn pinned_generation(dir: &Path) -> Option<u32> {
+    let data = aya::maps::MapData::from_pin(dir.join(MAPS).join("CONFIG")).ok()?;
+    let words = data.info().ok()?.value_size() as usize / 4;
+    let map = aya::maps::Map::Array(data);
+    macro_rules! third {
+        ($n:literal) => {
+            aya::maps::Array::<_, [u32; $n]>::try_from(map)
+                .ok()?
+                .get(&0, 0)
+                .ok()
+                .map(|v| v[2])
+        };
+    }
+    match words {
+        8 => third!(8),
+        10 => third!(10),
+        _ => None,
+    }
+}
+
+/// Pins under `maps/` of maps `object` does not have (an earlier version's layout).
+pub(super) fn orphan_maps(dir: &Path, object: &[u8]) -> Result<Vec<PathBuf>, DatapathError> {
+    let parsed = aya_obj::Object::parse(object)
+        .map_err(|e| pin_error(dir, format!("reading the eBPF object: {e}")))?;
+    let Ok(entries) = std::fs::read_dir(dir.join(MAPS)) else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !parsed.maps.contains_key(n))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Removes one pin; a pin already gone is fine.
 pub(super) fn remove(path: &Path) -> Result<(), DatapathError> {
     match std::fs::remove_file(path) {

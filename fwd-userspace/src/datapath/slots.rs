@@ -354,6 +354,24 @@ impl Datapath {
         self.write_config(config)
     }
 
+    /// `FwdConfig::hosts`: the slots and families that have learned hosts in their maps.
+    pub(super) fn host_bits(&self) -> u32 {
+        let mut bits = 0;
+        for (slot, state) in self.state.iter().enumerate() {
+            if state.image.is_none() && !state.unknown {
+                continue;
+            }
+            for addr in state.learned.hosts.keys() {
+                bits |= FwdConfig::hosts_bit(slot as u32, if addr.is_ipv4() { 4 } else { 6 });
+            }
+            if state.unknown {
+                // Whatever an earlier run left there.
+                bits |= FwdConfig::hosts_bit(slot as u32, 4) | FwdConfig::hosts_bit(slot as u32, 6);
+            }
+        }
+        bits
+    }
+
     /// The policy epoch in force (`FwdConfig::epoch`): it moves on with every change that
     /// can narrow what is allowed.
     pub fn policy_epoch(&self) -> Result<u32, DatapathError> {
@@ -378,11 +396,16 @@ impl Datapath {
             self.set_host(slot, addr, class)?;
         }
         self.state[slot].learned.hosts.insert(addr, class);
-        // Another class for a known host may allow less than before.
-        if previous.is_some_and(|p| p != class) {
-            self.bump_epoch()?;
+        match previous {
+            // Another class for a known host may allow less than before.
+            Some(p) if p != class => self.bump_epoch(),
+            Some(_) => Ok(()),
+            // The host is in the map before the config says to look there.
+            None => {
+                let config = self.read_config()?;
+                self.write_config(config)
+            }
         }
-        Ok(())
     }
 
     fn set_host(&mut self, slot: usize, addr: IpAddr, value: u32) -> Result<(), DatapathError> {
