@@ -36,6 +36,7 @@ const PER_RULE: usize = 100;
 const RULES_SEED: u64 = 0xda7a_9a7e;
 const MIX_SEED: u64 = 0x0005_eed1;
 const ALLOWED_SEED: u64 = 0x0005_eed2;
+const FLOOD_SEED: u64 = 0x0005_eed3;
 /// Distinct packets per traffic file.
 const PACKETS: usize = 4096;
 const ALLOWED_SHARE: f64 = 0.75;
@@ -795,6 +796,10 @@ struct Gateway {
     lab: Lab,
     mix_cfg: PathBuf,
     allowed_cfg: PathBuf,
+    /// The mix with a random source port on each packet: new flows.
+    new_cfg: PathBuf,
+    /// Packets to addresses no rule covers, each to its own.
+    flood_cfg: PathBuf,
     dir: PathBuf,
     r: Results,
 }
@@ -810,6 +815,8 @@ struct Results {
     /// Every round's figures, in round order.
     cpu_mix: Vec<f64>,
     cpu_allowed: Vec<f64>,
+    cpu_new: Vec<f64>,
+    cpu_flood: Vec<f64>,
     /// Per second of the sending CPU's time (the table's max kpps).
     max_pps: Vec<f64>,
     max_wall_pps: Vec<f64>,
@@ -826,6 +833,7 @@ struct SizeSetup<'a> {
     rules: &'a RuleSet,
     mix: &'a Traffic,
     allowed: &'a Traffic,
+    flood: &'a Traffic,
 }
 
 impl Gateway {
@@ -850,8 +858,15 @@ impl Gateway {
         );
         let mix_cfg = dir.join("mix.cfg");
         let allowed_cfg = dir.join("allowed.cfg");
+        let new_cfg = dir.join("new.cfg");
+        let flood_cfg = dir.join("flood.cfg");
         std::fs::write(&mix_cfg, s.mix.trafgen_config(client_mac, lan_mac))?;
         std::fs::write(&allowed_cfg, s.allowed.trafgen_config(client_mac, lan_mac))?;
+        std::fs::write(
+            &new_cfg,
+            s.mix.trafgen_config_new_flows(client_mac, lan_mac),
+        )?;
+        std::fs::write(&flood_cfg, s.flood.trafgen_config(client_mac, lan_mac))?;
         // The sink counts what arrives (its interface, a capture) and drops it at once in
         // its ingress hook, so the path ends at the vendor's interface.
         nft(
@@ -870,6 +885,8 @@ impl Gateway {
             lab,
             mix_cfg,
             allowed_cfg,
+            new_cfg,
+            flood_cfg,
             dir,
             r: Results {
                 probe_pps: f64::NAN,
@@ -1193,7 +1210,7 @@ impl Gateway {
         if self.r.problem.is_some() {
             return f64::NAN;
         }
-        let result = (|| -> anyhow::Result<(LoadRun, LoadRun, MaxRun)> {
+        let result = (|| -> anyhow::Result<(LoadRun, LoadRun, LoadRun, LoadRun, MaxRun)> {
             let mix = self.cpu_at_load(&self.mix_cfg, load.rate, load.window, machine, "mix")?;
             let allowed = self.cpu_at_load(
                 &self.allowed_cfg,
@@ -1202,11 +1219,14 @@ impl Gateway {
                 machine,
                 "allowed",
             )?;
+            let new = self.cpu_at_load(&self.new_cfg, load.rate, load.window, machine, "new")?;
+            let flood =
+                self.cpu_at_load(&self.flood_cfg, load.rate, load.window, machine, "flood")?;
             let max = self.max_rate(&self.mix_cfg, load.max_window, machine, "max")?;
-            Ok((mix, allowed, max))
+            Ok((mix, allowed, new, flood, max))
         })();
         match result {
-            Ok((mix, allowed, max)) => {
+            Ok((mix, allowed, new, flood, max)) => {
                 eprintln!(
                     "xtask: datapath round {}: {:<27} {:>7.0} ns/packet (mix), {:>7.0} (allowed), max {:>6.1} kpps; {} + {} packets in {:.1} + {:.1} s{}",
                     round + 1,
@@ -1224,8 +1244,17 @@ impl Gateway {
                         String::new()
                     }
                 );
+                eprintln!(
+                    "xtask: datapath round {}: {:<27} {:>7.0} ns/packet (new flows), {:>7.0} (denied flood)",
+                    round + 1,
+                    self.filter.label(),
+                    new.ns_per_packet,
+                    flood.ns_per_packet,
+                );
                 self.r.cpu_mix.push(mix.ns_per_packet);
                 self.r.cpu_allowed.push(allowed.ns_per_packet);
+                self.r.cpu_new.push(new.ns_per_packet);
+                self.r.cpu_flood.push(flood.ns_per_packet);
                 self.r.max_pps.push(max.per_cpu_second());
                 self.r.max_wall_pps.push(max.pps);
                 self.r.cpu_share.push(max.cpu_share);
@@ -1235,6 +1264,8 @@ impl Gateway {
                 self.r.rounds.push(json!({
                     "mix": mix.detail,
                     "allowed": allowed.detail,
+                    "new_flows": new.detail,
+                    "denied_flood": flood.detail,
                     "max": {
                         "pps_per_cpu_second": max.per_cpu_second(),
                         "pps_wall": max.pps,
@@ -1395,12 +1426,14 @@ fn run_size(
     rules.write_fwd_policy(&dir.join("policies"))?;
     let mix = Traffic::generate(&rules, CLIENT_V4, PACKETS, ALLOWED_SHARE, MIX_SEED);
     let allowed = Traffic::generate(&rules, CLIENT_V4, PACKETS, 1.0, ALLOWED_SEED);
+    let flood = Traffic::denied_flood(&rules, CLIENT_V4, PACKETS, FLOOD_SEED);
     let setup = SizeSetup {
         fwd,
         dir,
         rules: &rules,
         mix: &mix,
         allowed: &allowed,
+        flood: &flood,
     };
     let triples = rules.triples().count();
     let mut result = SizeResult {
@@ -1567,6 +1600,8 @@ fn one_line(s: &str, max: usize) -> String {
 struct Medians {
     mix: f64,
     allowed: f64,
+    new: f64,
+    flood: f64,
     max_pps: f64,
 }
 
@@ -1577,6 +1612,8 @@ fn medians(size: &SizeResult, filter: Filter) -> Option<Medians> {
         .map(|g| Medians {
             mix: med(&g.r.cpu_mix),
             allowed: med(&g.r.cpu_allowed),
+            new: med(&g.r.cpu_new),
+            flood: med(&g.r.cpu_flood),
             max_pps: med(&g.r.max_pps),
         })
 }
@@ -1604,6 +1641,26 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
         "x no filter",
         "added ns/packet",
     ]);
+    let mut new_flows = Section::new(
+        "datapath_new_flows",
+        "Datapath: CPU per packet when every packet is the first of a new flow (the mix, a random source port on each)",
+    );
+    new_flows.columns(&[
+        "prefixes / configuration",
+        "ns/packet",
+        "x no filter",
+        "added ns/packet",
+    ]);
+    let mut flood = Section::new(
+        "datapath_flood",
+        "Datapath: CPU per packet of a flood of denied packets (each to another address no rule covers)",
+    );
+    flood.columns(&[
+        "prefixes / configuration",
+        "ns/packet",
+        "x no filter",
+        "x nftables (fwd export)",
+    ]);
     let mut problems = Vec::new();
     let mut program_cost = Vec::new();
     let mut data = Vec::new();
@@ -1629,10 +1686,23 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
                         ratio(m.max_pps / b.max_pps),
                     ]);
                     allowed.row(vec![
-                        label,
+                        label.clone(),
                         ns(m.allowed),
                         ratio(m.allowed / b.allowed),
                         added(m.allowed, b.allowed),
+                    ]);
+                    new_flows.row(vec![
+                        label.clone(),
+                        ns(m.new),
+                        ratio(m.new / b.new),
+                        added(m.new, b.new),
+                    ]);
+                    let nft = medians(size, Filter::Nftables);
+                    flood.row(vec![
+                        label,
+                        ns(m.flood),
+                        ratio(m.flood / b.flood),
+                        nft.map_or("-".into(), |n| ratio(m.flood / n.flood)),
                     ]);
                 }
                 (problem, _, _) => {
@@ -1648,7 +1718,9 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
                         dash(),
                         dash(),
                     ]);
-                    allowed.row(vec![label, cell.into(), dash(), dash()]);
+                    allowed.row(vec![label.clone(), cell.into(), dash(), dash()]);
+                    new_flows.row(vec![label.clone(), cell.into(), dash(), dash()]);
+                    flood.row(vec![label, cell.into(), dash(), dash()]);
                 }
             }
         }
@@ -1674,6 +1746,8 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
                 "probe_max_pps": g.r.probe_pps,
                 "cpu_ns_per_packet_mix": g.r.cpu_mix,
                 "cpu_ns_per_packet_allowed": g.r.cpu_allowed,
+                "cpu_ns_per_packet_new_flows": g.r.cpu_new,
+                "cpu_ns_per_packet_denied_flood": g.r.cpu_flood,
                 "max_pps_per_cpu_second": g.r.max_pps,
                 "max_pps_wall": g.r.max_wall_pps,
                 "max_sender_cpu_share": g.r.cpu_share,
@@ -1681,6 +1755,8 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
                 "median": {
                     "cpu_ns_per_packet_mix": med(&g.r.cpu_mix),
                     "cpu_ns_per_packet_allowed": med(&g.r.cpu_allowed),
+                    "cpu_ns_per_packet_new_flows": med(&g.r.cpu_new),
+                    "cpu_ns_per_packet_denied_flood": med(&g.r.cpu_flood),
                     "max_pps_per_cpu_second": med(&g.r.max_pps),
                     "max_pps_wall": med(&g.r.max_wall_pps),
                     "max_sender_cpu_share": med(&g.r.cpu_share),
@@ -1802,7 +1878,16 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
         "elapsed_s": elapsed,
     });
     allowed.data = json!({ "see": "datapath (cpu_ns_per_packet_allowed)" });
-    vec![main, allowed]
+    new_flows.note(format!(
+        "The gateways, load and accounting of `datapath`, with the mix's {PACKETS} frames sent with a random source port each (trafgen's drnd, the transport checksum recomputed by trafgen): nearly every packet is the first of its flow, so fwd judges it by the policy tables and records the flow, and conntrack creates an entry for the filters that use it. The first table's mix repeats its {PACKETS} flows, which fwd's flow cache answers after their first packet."
+    ));
+    new_flows.data = json!({ "see": "datapath (cpu_ns_per_packet_new_flows)" });
+    flood.note(format!(
+        "The gateways, load and accounting of `datapath`, with {PACKETS} frames each to another address that no rule covers: every filter drops every packet (fwd in XDP before routing and conntrack, the netfilter ones at the forward hook); no filter forwards them all. x nftables: the configuration's CPU per packet over nftables' (the fwd export)."
+    ));
+    flood.data = json!({ "see": "datapath (cpu_ns_per_packet_denied_flood)" });
+    flow_goals(&mut main, sizes);
+    vec![main, allowed, new_flows, flood]
 }
 
 fn goals(main: &mut Section, sizes: &[SizeResult]) {
@@ -1867,6 +1952,47 @@ fn goals(main: &mut Section, sizes: &[SizeResult]) {
 
 /// Of the nftables configurations measured, the one with the lower added cost: (it, its
 /// added ns/packet, the other one's, if measured).
+/// The new-flows and denied-flood goals at the largest size measured.
+fn flow_goals(main: &mut Section, sizes: &[SizeResult]) {
+    let largest = sizes.iter().max_by_key(|s| s.prefixes);
+    let at = |filter: Filter| largest.and_then(|s| medians(s, filter));
+    let prefixes = thousands(largest.map_or(0, |s| s.prefixes) as u64);
+    let none = at(Filter::None);
+    let added = |x: Option<Medians>| x.zip(none).map(|(x, b)| x.new - b.new);
+    let text = format!(
+        "fwd's added cost on new flows <= half of nftables' (fwd export) and below ipset's ({prefixes} prefixes, a new source port per packet)"
+    );
+    match (
+        added(at(Filter::Fwd)),
+        added(at(Filter::Nftables)),
+        added(at(Filter::Ipset)),
+    ) {
+        (Some(f), Some(n), Some(i)) => main.goals.push(Goal::new(
+            text,
+            format!("{f:+.0} vs nftables {n:+.0}, ipset {i:+.0} ns/packet"),
+            Some(f <= n / 2.0 && f < i),
+        )),
+        _ => main.goals.push(Goal::new(text, "not measured", None)),
+    }
+    let text = format!(
+        "denied flood: fwd's CPU per packet <= 0.3x nftables' (fwd export) ({prefixes} prefixes)"
+    );
+    match (at(Filter::Fwd), at(Filter::Nftables), at(Filter::Ipset)) {
+        (Some(f), Some(n), i) => main.goals.push(Goal::new(
+            text,
+            format!(
+                "{} ({} vs {} ns/packet; ipset {})",
+                ratio(f.flood / n.flood),
+                ns(f.flood),
+                ns(n.flood),
+                i.map_or("-".into(), |i| ns(i.flood))
+            ),
+            Some(f.flood <= 0.3 * n.flood),
+        )),
+        _ => main.goals.push(Goal::new(text, "not measured", None)),
+    }
+}
+
 fn cheaper_nftables(added: impl Fn(Filter) -> Option<f64>) -> Option<(Filter, f64, Option<f64>)> {
     let (export, concat) = (added(Filter::Nftables), added(Filter::NftConcat));
     match (export, concat) {

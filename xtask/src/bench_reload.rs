@@ -305,6 +305,7 @@ fn measure(
         "xtask: reload bench: fwd up after {:.1} s; loading nftables and ipset",
         started.elapsed().as_secs_f64()
     );
+    let map_memory = bpf_map_memory(daemon.pid());
     let nft_file = |v: &Variant| v.nft.to_string_lossy().into_owned();
     let concat_file = |v: &Variant| v.concat.to_string_lossy().into_owned();
     run_in(&lab.gateway, "nft", &["-f", &nft_file(&variants[0])])?;
@@ -524,6 +525,14 @@ fn measure(
         quiet.to_string(),
         outside.to_string(),
     ]);
+    data.insert(
+        "fwd_map_memlock_bytes".into(),
+        json!(map_memory.as_ref().map(|m| m.total)),
+    );
+    data.insert(
+        "fwd_map_memlock_largest".into(),
+        json!(map_memory.as_ref().map(|m| &m.largest)),
+    );
     data.insert("probes_sent".into(), json!(sent.len()));
     data.insert("probes_refused_by_sender".into(), json!(refused));
     data.insert("probes_received".into(), json!(received.len()));
@@ -573,10 +582,74 @@ pub fn reload_bench(root: &Path, fwd: &Path, quick: bool) -> anyhow::Result<Sect
         )?;
         section.columns = columns;
         section.rows.extend(rows);
+        if let Some(bytes) = d["fwd_map_memlock_bytes"].as_u64() {
+            let largest: Vec<String> = d["fwd_map_memlock_largest"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    format!(
+                        "{} {:.1} MiB",
+                        m[0].as_str().unwrap_or("?"),
+                        m[1].as_f64().unwrap_or(0.0) / 1048576.0
+                    )
+                })
+                .collect();
+            section.note(format!(
+                "kernel memory of fwd's maps at {} prefixes (memlock of every map the daemon holds, /proc/PID/fdinfo): {:.1} MiB; largest: {}",
+                crate::report::thousands(prefixes as u64),
+                bytes as f64 / 1048576.0,
+                largest.join(", ")
+            ));
+        }
         data.insert(prefixes.to_string(), d);
     }
     section.data = serde_json::Value::Object(data);
     Ok(section)
+}
+
+/// What the kernel charges for the maps a process holds.
+struct MapMemory {
+    total: u64,
+    /// The five largest: (map type and entries, bytes).
+    largest: Vec<(String, u64)>,
+}
+
+/// The memlock of every BPF map `pid` has a descriptor of, from its fdinfo.
+fn bpf_map_memory(pid: u32) -> Option<MapMemory> {
+    let mut maps = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        let (Some(kind), Some(memlock)) = (field("map_type:"), field("memlock:")) else {
+            continue;
+        };
+        let id = field("map_id:").unwrap_or_default();
+        let entries = field("max_entries:").unwrap_or_default();
+        maps.push((
+            id,
+            format!("type {kind} x{entries}"),
+            memlock.parse::<u64>().ok()?,
+        ));
+    }
+    // A map held twice counts once.
+    maps.sort();
+    maps.dedup_by(|a, b| a.0 == b.0);
+    let total = maps.iter().map(|m| m.2).sum();
+    maps.sort_by_key(|m| std::cmp::Reverse(m.2));
+    Some(MapMemory {
+        total,
+        largest: maps.into_iter().take(5).map(|m| (m.1, m.2)).collect(),
+    })
 }
 
 #[cfg(test)]

@@ -108,6 +108,67 @@ impl Traffic {
     }
 
     /// The trafgen configuration: one `{ ... }` block of static bytes per packet.
+    /// `n` packets from `src`, every one to an address no rule covers, each its own
+    /// destination (a flood of denied packets).
+    pub fn denied_flood(rules: &RuleSet, src: Ipv4Addr, n: usize, seed: u64) -> Traffic {
+        let mut rng = Rng(seed | 1);
+        let mut packets = Vec::with_capacity(n);
+        let mut seen = std::collections::HashSet::new();
+        while packets.len() < n {
+            let (dst, proto, port) = rules.denied_packet(&mut rng);
+            let outside = u32::from(dst) >> (32 - OUTSIDE.1) == OUTSIDE.0 >> (32 - OUTSIDE.1);
+            if !outside || !seen.insert(dst) {
+                continue;
+            }
+            let i = packets.len();
+            packets.push(Packet {
+                flow: Flow {
+                    src,
+                    dst,
+                    proto: proto.number(),
+                    sport: 10_000 + (i % 50_000) as u16,
+                    dport: port,
+                },
+                expect: Expect::DeniedAddress,
+            });
+        }
+        Traffic { packets }
+    }
+
+    /// The frames of `trafgen_config`, but each sent with a random source port (and the
+    /// transport checksum trafgen computes for it): nearly every packet the first of a new
+    /// flow.
+    pub fn trafgen_config_new_flows(&self, src_mac: [u8; 6], dst_mac: [u8; 6]) -> String {
+        let mut out = format!(
+            "# cargo xtask bench (datapath): {} packets, a random source port on each\n",
+            self.packets.len()
+        );
+        let l4 = 14 + IP_LEN;
+        for p in &self.packets {
+            let frame = frame(src_mac, dst_mac, &p.flow);
+            let tcp = p.flow.proto == Proto::Tcp.number();
+            let sum = l4 + if tcp { 16 } else { 6 };
+            out.push('{');
+            let mut i = 0;
+            while i < frame.len() {
+                let sep = if i == 0 { " " } else { ", " };
+                if i == l4 {
+                    let _ = write!(out, "{sep}drnd(2)");
+                    i += 2;
+                } else if i == sum {
+                    let f = if tcp { "csumtcp" } else { "csumudp" };
+                    let _ = write!(out, "{sep}{f}(14, {l4})");
+                    i += 2;
+                } else {
+                    let _ = write!(out, "{sep}0x{:02x}", frame[i]);
+                    i += 1;
+                }
+            }
+            out.push_str(" }\n");
+        }
+        out
+    }
+
     pub fn trafgen_config(&self, src_mac: [u8; 6], dst_mac: [u8; 6]) -> String {
         let mut out = format!(
             "# cargo xtask bench (datapath): {} packets, {} allowed, {} denied by address, {} by port\n",
@@ -472,6 +533,89 @@ mod tests {
             .map(|p| frame(SRC_MAC, DST_MAC, &p.flow))
             .collect();
         assert_eq!(frames, want);
+    }
+
+    /// Runs trafgen on `config` into a pcap file and returns the frames, or `None` (with a
+    /// note) where trafgen is missing.
+    fn through_trafgen(config: &str, num: usize, name: &str) -> Option<Vec<Vec<u8>>> {
+        let dir = std::env::temp_dir().join(format!("fwd-bench-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cfg, pcap) = (dir.join("t.cfg"), dir.join("t.pcap"));
+        std::fs::write(&cfg, config).unwrap();
+        let out = std::process::Command::new("trafgen")
+            .arg("--in")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&pcap)
+            .args(["--num", &num.to_string(), "--cpus", "1", "--no-sock-mem"])
+            .output();
+        let Ok(out) = out else {
+            eprintln!("trafgen is not installed: skipping the round trip through it");
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        };
+        assert!(out.status.success(), "{out:?}");
+        let data = std::fs::read(&pcap).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut at = 24;
+        let mut frames = Vec::new();
+        while at + 16 <= data.len() {
+            let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+            frames.push(data[at + 16..at + 16 + caplen].to_vec());
+            at += 16 + caplen;
+        }
+        Some(frames)
+    }
+
+    /// The new-flow frames are the mix's with another source port each time and a transport
+    /// checksum that is right for it (a wrong one would make conntrack call them invalid).
+    #[test]
+    fn new_flow_frames_vary_the_source_port_with_valid_checksums() {
+        let set = RuleSet::generate(100, 10, 1);
+        let t = Traffic::generate(&set, Ipv4Addr::new(10, 250, 0, 2), 8, 0.75, 4);
+        let Some(frames) =
+            through_trafgen(&t.trafgen_config_new_flows(SRC_MAC, DST_MAC), 64, "new")
+        else {
+            return;
+        };
+        assert_eq!(frames.len(), 64);
+        let mut ports = std::collections::HashSet::new();
+        for (i, f) in frames.iter().enumerate() {
+            let p = &t.packets[i % t.packets.len()];
+            let mut want = frame(SRC_MAC, DST_MAC, &p.flow);
+            let l4 = 14 + IP_LEN;
+            let sport = u16::from_be_bytes([f[l4], f[l4 + 1]]);
+            ports.insert(sport);
+            // The checksum trafgen wrote is the right one for its port.
+            let sum = l4
+                + if p.flow.proto == Proto::Tcp.number() {
+                    16
+                } else {
+                    6
+                };
+            let mut zeroed = f[l4..].to_vec();
+            zeroed[sum - l4..sum - l4 + 2].copy_from_slice(&[0, 0]);
+            let right = transport_checksum(p.flow.src, p.flow.dst, p.flow.proto, &zeroed);
+            assert_eq!(f[sum..sum + 2], right.to_be_bytes(), "frame {i}: checksum");
+            // Everything else is our frame.
+            want[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+            want[sum..sum + 2].copy_from_slice(&f[sum..sum + 2]);
+            assert_eq!(f, &want, "frame {i}");
+        }
+        assert!(
+            ports.len() > 50,
+            "{} distinct source ports of 64",
+            ports.len()
+        );
+    }
+
+    #[test]
+    fn a_denied_flood_goes_to_distinct_unlisted_addresses() {
+        let set = RuleSet::generate(100, 10, 1);
+        let t = Traffic::denied_flood(&set, Ipv4Addr::new(10, 250, 0, 2), 500, 9);
+        assert_eq!(t.count(Expect::DeniedAddress), 500);
+        let dsts: std::collections::HashSet<_> = t.packets.iter().map(|p| p.flow.dst).collect();
+        assert_eq!(dsts.len(), 500);
     }
 
     #[test]
