@@ -2,7 +2,10 @@
 //! `fwd explain`: on random policies and random packets both must give the same verdict, the
 //! same rule and the same drop reason. Every packet also runs through the outbound TC
 //! program (`fwd_tc_out`, host mode), which must give the same verdict and move the same
-//! counters by the same amounts as XDP. Needs root (BPF); `cargo xtask test` runs it.
+//! counters by the same amounts as XDP. Each round also has random exemptions and a few
+//! learned hosts (the DNS proxy's, with the classes `MapImage::learned_class` makes), and the
+//! policies follow each other, so slot swaps and the flow cache's epochs are part of it.
+//! Needs root (BPF); `cargo xtask test` runs it.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -12,7 +15,7 @@ use std::{
 use etherparse::PacketBuilder;
 use fwd::{
     compile::{Evaluator, Probe, RuleIds, Selection, Verdict, compile_with_ids},
-    datapath::{Datapath, RuleCounters, program},
+    datapath::{Datapath, Learned, RuleCounters, program},
     policy::{Date, Direction, PolicySet, parse_vendor_file},
 };
 use fwd_common::{Counter, Reason, proto};
@@ -123,8 +126,11 @@ struct Packet {
     probe: Probe,
 }
 
-fn random_packet(rng: &mut StdRng) -> Packet {
-    let remote = if rng.random_ratio(1, 4) {
+/// A random packet; one in five goes to one of `learned` (when there are any).
+fn random_packet(rng: &mut StdRng, learned: &[IpAddr]) -> Packet {
+    let remote = if !learned.is_empty() && rng.random_ratio(1, 5) {
+        *learned.choose(rng).unwrap()
+    } else if rng.random_ratio(1, 4) {
         IpAddr::V6(random_v6(rng))
     } else {
         IpAddr::V4(random_v4(rng))
@@ -258,22 +264,81 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
     // Several policies in a row, so slot swaps and slot clearing are part of the comparison.
     // Each compile keeps the previous one's ids, as the daemon's reload does.
     let mut ids = RuleIds::default();
+    let (mut exempted, mut learned_seen) = (0, 0);
     for round in 0..8 {
         let set = random_policy(&mut rng, round);
         let compiled = compile_with_ids(&set, &Selection::widest(today), &ids).unwrap();
         ids = compiled.ids.clone();
-        dp.install(&compiled.image, round as u32 + 1).unwrap();
-        let ev = Evaluator::new(&compiled.image);
-        let rule_ids: Vec<u32> = compiled.image.rules.iter().map(|r| r.id).collect();
+        // Exemptions for this round, in force with its install.
+        let exempt: Vec<ipnet::IpNet> = (0..rng.random_range(0..3))
+            .map(|_| {
+                if rng.random_ratio(1, 3) {
+                    ipnet::IpNet::V6(
+                        ipnet::Ipv6Net::new(random_v6(&mut rng), rng.random_range(124..=128))
+                            .unwrap()
+                            .trunc(),
+                    )
+                } else {
+                    ipnet::IpNet::V4(
+                        ipnet::Ipv4Net::new(random_v4(&mut rng), rng.random_range(26..=32))
+                            .unwrap()
+                            .trunc(),
+                    )
+                }
+            })
+            .collect();
+        dp.set_exemptions(&exempt).unwrap();
+        // The last round's learned hosts go: they were learned under its rules.
+        dp.install_with_learned(&compiled.image, round as u32 + 1, Learned::default())
+            .unwrap();
+        let image = &compiled.image;
+        let ev = Evaluator::new(image);
+        let rule_ids: Vec<u32> = image.rules.iter().map(|r| r.id).collect();
+        // Learned hosts: each named by one or two random rules, as a DNS answer would be.
+        let mut learned = Vec::new();
+        for k in 0..rng.random_range(0..4u32) {
+            let addr = if rng.random_ratio(1, 3) {
+                IpAddr::V6(random_v6(&mut rng))
+            } else {
+                IpAddr::V4(random_v4(&mut rng))
+            };
+            if learned.iter().any(|(a, _)| *a == addr) {
+                continue;
+            }
+            let mut named: Vec<u32> = (0..rng.random_range(1..=2))
+                .map(|_| *rule_ids.choose(&mut rng).unwrap())
+                .collect();
+            named.sort_unstable();
+            named.dedup();
+            let class = image.classes + 100 + k;
+            let lc = image.learned_class(addr, &named, class).unwrap();
+            dp.learn_class(class, &lc.ports).unwrap();
+            dp.learn(addr, class).unwrap();
+            learned.push((addr, lc));
+        }
+        let learned_addrs: Vec<IpAddr> = learned.iter().map(|(a, _)| *a).collect();
         for _ in 0..400 {
-            let packet = random_packet(&mut rng);
-            let expected = ev.evaluate(&packet.probe);
+            let packet = random_packet(&mut rng, &learned_addrs);
+            let remote = packet.probe.remote;
+            let is_exempt = exempt.iter().any(|n| n.contains(&remote));
+            let expected = match learned.iter().find(|(a, _)| *a == remote) {
+                Some((_, lc)) => {
+                    learned_seen += 1;
+                    ev.evaluate_learned(lc, &packet.probe)
+                }
+                None => ev.evaluate(&packet.probe),
+            };
             let xdp = run(&dp, Program::Xdp, &packet.frame, &rule_ids);
             let context = format!(
                 "seed {seed}, round {round}, probe {:?}, expected {expected:?}",
                 packet.probe
             );
             let (want_pass, want_reason, want_rule) = match expected {
+                // An exemption owns its addresses over any policy.
+                _ if is_exempt => {
+                    exempted += 1;
+                    (true, Reason::Exempt, None)
+                }
                 Verdict::Allow { rule } => (true, Reason::Allowed, Some(rule)),
                 Verdict::NoAddressMatch => (false, Reason::NoAddressMatch, None),
                 Verdict::NoPortMatch { .. } => (false, Reason::NoPortMatch, None),
@@ -303,7 +368,9 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
             }
         }
     }
-    eprintln!("{allowed} allowed and {denied} denied packets agreed (XDP, TC and explain)");
+    eprintln!(
+        "{allowed} allowed and {denied} denied packets agreed (XDP, TC and explain); {exempted} exempt, {learned_seen} to learned hosts"
+    );
     // The generator must exercise both outcomes, or the comparison proves little.
     assert!(
         allowed > 200 && denied > 200,

@@ -29,7 +29,14 @@ fn put(attr: &mut [u8; 128], at: usize, bytes: &[u8]) {
 }
 
 /// Creates a map and pins it at `path`.
-fn pin_map(path: &PathBuf, map_type: u32, key: u32, value: u32, entries: u32, flags: u32) -> RawFd {
+fn pin_map(
+    path: &std::path::Path,
+    map_type: u32,
+    key: u32,
+    value: u32,
+    entries: u32,
+    flags: u32,
+) -> RawFd {
     let mut attr = [0u8; 128];
     put(&mut attr, 0, &map_type.to_ne_bytes());
     put(&mut attr, 4, &key.to_ne_bytes());

@@ -489,6 +489,14 @@ impl<'a> Evaluator<'a> {
         decide(&record, &ports, NAME_CLASS, probe)
     }
 
+    /// What happens to `probe` sent to an address the DNS proxy learned with `learned`'s
+    /// class (`MapImage::learned_class`): the kernel's verdict for that address.
+    pub fn evaluate_learned(&self, learned: &LearnedClass, probe: &Probe) -> Verdict {
+        let mut ports = Vec::new();
+        let record = class_record(&learned.ports, learned.audit, &mut ports);
+        decide(&record, &ports, NAME_CLASS, probe)
+    }
+
     pub fn rule(&self, id: u32) -> Option<&'a RuleInfo> {
         self.image.rule(id)
     }

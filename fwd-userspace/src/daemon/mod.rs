@@ -120,7 +120,8 @@ impl Daemon {
             None => table = dns::DnsTable::new(dns::Limits::default()),
         }
         let learned = table.rebuild(&compiled.image);
-        self.datapath.set_exemptions(&exemptions(&config))?;
+        // In force with the install below, in the same flip.
+        self.datapath.stage_exemptions(&exemptions(&config));
         let timings = self
             .datapath
             .install_with_learned(&compiled.image, generation, learned)?;
@@ -646,7 +647,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         warn!(%map, %why, "pinned map recreated empty");
     }
     let generation = adoption.generation.wrapping_add(1).max(1);
-    datapath.set_exemptions(&exemptions(&config))?;
+    datapath.stage_exemptions(&exemptions(&config));
     datapath.set_audit(config.action == Action::Audit)?;
     // The names the proxy learned last time go in with the policy: a restart opens no gap.
     let mut table = dns::DnsTable::new(

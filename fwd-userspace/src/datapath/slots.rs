@@ -318,16 +318,9 @@ impl Datapath {
     /// They live in the address tables, so a change in force is installed like a reload
     /// (the old exemptions hold until the flip).
     pub fn set_exemptions(&mut self, nets: &[IpNet]) -> Result<(), DatapathError> {
-        let wanted: Vec<IpNet> = nets
-            .iter()
-            .map(IpNet::trunc)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if wanted == self.exemptions {
+        if !self.stage_exemptions(nets) {
             return Ok(());
         }
-        self.exemptions = wanted;
         let active = &self.state[self.active];
         if let Some((image, _)) = active.image.clone() {
             let generation = self.read_config()?.generation;
@@ -335,6 +328,22 @@ impl Datapath {
             self.install_with_learned(&image, generation, learned)?;
         }
         Ok(())
+    }
+
+    /// Sets the exemptions the next install puts in force, without installing; returns
+    /// whether they changed. For a caller that installs right after (a reload).
+    pub fn stage_exemptions(&mut self, nets: &[IpNet]) -> bool {
+        let wanted: Vec<IpNet> = nets
+            .iter()
+            .map(IpNet::trunc)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if wanted == self.exemptions {
+            return false;
+        }
+        self.exemptions = wanted;
+        true
     }
 
     /// Enforce or audit for the whole policy. Moving to enforce narrows what passes, so
