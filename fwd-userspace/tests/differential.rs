@@ -3,7 +3,8 @@
 //! same rule and the same drop reason. Every packet also runs through the outbound TC
 //! program (`fwd_tc_out`, host mode), which must give the same verdict and move the same
 //! counters by the same amounts as XDP. Each round also has random exemptions and a few
-//! learned hosts (the DNS proxy's, with the classes `MapImage::learned_class` makes), and the
+//! learned hosts (the DNS proxy's, with the classes `MapImage::learned_class` makes), one in
+//! three is rolled out in audit mode, and the
 //! policies follow each other, so slot swaps and the flow cache's epochs are part of it.
 //! Needs root (BPF); `cargo xtask test` runs it.
 
@@ -18,7 +19,7 @@ use fwd::{
     datapath::{Datapath, Learned, RuleCounters, program},
     policy::{Date, Direction, PolicySet, parse_vendor_file},
 };
-use fwd_common::{Counter, Reason, proto};
+use fwd_common::{CLASS_AUDIT, Counter, Reason, proto};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 
 const XDP_DROP: u32 = 1;
@@ -264,10 +265,16 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
     // Several policies in a row, so slot swaps and slot clearing are part of the comparison.
     // Each compile keeps the previous one's ids, as the daemon's reload does.
     let mut ids = RuleIds::default();
-    let (mut exempted, mut learned_seen) = (0, 0);
+    let (mut exempted, mut learned_seen, mut audit_passed) = (0, 0, 0);
     for round in 0..8 {
         let set = random_policy(&mut rng, round);
-        let compiled = compile_with_ids(&set, &Selection::widest(today), &ids).unwrap();
+        // One round in three rolls the vendor out in audit mode.
+        let audited = rng.random_ratio(1, 3);
+        let mut selection = Selection::widest(today);
+        if audited {
+            selection.audit_vendors.insert(format!("v{round}"));
+        }
+        let compiled = compile_with_ids(&set, &selection, &ids).unwrap();
         ids = compiled.ids.clone();
         // Exemptions for this round, in force with its install.
         let exempt: Vec<ipnet::IpNet> = (0..rng.random_range(0..3))
@@ -313,7 +320,9 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
             let class = image.classes + 100 + k;
             let lc = image.learned_class(addr, &named, class).unwrap();
             dp.learn_class(class, &lc.ports).unwrap();
-            dp.learn(addr, class).unwrap();
+            assert_eq!(lc.audit, audited);
+            dp.learn(addr, class | if lc.audit { CLASS_AUDIT } else { 0 })
+                .unwrap();
             learned.push((addr, lc));
         }
         let learned_addrs: Vec<IpAddr> = learned.iter().map(|(a, _)| *a).collect();
@@ -333,6 +342,9 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
                 "seed {seed}, round {round}, probe {:?}, expected {expected:?}",
                 packet.probe
             );
+            // An audited vendor's classes pass what no rule allows, counted as both.
+            let audit_pass =
+                audited && !is_exempt && matches!(expected, Verdict::NoPortMatch { .. });
             let (want_pass, want_reason, want_rule) = match expected {
                 // An exemption owns its addresses over any policy.
                 _ if is_exempt => {
@@ -341,8 +353,9 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
                 }
                 Verdict::Allow { rule } => (true, Reason::Allowed, Some(rule)),
                 Verdict::NoAddressMatch => (false, Reason::NoAddressMatch, None),
-                Verdict::NoPortMatch { .. } => (false, Reason::NoPortMatch, None),
+                Verdict::NoPortMatch { .. } => (audit_pass, Reason::NoPortMatch, None),
             };
+            audit_passed += u32::from(audit_pass);
             let len = packet.frame.len() as u64;
             let counted = |n: u64| Counter {
                 packets: n,
@@ -350,7 +363,10 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
             };
             assert_eq!(xdp.pass, want_pass, "{context}");
             for (i, moved) in xdp.reasons.iter().enumerate() {
-                let want = counted(u64::from(i == want_reason as usize));
+                let want = counted(u64::from(
+                    i == want_reason as usize
+                        || (audit_pass && i == Reason::AuditWouldDrop as usize),
+                ));
                 assert_eq!(*moved, want, "{context}: reason {:?}", Reason::ALL[i]);
             }
             for (&id, moved) in rule_ids.iter().zip(&xdp.rules) {
@@ -369,7 +385,7 @@ fn xdp_program_agrees_with_explain_on_random_policies_and_packets() {
         }
     }
     eprintln!(
-        "{allowed} allowed and {denied} denied packets agreed (XDP, TC and explain); {exempted} exempt, {learned_seen} to learned hosts"
+        "{allowed} allowed and {denied} denied packets agreed (XDP, TC and explain); {exempted} exempt, {learned_seen} to learned hosts, {audit_passed} passed by audit"
     );
     // The generator must exercise both outcomes, or the comparison proves little.
     assert!(
