@@ -364,18 +364,25 @@ impl Datapath {
     }
 
     /// `FwdConfig::hosts`: the slots and families that have learned hosts in their maps.
+    /// `IpAddr` orders IPv4 before IPv6, so the first and last learned host say it.
     pub(super) fn host_bits(&self) -> u32 {
         let mut bits = 0;
         for (slot, state) in self.state.iter().enumerate() {
-            if state.image.is_none() && !state.unknown {
-                continue;
-            }
-            for addr in state.learned.hosts.keys() {
-                bits |= FwdConfig::hosts_bit(slot as u32, if addr.is_ipv4() { 4 } else { 6 });
-            }
+            let slot = slot as u32;
             if state.unknown {
                 // Whatever an earlier run left there.
-                bits |= FwdConfig::hosts_bit(slot as u32, 4) | FwdConfig::hosts_bit(slot as u32, 6);
+                bits |= FwdConfig::hosts_bit(slot, 4) | FwdConfig::hosts_bit(slot, 6);
+                continue;
+            }
+            if state.image.is_none() {
+                continue;
+            }
+            let hosts = &state.learned.hosts;
+            if hosts.keys().next().is_some_and(IpAddr::is_ipv4) {
+                bits |= FwdConfig::hosts_bit(slot, 4);
+            }
+            if hosts.keys().next_back().is_some_and(IpAddr::is_ipv6) {
+                bits |= FwdConfig::hosts_bit(slot, 6);
             }
         }
         bits
@@ -404,16 +411,17 @@ impl Datapath {
         if self.state[slot].image.is_some() {
             self.set_host(slot, addr, class)?;
         }
+        let bits = self.host_bits();
         self.state[slot].learned.hosts.insert(addr, class);
         match previous {
             // Another class for a known host may allow less than before.
             Some(p) if p != class => self.bump_epoch(),
-            Some(_) => Ok(()),
-            // The host is in the map before the config says to look there.
-            None => {
+            // The first host of its family: in the map before the config says to look there.
+            None if self.host_bits() != bits => {
                 let config = self.read_config()?;
                 self.write_config(config)
             }
+            _ => Ok(()),
         }
     }
 
