@@ -13,6 +13,9 @@ pub const SLOTS: u32 = 2;
 /// Default capacity of each slot's IPv4 range table (`RNG4_n`); the daemon sizes it from
 /// the policy at start (`tables::` explains the layout).
 pub const RANGES4_CAPACITY: u32 = 1 << 16;
+/// Default capacity of each slot's node tables (`NODES4_n`, `NODES6_n`), in entries (256 a
+/// node).
+pub const NODE_ENTRIES_CAPACITY: u32 = 1 << 14;
 /// Default capacity of each slot's IPv6 range table (`RNG6_n`).
 pub const RANGES6_CAPACITY: u32 = 1 << 15;
 /// Default capacity of each slot's class records (`CLASSES_n`), runtime classes included.

@@ -1,9 +1,11 @@
 //! The policy tables of one slot, as the kernel reads them and the compiler writes them.
 //!
 //! Remote address -> class: a direct index on the address's top `INDEX_BITS` bits
-//! (`IDX4`/`IDX6`), whose entry either is the class of the whole chunk or points at the
-//! chunk's sorted, disjoint ranges (`RNG4`/`RNG6`), searched for the last range starting at
-//! or below the address (DXR). Class -> verdict: one `ClassRecord` (`CLASSES`), then a search
+//! (`IDX4`/`IDX6`), whose entry is the class of the whole chunk, or a slice of the sorted,
+//! disjoint ranges (`RNG4`/`RNG6`) searched for the last range starting at or below the
+//! address (DXR), or, where a chunk holds more than `LEAF_RANGES` ranges, a node of 256
+//! entries on the next 8 bits (`NODES4`/`NODES6`), down until the slices are short. So a
+//! search is a few steps in one cache line or two, however skewed the prefixes are. Class -> verdict: one `ClassRecord` (`CLASSES`), then a search
 //! of that class's sorted port ranges for the packet's direction and protocol (`PORT_RANGES`).
 //! Every table is a plain array: no pointers to chase, lookups the verifier inlines, and
 //! userspace writes a whole slot through `mmap`.
@@ -29,23 +31,32 @@ pub mod class {
 /// `rule` of a `PortRange` or `PortVerdict` that allows nothing.
 pub const NO_RULE: u32 = u32::MAX;
 
-/// Search steps that cover any IPv4 chunk (at most 2^16 ranges: one per address).
-pub const SEARCH_STEPS4: u32 = INDEX_BITS + 1;
-/// Search steps that cover any IPv6 chunk (at most `MAX_RANGES6` ranges).
-pub const SEARCH_STEPS6: u32 = 23;
+/// The most ranges one index entry's slice holds; a longer one is split by a node.
+pub const LEAF_RANGES: u32 = 64;
+/// Address bits a node indexes.
+pub const NODE_BITS: u32 = 8;
+/// Entries of one node.
+pub const NODE_ENTRIES: u32 = 1 << NODE_BITS;
+/// `IndexEntry::count` of an entry that is a node: `base` is its first entry.
+pub const NODE: u32 = 1 << 31;
+/// Node levels below the direct index: down to single addresses.
+pub const MAX_DEPTH4: u32 = (32 - INDEX_BITS) / NODE_BITS;
+pub const MAX_DEPTH6: u32 = (128 - INDEX_BITS) / NODE_BITS;
+/// Search steps that cover any slice (at most `LEAF_RANGES` ranges).
+pub const SEARCH_STEPS4: u32 = 7;
+pub const SEARCH_STEPS6: u32 = 7;
 /// Search steps that cover any port list (at most 2^16 ranges).
 pub const SEARCH_STEPS_PORTS: u32 = 17;
-/// The most IPv6 ranges a slot can hold (`SEARCH_STEPS6` must cover a chunk of them all).
-pub const MAX_RANGES6: u32 = 1 << 22;
 
 /// One entry of the direct index.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IndexEntry {
-    /// With `count == 0`: the class of every address of the chunk. Otherwise the position
-    /// of the chunk's first range in the range table.
+    /// With `count == 0`: the class of every address it covers. With `count == NODE`: the
+    /// first entry of its node. Otherwise the position of the first range of its slice (the
+    /// range holding its first address) in the range table.
     pub base: u32,
-    /// Ranges of the chunk (the first starts at the chunk's first address), or 0.
+    /// Ranges of its slice, 0, or `NODE`.
     pub count: u32,
 }
 
@@ -186,9 +197,47 @@ pub fn search<K: PartialOrd + Copy>(
     }
 }
 
-/// The class of `key` in the chunk of `entry`: the chunk's own class, or the class of the
-/// range `key` falls in (`range_at` reads (start, class) of a range); `class::NONE` if a
-/// read fails.
+/// From a direct-index entry down through its nodes to the entry whose slice holds `key`:
+/// `byte_at(level)` is the key's 8 bits that node level indexes, `node_at` reads a node
+/// entry. `None` if a read fails (never by construction).
+#[inline(always)]
+pub fn descend(
+    entry: &IndexEntry,
+    max_depth: u32,
+    byte_at: impl Fn(u32) -> u32,
+    node_at: impl Fn(u32) -> Option<IndexEntry>,
+) -> Option<IndexEntry> {
+    let mut e = *entry;
+    // A bounded loop the verifier accepts (5.3+): one node level per step.
+    for level in 0..max_depth {
+        if e.count != NODE {
+            return Some(e);
+        }
+        e = node_at(e.base + (byte_at(level) & (NODE_ENTRIES - 1)))?;
+    }
+    if e.count == NODE { None } else { Some(e) }
+}
+
+/// The 8 bits of an IPv4 address (host order) that node `level` indexes.
+#[inline(always)]
+pub const fn node_byte4(addr: u32, level: u32) -> u32 {
+    (addr >> (32 - INDEX_BITS - NODE_BITS * (level + 1))) & 0xff
+}
+
+/// The 8 bits of an IPv6 address (two big-endian halves) that node `level` indexes.
+#[inline(always)]
+pub const fn node_byte6(hi: u64, lo: u64, level: u32) -> u32 {
+    let shift = 128 - INDEX_BITS - NODE_BITS * (level + 1);
+    if shift >= 64 {
+        ((hi >> (shift - 64)) & 0xff) as u32
+    } else {
+        ((lo >> shift) & 0xff) as u32
+    }
+}
+
+/// The class of `key` in the slice of `entry` (a leaf, not a node): its own class, or the
+/// class of the range `key` falls in (`range_at` reads (start, class) of a range);
+/// `class::NONE` if a read fails.
 #[inline(always)]
 pub fn chunk_class<K: PartialOrd + Copy>(
     entry: &IndexEntry,
@@ -261,9 +310,11 @@ const _: () = {
     assert!(core::mem::size_of::<PortRange>() == 8);
     assert!(core::mem::size_of::<PortList>() == 8);
     assert!(core::mem::size_of::<ClassRecord>() == 128);
-    // `search` halves `n` once per step: the bounds must cover the largest tables.
-    assert!(1u64 << (SEARCH_STEPS6 - 1) >= MAX_RANGES6 as u64);
-    assert!(1u64 << (SEARCH_STEPS4 - 1) >= INDEX_ENTRIES as u64);
+    // `search` halves `n` once per step: the bounds must cover the longest slice.
+    assert!(1u64 << (SEARCH_STEPS6 - 1) >= LEAF_RANGES as u64);
+    assert!(1u64 << (SEARCH_STEPS4 - 1) >= LEAF_RANGES as u64);
+    assert!(INDEX_BITS + MAX_DEPTH4 * NODE_BITS == 32);
+    assert!(INDEX_BITS + MAX_DEPTH6 * NODE_BITS == 128);
     assert!(1u64 << (SEARCH_STEPS_PORTS - 1) >= 65536);
 };
 
@@ -323,6 +374,34 @@ mod tests {
     }
 
     #[test]
+    fn node_bytes_follow_the_index_bits() {
+        assert_eq!(node_byte4(0x0a0b_0c0d, 0), 0x0c);
+        assert_eq!(node_byte4(0x0a0b_0c0d, 1), 0x0d);
+        let (hi, lo) = (0x2001_0db8_1234_5678_u64, 0x9abc_def0_1122_3344_u64);
+        assert_eq!(node_byte6(hi, lo, 0), 0x0d);
+        assert_eq!(node_byte6(hi, lo, 5), 0x78);
+        assert_eq!(node_byte6(hi, lo, 6), 0x9a);
+        assert_eq!(node_byte6(hi, lo, MAX_DEPTH6 - 1), 0x44);
+        // Through a node to its leaf.
+        let nodes: Vec<IndexEntry> = (0..NODE_ENTRIES)
+            .map(|i| IndexEntry { base: i, count: 0 })
+            .collect();
+        let root = IndexEntry {
+            base: 0,
+            count: NODE,
+        };
+        let leaf = descend(&root, 1, |_| 0x42, |i| nodes.get(i as usize).copied());
+        assert_eq!(
+            leaf,
+            Some(IndexEntry {
+                base: 0x42,
+                count: 0
+            })
+        );
+        assert_eq!(descend(&root, 0, |_| 0, |_| None), None, "too deep");
+    }
+
+    #[test]
     fn search_respects_the_base_and_the_step_bound() {
         let table = [5u32, 0, 10, 20, 30, 99];
         // The list is table[1..5]: 0, 10, 20, 30.
@@ -331,11 +410,11 @@ mod tests {
         assert_eq!(at(15), Some(2));
         assert_eq!(at(30), Some(4));
         assert_eq!(at(1000), Some(4));
-        // The full 2^16 list of one chunk fits the IPv4 bound.
-        let full: Vec<u32> = (0..65536).collect();
-        for key in [0, 1, 32767, 65535] {
+        // The longest slice fits the bound.
+        let full: Vec<u32> = (0..LEAF_RANGES).collect();
+        for key in [0, 1, LEAF_RANGES / 2, LEAF_RANGES - 1] {
             assert_eq!(
-                search(0, 65536, SEARCH_STEPS4, key, |i| full
+                search(0, LEAF_RANGES, SEARCH_STEPS4, key, |i| full
                     .get(i as usize)
                     .copied()),
                 Some(key)

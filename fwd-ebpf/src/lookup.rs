@@ -10,7 +10,10 @@
 
 use fwd_common::{
     Addr, PortVerdict,
-    tables::{ClassRecord, SEARCH_STEPS4, SEARCH_STEPS6, chunk_class, chunk4, chunk6, class},
+    tables::{
+        ClassRecord, MAX_DEPTH4, MAX_DEPTH6, SEARCH_STEPS4, SEARCH_STEPS6, chunk_class, chunk4,
+        chunk6, class, descend, node_byte4, node_byte6,
+    },
 };
 
 use crate::maps::Slot;
@@ -44,8 +47,17 @@ fn class_of4<S: Slot>(addr: u32) -> u32 {
     let Some(entry) = S::idx4().get(chunk4(addr)) else {
         return class::NONE;
     };
+    let nodes = S::nodes4();
+    let Some(leaf) = descend(
+        entry,
+        MAX_DEPTH4,
+        |l| node_byte4(addr, l),
+        |i| nodes.get(i).copied(),
+    ) else {
+        return class::NONE;
+    };
     let ranges = S::rng4();
-    chunk_class(entry, SEARCH_STEPS4, addr, |i| {
+    chunk_class(&leaf, SEARCH_STEPS4, addr, |i| {
         ranges.get(i).map(|r| (r.start, r.class))
     })
 }
@@ -61,8 +73,17 @@ fn class_of6<S: Slot>(addr: &Addr) -> u32 {
     let Some(entry) = S::idx6().get(chunk6(hi)) else {
         return class::NONE;
     };
+    let nodes = S::nodes6();
+    let Some(leaf) = descend(
+        entry,
+        MAX_DEPTH6,
+        |l| node_byte6(hi, lo, l),
+        |i| nodes.get(i).copied(),
+    ) else {
+        return class::NONE;
+    };
     let ranges = S::rng6();
-    chunk_class(entry, SEARCH_STEPS6, (hi, lo), |i| {
+    chunk_class(&leaf, SEARCH_STEPS6, (hi, lo), |i| {
         ranges.get(i).map(|r| ((r.start_hi, r.start_lo), r.class))
     })
 }

@@ -13,8 +13,9 @@ use aya_ebpf::{
 };
 use fwd_common::{
     Addr, CLASSES_CAPACITY, Counter, DENIED_RING_BYTES, FLOWS_CAPACITY, FRAGS_CAPACITY, FlowKey,
-    FlowValue, FragKey, FragValue, FwdConfig, HOSTS_CAPACITY, PORT_RANGES_CAPACITY,
-    RANGES4_CAPACITY, RANGES6_CAPACITY, REMOTES_CAPACITY, RULE_COUNTER_SLOTS, Reason, SampleBudget,
+    FlowValue, FragKey, FragValue, FwdConfig, HOSTS_CAPACITY, NODE_ENTRIES_CAPACITY,
+    PORT_RANGES_CAPACITY, RANGES4_CAPACITY, RANGES6_CAPACITY, REMOTES_CAPACITY, RULE_COUNTER_SLOTS,
+    Reason, SampleBudget,
     tables::{ClassRecord, INDEX_ENTRIES, IndexEntry, PortRange, Range4, Range6},
 };
 
@@ -26,8 +27,10 @@ pub static CONFIG: Array<FwdConfig> = Array::with_max_entries(1, 0);
 /// One policy slot's tables.
 pub trait Slot {
     fn idx4() -> &'static Array<IndexEntry>;
+    fn nodes4() -> &'static Array<IndexEntry>;
     fn rng4() -> &'static Array<Range4>;
     fn idx6() -> &'static Array<IndexEntry>;
+    fn nodes6() -> &'static Array<IndexEntry>;
     fn rng6() -> &'static Array<Range6>;
     fn classes() -> &'static Array<ClassRecord>;
     fn port_ranges() -> &'static Array<PortRange>;
@@ -37,10 +40,16 @@ pub trait Slot {
 }
 
 macro_rules! slot {
-    ($name:ident, $idx4:ident, $rng4:ident, $idx6:ident, $rng6:ident, $classes:ident,
-     $ports:ident, $hosts4:ident, $hosts6:ident) => {
+    ($name:ident, $idx4:ident, $nodes4:ident, $rng4:ident, $idx6:ident, $nodes6:ident,
+     $rng6:ident, $classes:ident, $ports:ident, $hosts4:ident, $hosts6:ident) => {
         #[map]
         static $idx4: Array<IndexEntry> = Array::with_max_entries(INDEX_ENTRIES, BPF_F_MMAPABLE);
+        #[map]
+        static $nodes4: Array<IndexEntry> =
+            Array::with_max_entries(NODE_ENTRIES_CAPACITY, BPF_F_MMAPABLE);
+        #[map]
+        static $nodes6: Array<IndexEntry> =
+            Array::with_max_entries(NODE_ENTRIES_CAPACITY, BPF_F_MMAPABLE);
         #[map]
         static $rng4: Array<Range4> = Array::with_max_entries(RANGES4_CAPACITY, BPF_F_MMAPABLE);
         #[map]
@@ -64,6 +73,14 @@ macro_rules! slot {
             #[inline(always)]
             fn idx4() -> &'static Array<IndexEntry> {
                 &$idx4
+            }
+            #[inline(always)]
+            fn nodes4() -> &'static Array<IndexEntry> {
+                &$nodes4
+            }
+            #[inline(always)]
+            fn nodes6() -> &'static Array<IndexEntry> {
+                &$nodes6
             }
             #[inline(always)]
             fn rng4() -> &'static Array<Range4> {
@@ -100,8 +117,10 @@ macro_rules! slot {
 slot!(
     Slot0,
     IDX4_0,
+    NODES4_0,
     RNG4_0,
     IDX6_0,
+    NODES6_0,
     RNG6_0,
     CLASSES_0,
     PORT_RANGES_0,
@@ -111,8 +130,10 @@ slot!(
 slot!(
     Slot1,
     IDX4_1,
+    NODES4_1,
     RNG4_1,
     IDX6_1,
+    NODES6_1,
     RNG6_1,
     CLASSES_1,
     PORT_RANGES_1,

@@ -327,3 +327,93 @@ fn each_narrowing_change_stops_a_cached_flow() {
         "the allowed flow is judged again and passes"
     );
 }
+
+/// Chunks of the direct index with hundreds of ranges are split by nodes; the kernel walks
+/// them as explain does, for both families (several rules, so neighbours differ in class).
+#[test]
+fn crowded_chunks_are_judged_as_explain_says() {
+    let mut text = String::from("[vendor]\nid = \"v\"\nname = \"V\"\n");
+    let mut seed = 0x2545_f491_u32;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    // (address inside a listed network, its rule's port), to probe half the time.
+    let mut listed: Vec<(IpAddr, u16)> = Vec::new();
+    for r in 0..4 {
+        let remotes: Vec<String> = (0..300)
+            .map(|i| {
+                let x = next();
+                let (text, inside): (String, IpAddr) = match i % 3 {
+                    0 => {
+                        let a = Ipv4Addr::new(10, 9, (x >> 8) as u8, x as u8);
+                        (a.to_string(), a.into())
+                    }
+                    1 => {
+                        let a: Ipv6Addr = format!("2001:db8:5::{:x}", x & 0xffff).parse().unwrap();
+                        (a.to_string(), a.into())
+                    }
+                    _ => (
+                        format!("10.9.{}.0/28", (x >> 8) & 0xff),
+                        Ipv4Addr::new(10, 9, (x >> 8) as u8, (x & 0xf) as u8).into(),
+                    ),
+                };
+                listed.push((inside, 1000 + r));
+                format!("\"{text}\"")
+            })
+            .collect();
+        text.push_str(&format!(
+            "\n[[rule]]\nid = \"r{r}\"\nservice = \"s\"\nprotocol = \"tcp\"\nports = [{}]\nremote = [{}]\n",
+            1000 + r,
+            remotes.join(", ")
+        ));
+    }
+    let compiled = compile(&policy(&text), &today()).unwrap();
+    let ev = Evaluator::new(&compiled.image);
+    let tables = fwd::compile::tables::SlotTables::build(&compiled.image, &[]);
+    assert!(
+        !tables.nodes4.is_empty() && !tables.nodes6.is_empty(),
+        "nodes in use"
+    );
+    let mut dp = Datapath::load().expect("loading the programs (needs root)");
+    dp.install(&compiled.image, 1).unwrap();
+    let (mut pass, mut drop) = (0, 0);
+    for n in 0..3000u32 {
+        let x = next();
+        let (addr, port): (IpAddr, u16) = match n % 4 {
+            0 => (
+                Ipv4Addr::new(10, 9, (x >> 8) as u8, x as u8).into(),
+                1000 + (x >> 16) as u16 % 4,
+            ),
+            1 => (
+                format!("2001:db8:5::{:x}", x & 0xffff).parse().unwrap(),
+                1000 + (x >> 16) as u16 % 4,
+            ),
+            _ => listed[x as usize % listed.len()],
+        };
+        let probe = Probe {
+            direction: Direction::Egress,
+            protocol: proto::TCP,
+            remote: addr,
+            port,
+            local_port: 0,
+        };
+        let expected = match ev.evaluate(&probe) {
+            Verdict::Allow { .. } => XDP_PASS,
+            _ => XDP_DROP,
+        };
+        let src_port = 1024 + (n % 60000) as u16;
+        let (kernel, _) = dp
+            .test_run_xdp(&frame(addr, true, src_port, port), 1)
+            .unwrap();
+        assert_eq!(kernel, expected, "{addr} tcp {port}");
+        if kernel == XDP_PASS {
+            pass += 1;
+        } else {
+            drop += 1;
+        }
+    }
+    assert!(pass > 300 && drop > 300, "pass {pass}, drop {drop}");
+}

@@ -11,9 +11,10 @@ use std::net::IpAddr;
 use fwd_common::{
     CLASS_AUDIT, PortVerdict,
     tables::{
-        ClassRecord, DIRECTIONS, INDEX_BITS, INDEX_ENTRIES, IndexEntry, LIST_PROTOCOLS, PortList,
-        PortRange, Range4, Range6, SEARCH_STEPS4, SEARCH_STEPS6, chunk_class, chunk4, chunk6,
-        class,
+        ClassRecord, DIRECTIONS, INDEX_BITS, INDEX_ENTRIES, IndexEntry, LEAF_RANGES,
+        LIST_PROTOCOLS, MAX_DEPTH4, MAX_DEPTH6, NODE, NODE_BITS, NODE_ENTRIES, PortList, PortRange,
+        Range4, Range6, SEARCH_STEPS4, SEARCH_STEPS6, chunk_class, chunk4, chunk6, class, descend,
+        node_byte4, node_byte6,
     },
 };
 use ipnet::IpNet;
@@ -25,9 +26,12 @@ use super::{MapImage, PortEntry};
 pub struct SlotTables {
     /// `INDEX_ENTRIES` entries.
     pub idx4: Vec<IndexEntry>,
+    /// Nodes of `NODE_ENTRIES` entries each, for chunks with many ranges.
+    pub nodes4: Vec<IndexEntry>,
     pub rng4: Vec<Range4>,
     /// `INDEX_ENTRIES` entries.
     pub idx6: Vec<IndexEntry>,
+    pub nodes6: Vec<IndexEntry>,
     pub rng6: Vec<Range6>,
     /// One record per class of the image (index = class id).
     pub classes: Vec<ClassRecord>,
@@ -39,6 +43,9 @@ pub struct SlotTables {
 pub struct TableSizes {
     pub ranges4: usize,
     pub ranges6: usize,
+    /// Node entries (`NODE_ENTRIES` per node).
+    pub nodes4: usize,
+    pub nodes6: usize,
     pub classes: usize,
     pub port_ranges: usize,
 }
@@ -72,16 +79,24 @@ impl SlotTables {
             .collect();
         let ranges4 = address_ranges(v4, exempt4, 32);
         let ranges6 = address_ranges(v6, exempt6, 128);
-        let (idx4, rng4) = chunked(&ranges4, 32, |start, class| Range4 {
-            start: start as u32,
-            class,
-        });
-        let (idx6, rng6) = chunked(&ranges6, 128, |start, class| Range6 {
-            start_hi: (start >> 64) as u64,
-            start_lo: start as u64,
-            class,
-            _pad: 0,
-        });
+        let (idx4, nodes4) = indexed(&ranges4, 32);
+        let (idx6, nodes6) = indexed(&ranges6, 128);
+        let rng4 = ranges4
+            .iter()
+            .map(|&(start, class)| Range4 {
+                start: start as u32,
+                class,
+            })
+            .collect();
+        let rng6 = ranges6
+            .iter()
+            .map(|&(start, class)| Range6 {
+                start_hi: (start >> 64) as u64,
+                start_lo: start as u64,
+                class,
+                _pad: 0,
+            })
+            .collect();
         let mut by_class: Vec<Vec<PortEntry>> = vec![Vec::new(); image.classes as usize];
         for e in &image.ports {
             if let Some(list) = by_class.get_mut(e.key.class() as usize) {
@@ -102,8 +117,10 @@ impl SlotTables {
         }
         SlotTables {
             idx4,
+            nodes4,
             rng4,
             idx6,
+            nodes6,
             rng6,
             classes,
             ports,
@@ -114,6 +131,8 @@ impl SlotTables {
         TableSizes {
             ranges4: self.rng4.len(),
             ranges6: self.rng6.len(),
+            nodes4: self.nodes4.len(),
+            nodes6: self.nodes6.len(),
             classes: self.classes.len(),
             port_ranges: self.ports.len(),
         }
@@ -125,18 +144,37 @@ impl SlotTables {
         match addr {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                self.idx4.get(chunk4(a) as usize).map_or(class::NONE, |e| {
-                    chunk_class(e, SEARCH_STEPS4, a, |i| {
-                        self.rng4.get(i as usize).map(|r| (r.start, r.class))
+                self.idx4
+                    .get(chunk4(a) as usize)
+                    .and_then(|e| {
+                        descend(
+                            e,
+                            MAX_DEPTH4,
+                            |l| node_byte4(a, l),
+                            |i| self.nodes4.get(i as usize).copied(),
+                        )
                     })
-                })
+                    .map_or(class::NONE, |e| {
+                        chunk_class(&e, SEARCH_STEPS4, a, |i| {
+                            self.rng4.get(i as usize).map(|r| (r.start, r.class))
+                        })
+                    })
             }
             IpAddr::V6(a) => {
                 let a = u128::from(a);
+                let (hi, lo) = ((a >> 64) as u64, a as u64);
                 self.idx6
-                    .get(chunk6((a >> 64) as u64) as usize)
+                    .get(chunk6(hi) as usize)
+                    .and_then(|e| {
+                        descend(
+                            e,
+                            MAX_DEPTH6,
+                            |l| node_byte6(hi, lo, l),
+                            |i| self.nodes6.get(i as usize).copied(),
+                        )
+                    })
                     .map_or(class::NONE, |e| {
-                        chunk_class(e, SEARCH_STEPS6, a, |i| {
+                        chunk_class(&e, SEARCH_STEPS6, a, |i| {
                             self.rng6.get(i as usize).map(|r| (r.start(), r.class))
                         })
                     })
@@ -301,45 +339,69 @@ fn address_ranges(
     out
 }
 
-/// The direct index and the chunks' ranges of one family's disjoint ranges.
-fn chunked<R>(
-    ranges: &[(u128, u32)],
-    width: u8,
-    make: impl Fn(u128, u32) -> R,
-) -> (Vec<IndexEntry>, Vec<R>) {
-    let shift = u32::from(width) - INDEX_BITS;
+/// The direct index and the nodes over one family's disjoint ranges (which the entries'
+/// slices point into): an entry whose addresses hold more than `LEAF_RANGES` ranges is a
+/// node on the next `NODE_BITS` bits, recursively.
+fn indexed(ranges: &[(u128, u32)], width: u8) -> (Vec<IndexEntry>, Vec<IndexEntry>) {
+    let mut nodes = Vec::new();
+    let bits = u32::from(width) - INDEX_BITS;
     let mut index = Vec::with_capacity(INDEX_ENTRIES as usize);
-    let mut out = Vec::new();
-    // ranges[i] holds the current chunk's first address.
+    // ranges[i] holds the current entry's first address.
     let mut i = 0;
     for chunk in 0..u128::from(INDEX_ENTRIES) {
-        let lo = chunk << shift;
-        let hi = lo | ((1u128 << shift) - 1);
+        let lo = chunk << bits;
         while ranges.get(i + 1).is_some_and(|r| r.0 <= lo) {
             i += 1;
         }
-        let mut j = i;
-        while ranges.get(j + 1).is_some_and(|r| r.0 <= hi) {
-            j += 1;
-        }
-        if j == i {
-            index.push(IndexEntry {
-                base: ranges[i].1,
-                count: 0,
-            });
-            continue;
-        }
-        index.push(IndexEntry {
-            base: out.len() as u32,
-            count: (j - i + 1) as u32,
-        });
-        out.push(make(lo, ranges[i].1));
-        for r in &ranges[i + 1..=j] {
-            out.push(make(r.0, r.1));
-        }
-        i = j;
+        index.push(entry(ranges, i, lo, bits, &mut nodes));
     }
-    (index, out)
+    (index, nodes)
+}
+
+/// The entry for the addresses `lo .. lo + 2^bits`, whose first address is in `ranges[i]`.
+fn entry(
+    ranges: &[(u128, u32)],
+    i: usize,
+    lo: u128,
+    bits: u32,
+    nodes: &mut Vec<IndexEntry>,
+) -> IndexEntry {
+    let hi = lo | ((1u128 << bits) - 1);
+    // The ranges starting in the block after its first: a search over ranges[i..=j].
+    let mut j = i;
+    let limit = i + LEAF_RANGES as usize - 1;
+    while j < limit && ranges.get(j + 1).is_some_and(|r| r.0 <= hi) {
+        j += 1;
+    }
+    if j == i {
+        return IndexEntry {
+            base: ranges[i].1,
+            count: 0,
+        };
+    }
+    let more = ranges.get(j + 1).is_some_and(|r| r.0 <= hi);
+    if !more || bits < NODE_BITS {
+        return IndexEntry {
+            base: i as u32,
+            count: (j - i + 1) as u32,
+        };
+    }
+    // Too many for one slice: a node on the next bits.
+    let base = nodes.len();
+    nodes.resize(base + NODE_ENTRIES as usize, IndexEntry::default());
+    let sub = bits - NODE_BITS;
+    let mut k = i;
+    for n in 0..u128::from(NODE_ENTRIES) {
+        let sub_lo = lo | (n << sub);
+        while ranges.get(k + 1).is_some_and(|r| r.0 <= sub_lo) {
+            k += 1;
+        }
+        nodes[base + n as usize] = entry(ranges, k, sub_lo, sub, nodes);
+    }
+    IndexEntry {
+        base: base as u32,
+        count: NODE,
+    }
 }
 
 #[cfg(test)]
@@ -398,6 +460,83 @@ mod tests {
         assert_eq!(all, vec![(0, 7), (u128::from(u32::MAX), 8)]);
         let v6 = disjoint(vec![(0, 0, 7u32), (u128::MAX, 128, 8)], 128, 0);
         assert_eq!(v6, vec![(0, 7), (u128::MAX, 8)]);
+    }
+
+    /// Tables of many prefixes in one chunk (nodes below the index) look up as the
+    /// longest match does, in both families.
+    #[test]
+    fn crowded_chunks_go_through_nodes_and_match_the_longest_match() {
+        let mut seed = 0x51ed_2701_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // IPv4: 3,000 hosts and some /24s and /28s in 10.9.0.0/16; IPv6: the same shape in
+        // 2001:db8:5::/48 (one chunk of the index, several node levels down).
+        let mut v4: Vec<(u128, u8, u32)> = Vec::new();
+        let mut v6: Vec<(u128, u8, u32)> = Vec::new();
+        for i in 0..3000u32 {
+            let (len, class) = match i % 10 {
+                0 => (24, 1),
+                1 => (28, 2),
+                _ => (32, 3 + i % 5),
+            };
+            let a = (0x0a09_0000 | (next() as u32 & 0xffff)) >> (32 - len) << (32 - len);
+            v4.push((u128::from(a), len, class));
+            let len6 = len + 96;
+            let b = ((0x2001_0db8_0005_u128 << 80) | u128::from(next() as u16)) >> (128 - len6)
+                << (128 - len6);
+            v6.push((b, len6, class));
+        }
+        for list in [&mut v4, &mut v6] {
+            list.sort_by_key(|p| (p.0, p.1));
+            list.dedup_by_key(|p| (p.0, p.1));
+        }
+        let image = MapImage {
+            dst4: v4
+                .iter()
+                .map(|&(a, l, c)| (ipnet::Ipv4Net::new((a as u32).into(), l).unwrap(), c))
+                .collect(),
+            dst6: v6
+                .iter()
+                .map(|&(a, l, c)| (ipnet::Ipv6Net::new(a.into(), l).unwrap(), c))
+                .collect(),
+            classes: 8,
+            ..MapImage::default()
+        };
+        let tables = SlotTables::build(&image, &[]);
+        assert!(
+            !tables.nodes4.is_empty() && !tables.nodes6.is_empty(),
+            "nodes built"
+        );
+        for _ in 0..20_000 {
+            let a4 = 0x0a09_0000 | (next() as u32 & 0xffff);
+            assert_eq!(
+                tables.lookup_address(IpAddr::V4(a4.into())),
+                brute(&v4, 32, class::NONE, u128::from(a4)),
+                "{a4:#x}"
+            );
+            let a6 = (0x2001_0db8_0005_u128 << 80) | u128::from(next() as u16);
+            assert_eq!(
+                tables.lookup_address(IpAddr::V6(a6.into())),
+                brute(&v6, 128, class::NONE, a6),
+                "{a6:#x}"
+            );
+        }
+        // Every prefix's edges.
+        for &(a, l, _) in &v4 {
+            let last = a | ((1u128 << (32 - l)) - 1);
+            for x in [a.wrapping_sub(1), a, last, last + 1] {
+                let x = x as u32;
+                assert_eq!(
+                    tables.lookup_address(IpAddr::V4(x.into())),
+                    brute(&v4, 32, class::NONE, u128::from(x)),
+                    "{x:#x}"
+                );
+            }
+        }
     }
 
     #[test]

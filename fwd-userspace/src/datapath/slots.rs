@@ -18,9 +18,9 @@ use aya::{
     maps::{HashMap, MapData},
 };
 use fwd_common::{
-    CLASS_AUDIT, CLASSES_CAPACITY, FwdConfig, HOSTS_CAPACITY, PORT_RANGES_CAPACITY,
-    RANGES4_CAPACITY, RANGES6_CAPACITY,
-    tables::{ClassRecord, INDEX_ENTRIES, IndexEntry, MAX_RANGES6, PortRange, Range4, Range6},
+    CLASS_AUDIT, CLASSES_CAPACITY, FwdConfig, HOSTS_CAPACITY, NODE_ENTRIES_CAPACITY,
+    PORT_RANGES_CAPACITY, RANGES4_CAPACITY, RANGES6_CAPACITY,
+    tables::{ClassRecord, INDEX_ENTRIES, IndexEntry, PortRange, Range4, Range6},
 };
 use ipnet::IpNet;
 use tracing::debug;
@@ -38,6 +38,8 @@ use crate::compile::{
 pub struct TableCapacity {
     pub ranges4: u32,
     pub ranges6: u32,
+    /// Node entries per family (256 a node).
+    pub nodes: u32,
     /// Class records: the compiled classes and the DNS proxy's runtime classes.
     pub classes: u32,
     /// Port ranges of all class records.
@@ -51,6 +53,7 @@ impl Default for TableCapacity {
         Self {
             ranges4: RANGES4_CAPACITY,
             ranges6: RANGES6_CAPACITY,
+            nodes: NODE_ENTRIES_CAPACITY,
             classes: CLASSES_CAPACITY,
             port_ranges: PORT_RANGES_CAPACITY,
             hosts: HOSTS_CAPACITY,
@@ -69,7 +72,8 @@ impl TableCapacity {
         let default = Self::default();
         Self {
             ranges4: room(sizes.ranges4, default.ranges4),
-            ranges6: room(sizes.ranges6, default.ranges6).min(MAX_RANGES6),
+            ranges6: room(sizes.ranges6, default.ranges6),
+            nodes: room(sizes.nodes4.max(sizes.nodes6), default.nodes),
             classes: room(sizes.classes, 0) + default.classes,
             port_ranges: room(sizes.port_ranges, 0) + default.port_ranges,
             hosts: default.hosts,
@@ -82,6 +86,8 @@ impl TableCapacity {
         for n in 0..2 {
             out.push((RNG4[n], self.ranges4));
             out.push((RNG6[n], self.ranges6));
+            out.push((NODES4[n], self.nodes));
+            out.push((NODES6[n], self.nodes));
             out.push((CLASSES[n], self.classes));
             out.push((PORT_RANGES[n], self.port_ranges));
             out.push((HOSTS4[n], self.hosts));
@@ -95,6 +101,8 @@ const IDX4: [&str; 2] = ["IDX4_0", "IDX4_1"];
 const RNG4: [&str; 2] = ["RNG4_0", "RNG4_1"];
 const IDX6: [&str; 2] = ["IDX6_0", "IDX6_1"];
 const RNG6: [&str; 2] = ["RNG6_0", "RNG6_1"];
+const NODES4: [&str; 2] = ["NODES4_0", "NODES4_1"];
+const NODES6: [&str; 2] = ["NODES6_0", "NODES6_1"];
 const CLASSES: [&str; 2] = ["CLASSES_0", "CLASSES_1"];
 const PORT_RANGES: [&str; 2] = ["PORT_RANGES_0", "PORT_RANGES_1"];
 const HOSTS4: [&str; 2] = ["HOSTS4_0", "HOSTS4_1"];
@@ -103,8 +111,10 @@ const HOSTS6: [&str; 2] = ["HOSTS6_0", "HOSTS6_1"];
 /// One slot's maps.
 pub(super) struct SlotMaps {
     idx4: MmapArray<IndexEntry>,
+    nodes4: MmapArray<IndexEntry>,
     rng4: MmapArray<Range4>,
     idx6: MmapArray<IndexEntry>,
+    nodes6: MmapArray<IndexEntry>,
     rng6: MmapArray<Range6>,
     classes: MmapArray<ClassRecord>,
     ports: MmapArray<PortRange>,
@@ -118,6 +128,8 @@ impl SlotMaps {
             |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::MissingMap(name));
         Ok(Self {
             idx4: MmapArray::new(array(IDX4[n])?, IDX4[n])?,
+            nodes4: MmapArray::new(array(NODES4[n])?, NODES4[n])?,
+            nodes6: MmapArray::new(array(NODES6[n])?, NODES6[n])?,
             rng4: MmapArray::new(array(RNG4[n])?, RNG4[n])?,
             idx6: MmapArray::new(array(IDX6[n])?, IDX6[n])?,
             rng6: MmapArray::new(array(RNG6[n])?, RNG6[n])?,
@@ -134,6 +146,8 @@ impl SlotMaps {
         debug_assert_eq!(t.idx4.len(), INDEX_ENTRIES as usize);
         self.rng4.write(0, &t.rng4)?;
         self.rng6.write(0, &t.rng6)?;
+        self.nodes4.write(0, &t.nodes4)?;
+        self.nodes6.write(0, &t.nodes6)?;
         self.ports.write(0, &t.ports)?;
         self.classes.write(0, &t.classes)?;
         self.idx4.write(0, &t.idx4)?;
