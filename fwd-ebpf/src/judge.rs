@@ -76,24 +76,20 @@ struct Class {
     record: &'static ClassRecord,
 }
 
-/// What the address tables say of a remote.
-enum Remote {
-    Exempt,
-    Unlisted,
-    Listed(Class),
-}
-
+/// What the address tables say of a remote: `None` if it is exempt, else its class, if a
+/// rule lists it.
 #[inline(always)]
-fn remote<S: Slot>(config: &FwdConfig, family: u8, addr: &fwd_common::Addr) -> Remote {
+fn remote<S: Slot>(
+    config: &FwdConfig,
+    family: u8,
+    addr: &fwd_common::Addr,
+) -> Option<Option<Class>> {
     let hosts = config.hosts & FwdConfig::hosts_bit(config.active_slot, family) != 0;
     let index = class_of::<S>(family, addr, hosts);
     if index == class::EXEMPT {
-        return Remote::Exempt;
+        return None;
     }
-    match record::<S>(index) {
-        Some(record) => Remote::Listed(Class { index, record }),
-        None => Remote::Unlisted,
-    }
+    Some(record::<S>(index).map(|record| Class { index, record }))
 }
 
 /// Judges an outbound packet into `s.outcome`.
@@ -111,7 +107,7 @@ pub fn judge_outbound(s: &mut Scratch, config: &FwdConfig, now: u64) {
 fn outbound<S: Slot>(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
     let ip = &s.ip;
     if is_link_local(ip.family, &ip.dst) {
-        return Outcome::new(Reason::Exempt, None, None);
+        return Outcome::of(Reason::Exempt);
     }
     if ip.frag == Frag::Later {
         return later_fragment::<S>(s, config, now, false);
@@ -136,10 +132,8 @@ fn outbound<S: Slot>(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
             return outcome;
         }
     }
-    let class = match remote::<S>(config, ip.family, &ip.dst) {
-        Remote::Exempt => return Outcome::new(Reason::Exempt, None, None),
-        Remote::Unlisted => None,
-        Remote::Listed(c) => Some(c),
+    let Some(class) = remote::<S>(config, ip.family, &ip.dst) else {
+        return Outcome::of(Reason::Exempt);
     };
     let verdict = class
         .as_ref()
@@ -196,7 +190,7 @@ pub fn judge_inbound(s: &mut Scratch, config: &FwdConfig, now: u64) {
 fn inbound<S: Slot>(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
     let ip = &s.ip;
     if is_link_local(ip.family, &ip.src) || is_link_local(ip.family, &ip.dst) {
-        return Outcome::new(Reason::Exempt, None, None);
+        return Outcome::of(Reason::Exempt);
     }
     if ip.frag == Frag::Later {
         return later_fragment::<S>(s, config, now, true);
@@ -227,10 +221,8 @@ fn inbound<S: Slot>(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
             return outcome;
         }
     }
-    let class = match remote::<S>(config, ip.family, &ip.src) {
-        Remote::Exempt => return Outcome::new(Reason::Exempt, None, None),
-        Remote::Unlisted => None,
-        Remote::Listed(c) => Some(c),
+    let Some(class) = remote::<S>(config, ip.family, &ip.src) else {
+        return Outcome::of(Reason::Exempt);
     };
     if let Some(rule) = quoted_flow(ip, &mut s.quoted, false, config, now) {
         return Outcome::new(Reason::Established, Some(rule), class.as_ref());
@@ -285,10 +277,8 @@ fn later_fragment<S: Slot>(
 ) -> Outcome {
     let ip = &s.ip;
     let addr = if inbound { &ip.src } else { &ip.dst };
-    let class = match remote::<S>(config, ip.family, addr) {
-        Remote::Exempt => return Outcome::new(Reason::Exempt, None, None),
-        Remote::Unlisted => None,
-        Remote::Listed(c) => Some(c),
+    let Some(class) = remote::<S>(config, ip.family, addr) else {
+        return Outcome::of(Reason::Exempt);
     };
     match first_fragment_rule(ip, &mut s.frag, config, now) {
         Some(rule) => Outcome::new(Reason::Allowed, Some(rule), None),

@@ -484,17 +484,13 @@ impl<'a> Evaluator<'a> {
         }
         let mut entries = Vec::new();
         class_ports(NAME_CLASS, &members, &mut entries);
-        let mut ports = Vec::new();
-        let record = class_record(&entries, false, &mut ports);
-        decide(&record, &ports, NAME_CLASS, probe)
+        decide_entries(&entries, false, NAME_CLASS, probe)
     }
 
     /// What happens to `probe` sent to an address the DNS proxy learned with `learned`'s
     /// class (`MapImage::learned_class`): the kernel's verdict for that address.
     pub fn evaluate_learned(&self, learned: &LearnedClass, probe: &Probe) -> Verdict {
-        let mut ports = Vec::new();
-        let record = class_record(&learned.ports, learned.audit, &mut ports);
-        decide(&record, &ports, NAME_CLASS, probe)
+        decide_entries(&learned.ports, learned.audit, NAME_CLASS, probe)
     }
 
     pub fn rule(&self, id: u32) -> Option<&'a RuleInfo> {
@@ -505,6 +501,14 @@ impl<'a> Evaluator<'a> {
 /// The class `evaluate_name` gives the rules matching a name (any value works: the record
 /// is that class's only).
 const NAME_CLASS: u32 = 0;
+
+/// The verdict of one class given as port entries (a name's or a learned address's), made
+/// into its record first as the datapath does.
+fn decide_entries(entries: &[PortEntry], audit: bool, class: u32, probe: &Probe) -> Verdict {
+    let mut ports = Vec::new();
+    let record = class_record(entries, audit, &mut ports);
+    decide(&record, &ports, class, probe)
+}
 
 /// Steps 2 and 3 of the match: `class`'s record and port ranges decide the packet.
 fn decide(record: &ClassRecord, ports: &[TablePortRange], class: u32, probe: &Probe) -> Verdict {

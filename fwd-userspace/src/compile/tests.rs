@@ -904,9 +904,7 @@ fn a_related_rule_never_shadows_one_that_needs_no_flow() {
 
 /// The verdict of `probe` against the port entries of one learned class.
 fn decide_learned(learned: &LearnedClass, class: u32, probe: &Probe) -> Verdict {
-    let mut ports = Vec::new();
-    let record = class_record(&learned.ports, learned.audit, &mut ports);
-    decide(&record, &ports, class, probe)
+    decide_entries(&learned.ports, learned.audit, class, probe)
 }
 
 #[test]
