@@ -324,8 +324,9 @@ pub const fn v4_mapped(a: [u8; 4]) -> Addr {
 
 /// Key of the flow table, from the protected host's point of view. For ICMP echo the local
 /// port holds the echo identifier and the remote port is 0; other portless protocols use 0
-/// for both.
-#[repr(C)]
+/// for both. Aligned to 8 (the layout is the same: 40 bytes, no implicit padding), so the
+/// kernel programs copy and compare it in words rather than bytes.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub local: Addr,
@@ -401,8 +402,9 @@ impl FlowValue {
     }
 }
 
-/// Key of the first-fragment table: the datagram's (src, dst, id, protocol).
-#[repr(C)]
+/// Key of the first-fragment table: the datagram's (src, dst, id, protocol). Aligned to 8
+/// like `FlowKey`.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragKey {
     pub src: Addr,
@@ -470,6 +472,8 @@ const _: () = {
     assert!(core::mem::size_of::<FwdConfig>() == 40);
     assert!(FwdConfig::next_epoch(FlowValue::EPOCH_MASK) == 1);
     assert!(core::mem::size_of::<FlowKey>() == 40);
+    assert!(core::mem::align_of::<FlowKey>() == 8);
+    assert!(core::mem::align_of::<FragKey>() == 8);
     assert!(core::mem::size_of::<FlowValue>() == 16);
     assert!(core::mem::size_of::<FragKey>() == 40);
     assert!(core::mem::size_of::<FragValue>() == 16);

@@ -72,7 +72,12 @@ pub enum Frag {
 }
 
 /// What an ICMP error message quotes: the packet that caused it, as sent.
+///
+/// The addresses come first and the struct is aligned to 8 (like `Ip`, `FlowKey` and
+/// `FragKey`), so copying one is two 8-byte moves: with the `[u8; 16]` alone the compiler
+/// knows no alignment and copies byte by byte or calls a byte-loop `memset`/`memmove`.
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 pub struct Quoted {
     pub src: Addr,
     pub dst: Addr,
@@ -81,14 +86,16 @@ pub struct Quoted {
     pub dst_port: u16,
 }
 
-/// An IP packet's fields that the verdict depends on.
+/// An IP packet's fields that the verdict depends on. The addresses first, aligned to 8
+/// (see `Quoted`).
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 pub struct Ip {
-    /// 4 or 6.
-    pub family: u8,
     /// Addresses in the `Addr` form (IPv4 mapped into IPv6).
     pub src: Addr,
     pub dst: Addr,
+    /// 4 or 6.
+    pub family: u8,
     /// The transport protocol (after IPv6 extension headers).
     pub protocol: u8,
     /// Transport ports (0 for protocols without ports, and for later fragments).
@@ -111,12 +118,47 @@ pub struct Ip {
 }
 
 impl Ip {
+    /// Writes both addresses, IPv4 mapped into IPv6, as four word stores (the struct is
+    /// aligned to 8 and starts with them): `out.src = v4_mapped(..)` becomes calls of a
+    /// byte-loop `memset` in BPF.
+    #[inline(always)]
+    fn set_v4_addrs(&mut self, src: [u8; 4], dst: [u8; 4]) {
+        let mapped = |a: [u8; 4]| u64::from_ne_bytes([0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]);
+        // SAFETY: `src` and `dst` are the first 32 bytes of the 8-aligned struct (`repr(C)`).
+        unsafe { *(self as *mut Ip as *mut [u64; 4]) = [0, mapped(src), 0, mapped(dst)] };
+    }
+
+    /// Writes both addresses from an IPv6 header's bytes 8..40, as `set_v4_addrs` does.
+    #[inline(always)]
+    fn set_v6_addrs(&mut self, header: &[u8; IPV6_HLEN]) {
+        let word = |at: usize| {
+            u64::from_ne_bytes([
+                header[at],
+                header[at + 1],
+                header[at + 2],
+                header[at + 3],
+                header[at + 4],
+                header[at + 5],
+                header[at + 6],
+                header[at + 7],
+            ])
+        };
+        // SAFETY: as in `set_v4_addrs`.
+        unsafe { *(self as *mut Ip as *mut [u64; 4]) = [word(8), word(16), word(24), word(32)] };
+    }
+
     /// The IPv4 address bytes of an `Addr` (valid when `family == 4`).
     #[inline(always)]
     pub fn v4(addr: &Addr) -> [u8; 4] {
         [addr[12], addr[13], addr[14], addr[15]]
     }
 }
+
+const _: () = {
+    assert!(core::mem::offset_of!(Ip, src) == 0);
+    assert!(core::mem::offset_of!(Ip, dst) == 16);
+    assert!(core::mem::align_of::<Ip>() == 8);
+};
 
 pub enum Parsed {
     /// Link management that always passes (ARP, IPv6 neighbour/router discovery, MLD).
@@ -191,8 +233,10 @@ fn parse_ipv4(packet: &Packet, offset: usize, out: &mut Ip) -> Result<Parsed, Re
         return Err(Reason::Fragment);
     }
     out.family = 4;
-    out.src = v4_mapped([ip[12], ip[13], ip[14], ip[15]]);
-    out.dst = v4_mapped([ip[16], ip[17], ip[18], ip[19]]);
+    out.set_v4_addrs(
+        [ip[12], ip[13], ip[14], ip[15]],
+        [ip[16], ip[17], ip[18], ip[19]],
+    );
     out.protocol = protocol;
     out.frag = frag;
     out.frag_id = u32::from(be16(&ip, 4));
@@ -210,8 +254,7 @@ fn parse_ipv6(packet: &Packet, offset: usize, out: &mut Ip) -> Result<Parsed, Re
     if ip[0] >> 4 != 6 {
         return Err(Reason::Malformed);
     }
-    out.src.copy_from_slice(&ip[8..24]);
-    out.dst.copy_from_slice(&ip[24..40]);
+    out.set_v6_addrs(&ip);
     let mut next_header = ip[6];
     let hop_limit = ip[7];
     let mut at = offset + IPV6_HLEN;
