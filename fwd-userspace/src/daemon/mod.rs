@@ -119,15 +119,15 @@ impl Daemon {
             Some(d) => table.set_limits(d.limits),
             None => table = dns::DnsTable::new(dns::Limits::default()),
         }
-        let learned = table.rebuild(&compiled.image);
-        // In force with the install below, in the same flip.
-        self.datapath.stage_exemptions(&exemptions(&config));
-        let timings = self
-            .datapath
-            .install_with_learned(&compiled.image, generation, learned)?;
+        let timings = apply(
+            &mut self.datapath,
+            &config,
+            &compiled,
+            &mut table,
+            generation,
+        )?;
         self.dns = table;
         self.dns_dirty = true;
-        self.datapath.set_audit(config.action == Action::Audit)?;
         self.config = config;
         self.generation = generation;
         self.rule_ids = compiled.ids.clone();
@@ -320,6 +320,26 @@ async fn serve_metrics(State(shared): State<Shared>) -> impl IntoResponse {
 
 /// What always passes: the config's exemptions, and a gateway's own addresses (it is not
 /// what the policy protects; a host's are, or nothing it receives would be judged).
+/// Puts `compiled` in force under `config`, with the names `table` learned judged again
+/// under it: the policy, those names, the exemptions and the action change with one flip.
+/// Start-up and reload both come here; on an error the policy in force stays.
+fn apply(
+    datapath: &mut Datapath,
+    config: &Config,
+    compiled: &Compiled,
+    table: &mut dns::DnsTable,
+    generation: u32,
+) -> Result<InstallTimings, crate::datapath::DatapathError> {
+    let learned = table.rebuild(&compiled.image);
+    datapath.apply(
+        &compiled.image,
+        generation,
+        learned,
+        &exemptions(config),
+        config.action == Action::Audit,
+    )
+}
+
 fn exemptions(config: &Config) -> Vec<ipnet::IpNet> {
     let mut exempt = config.exempt.clone();
     // A host's own proxy asks the upstream resolvers through the filtered uplink.
@@ -647,8 +667,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         warn!(%map, %why, "pinned map recreated empty");
     }
     let generation = adoption.generation.wrapping_add(1).max(1);
-    datapath.stage_exemptions(&exemptions(&config));
-    datapath.set_audit(config.action == Action::Audit)?;
     // The names the proxy learned last time go in with the policy: a restart opens no gap.
     let mut table = dns::DnsTable::new(
         config
@@ -661,15 +679,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     {
         table.restore(saved);
     }
-    let learned = table.rebuild(&compiled.image);
-    if !learned.hosts.is_empty() {
+    apply(&mut datapath, &config, &compiled, &mut table, generation)?;
+    let restored = table.addresses_active();
+    if restored > 0 {
         info!(
             names = table.names_active(),
-            addresses = learned.hosts.len(),
+            addresses = restored,
             "learned DNS names restored"
         );
     }
-    datapath.install_with_learned(&compiled.image, generation, learned)?;
     for iface in &config.interfaces {
         match iface.mode {
             InterfaceMode::Gateway => datapath.attach_gateway(&iface.name)?,

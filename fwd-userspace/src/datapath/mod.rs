@@ -232,6 +232,9 @@ pub struct Datapath {
     state: [SlotState; 2],
     /// Networks that always pass; part of every install's address tables.
     exemptions: Vec<IpNet>,
+    /// `FwdConfig::MODE_*` for the whole policy: written with every install's slot flip, in
+    /// the same `CONFIG` write, so no packet sees a new policy under the old mode.
+    mode: u32,
     capacity: TableCapacity,
     rule_counters: PerCpuArray<MapData, Counter>,
     reason_counters: PerCpuArray<MapData, Counter>,
@@ -336,6 +339,7 @@ impl Datapath {
             slots,
             state: [SlotState::default(), SlotState::default()],
             exemptions: Vec::new(),
+            mode: FwdConfig::MODE_ENFORCE,
             capacity: options.tables,
             ebpf,
             active: 0,
@@ -388,6 +392,8 @@ impl Datapath {
         config.udp_timeout_s = options.udp_timeout_s;
         config.other_timeout_s = options.other_timeout_s;
         config.samples_per_second = options.samples_per_second;
+        // An adopted policy keeps its mode until an install or `set_audit` says otherwise.
+        datapath.mode = config.mode;
         datapath.write_config(config)?;
         if let Some(dir) = &options.pin_dir {
             for name in [program::XDP_OUT, program::TC_OUT, program::TC_IN] {

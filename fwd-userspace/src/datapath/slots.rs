@@ -267,6 +267,31 @@ impl Datapath {
         self.install_with_learned(image, generation, learned)
     }
 
+    /// Puts a whole policy in force with one flip: `image`, the learned entries judged
+    /// under it, the exemptions and the mode (audit or enforce) go into the same `CONFIG`
+    /// write, so no packet sees one of them new and another old. Start-up and reload both
+    /// come here. On an error before the flip nothing changes, the settings included.
+    pub fn apply(
+        &mut self,
+        image: &MapImage,
+        generation: u32,
+        learned: Learned,
+        exemptions: &[IpNet],
+        audit: bool,
+    ) -> Result<InstallTimings, DatapathError> {
+        let before = (self.exemptions.clone(), self.mode);
+        self.stage_exemptions(exemptions);
+        self.stage_audit(audit);
+        let result = self.install_with_learned(image, generation, learned);
+        let flipped = self
+            .read_config()
+            .is_ok_and(|c| c.generation == generation && c.active_slot as usize == self.active);
+        if result.is_err() && !flipped {
+            (self.exemptions, self.mode) = before;
+        }
+        result
+    }
+
     /// Installs `image` together with the learned entries that go with it, atomically.
     pub fn install_with_learned(
         &mut self,
@@ -299,6 +324,7 @@ impl Datapath {
         let filled = Instant::now();
         let mut config = self.read_config()?;
         config.active_slot = target as u32;
+        config.mode = self.mode;
         config.generation = generation;
         config.epoch = FwdConfig::next_epoch(config.epoch);
         self.write_config(config)?;
@@ -345,8 +371,8 @@ impl Datapath {
     }
 
     /// Sets the exemptions the next install puts in force, without installing; returns
-    /// whether they changed. For a caller that installs right after (a reload).
-    pub fn stage_exemptions(&mut self, nets: &[IpNet]) -> bool {
+    /// whether they changed.
+    fn stage_exemptions(&mut self, nets: &[IpNet]) -> bool {
         let wanted: Vec<IpNet> = nets
             .iter()
             .map(IpNet::trunc)
@@ -360,19 +386,26 @@ impl Datapath {
         true
     }
 
-    /// Enforce or audit for the whole policy. Moving to enforce narrows what passes, so
-    /// flows are judged again.
-    pub fn set_audit(&mut self, audit: bool) -> Result<(), DatapathError> {
-        let mut config = self.read_config()?;
+    /// Sets enforce or audit for the whole policy for the next install to put in force with
+    /// its flip, in the same `CONFIG` write; returns whether it changed.
+    fn stage_audit(&mut self, audit: bool) -> bool {
         let mode = if audit {
             FwdConfig::MODE_AUDIT
         } else {
             FwdConfig::MODE_ENFORCE
         };
-        if config.mode == mode {
+        std::mem::replace(&mut self.mode, mode) != mode
+    }
+
+    /// Enforce or audit for the whole policy, now, without an install. Moving to enforce
+    /// narrows what passes, so flows are judged again.
+    pub fn set_audit(&mut self, audit: bool) -> Result<(), DatapathError> {
+        self.stage_audit(audit);
+        let mut config = self.read_config()?;
+        if config.mode == self.mode {
             return Ok(());
         }
-        config.mode = mode;
+        config.mode = self.mode;
         config.epoch = FwdConfig::next_epoch(config.epoch);
         self.write_config(config)
     }

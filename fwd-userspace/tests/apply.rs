@@ -1,0 +1,188 @@
+//! One install for start-up and reload: a change of both the policy and the mode (audit or
+//! enforce) reaches the programs in one `CONFIG` write. A reader polls the pinned config
+//! map while the policy and the mode change together forty times; every config it sees must
+//! pair each generation with that generation's mode. The same reader, run over the old way
+//! (install, then a separate mode write), must catch the moment in between, so the check
+//! can fail. Needs root and /sys/fs/bpf.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+};
+
+use aya::maps::{Array, Map, MapData};
+use fwd::{
+    compile::{Selection, compile},
+    datapath::{Datapath, DatapathOptions, Learned},
+    policy::{Date, PolicySet, parse_vendor_file},
+};
+use fwd_common::FwdConfig;
+
+/// A policy whose port differs with `n`, so every generation installs something new.
+fn image(n: u16) -> fwd::compile::MapImage {
+    let text = format!(
+        "[vendor]\nid = \"v\"\nname = \"V\"\n\n[[rule]]\nid = \"r\"\nservice = \"s\"\nprotocol = \"tcp\"\nports = [{}]\nremote = [\"192.0.2.0/24\"]\n",
+        1000 + n
+    );
+    let set = PolicySet {
+        vendors: vec![parse_vendor_file(Path::new("v.toml"), &text).unwrap()],
+    };
+    compile(&set, &Selection::widest(Date::parse("2026-12-01").unwrap()))
+        .unwrap()
+        .image
+}
+
+/// Generation `g`'s mode: audit for even generations.
+fn audit(generation: u32) -> bool {
+    generation.is_multiple_of(2)
+}
+
+/// Polls the pinned `CONFIG` until `stop`; returns (configs read, generations seen, the
+/// configs whose mode was not their generation's).
+fn watch(dir: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<(u64, usize, Vec<FwdConfig>)> {
+    let path = dir.join("maps/CONFIG");
+    thread::spawn(move || {
+        let data = MapData::from_pin(&path).expect("the pinned config map");
+        let config: Array<MapData, FwdConfig> = Array::try_from(Map::Array(data)).unwrap();
+        let (mut reads, mut seen, mut wrong) = (0, std::collections::BTreeSet::new(), Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let c = config.get(&0, 0).unwrap();
+            reads += 1;
+            if c.generation == 0 {
+                continue;
+            }
+            seen.insert(c.generation);
+            let want = if audit(c.generation) {
+                FwdConfig::MODE_AUDIT
+            } else {
+                FwdConfig::MODE_ENFORCE
+            };
+            if c.mode != want && wrong.len() < 10 {
+                wrong.push(c);
+            }
+        }
+        (reads, seen.len(), wrong)
+    })
+}
+
+fn pinned_datapath(dir: &PathBuf) -> Datapath {
+    let _ = std::fs::remove_dir_all(dir);
+    Datapath::load_with(&DatapathOptions {
+        pin_dir: Some(dir.clone()),
+        ..DatapathOptions::default()
+    })
+    .expect("loading the programs (needs root and /sys/fs/bpf)")
+}
+
+#[test]
+fn a_change_of_policy_and_mode_is_one_config_write() {
+    let dir = PathBuf::from(format!("/sys/fs/bpf/fwd-test-apply-{}", std::process::id()));
+    let mut dp = pinned_datapath(&dir);
+    let images: Vec<_> = (0..4).map(image).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = watch(&dir, stop.clone());
+    const CHANGES: u32 = 40;
+    for g in 1..=CHANGES {
+        let image = &images[g as usize % images.len()];
+        dp.apply(image, g, Learned::default(), &[], audit(g))
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (reads, generations, wrong) = reader.join().unwrap();
+    assert!(
+        wrong.is_empty(),
+        "the programs could see a policy with another generation's mode: {wrong:?}"
+    );
+    // The reader watched the changes happen (each install waits out a grace period).
+    assert!(reads > 1000, "{reads} reads");
+    assert!(
+        generations as u32 > CHANGES / 2,
+        "{generations} generations seen"
+    );
+
+    // The old way, for contrast: install, then the mode in a second write. The reader sees
+    // the new policy under the old mode in between.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = watch(&dir, stop.clone());
+    for g in CHANGES + 1..=CHANGES + 10 {
+        let image = &images[g as usize % images.len()];
+        dp.install(image, g).unwrap();
+        dp.set_audit(audit(g)).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (_, _, wrong) = reader.join().unwrap();
+    assert!(
+        !wrong.is_empty(),
+        "two writes went unseen: this test could not tell one write from two"
+    );
+    dp.unpin_all().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A policy too large for the tables the datapath was loaded with (a range table of
+/// `RANGES4_CAPACITY` entries): its install fails before the flip.
+fn too_large() -> fwd::compile::MapImage {
+    let hosts: Vec<String> = (0..fwd_common::RANGES4_CAPACITY + 10)
+        .map(|i| format!("\"{}\"", std::net::Ipv4Addr::from(0x0a00_0000 + i * 2)))
+        .collect();
+    let text = format!(
+        "[vendor]\nid = \"v\"\nname = \"V\"\n\n[[rule]]\nid = \"r\"\nservice = \"s\"\nprotocol = \"tcp\"\nports = [1]\nremote = [{}]\n",
+        hosts.join(", ")
+    );
+    let set = PolicySet {
+        vendors: vec![parse_vendor_file(Path::new("v.toml"), &text).unwrap()],
+    };
+    compile(&set, &Selection::widest(Date::parse("2026-12-01").unwrap()))
+        .unwrap()
+        .image
+}
+
+#[test]
+fn a_failed_apply_changes_no_setting() {
+    let dir = PathBuf::from(format!(
+        "/sys/fs/bpf/fwd-test-apply-failed-{}",
+        std::process::id()
+    ));
+    let mut dp = pinned_datapath(&dir);
+    let pinned = fwd::datapath::PinnedState::open(&dir).unwrap();
+    dp.apply(&image(0), 1, Learned::default(), &[], false)
+        .unwrap();
+    let exempt: Vec<ipnet::IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+    let err = dp
+        .apply(&too_large(), 2, Learned::default(), &exempt, true)
+        .expect_err("an install larger than the tables");
+    assert!(err.to_string().contains("RNG4"), "{err}");
+    let config = pinned.config().unwrap();
+    assert_eq!(
+        (config.generation, config.mode),
+        (1, FwdConfig::MODE_ENFORCE)
+    );
+    // The next plain install brings neither the failed apply's mode nor its exemptions.
+    dp.install(&image(1), 3).unwrap();
+    let config = pinned.config().unwrap();
+    assert_eq!(
+        (config.generation, config.mode),
+        (3, FwdConfig::MODE_ENFORCE)
+    );
+    let frame = {
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 200, 0, 2], [198, 51, 100, 7], 64)
+            .udp(1000, 9)
+            .write(&mut out, &[])
+            .unwrap();
+        out
+    };
+    const XDP_DROP: u32 = 1;
+    assert_eq!(
+        dp.test_run_xdp(&frame, 1).unwrap().0,
+        XDP_DROP,
+        "not exempt"
+    );
+    dp.unpin_all().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
