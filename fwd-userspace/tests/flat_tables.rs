@@ -137,6 +137,9 @@ fn edges(set: &PolicySet) -> Vec<IpAddr> {
 
 #[test]
 fn every_range_edge_is_judged_as_explain_says() {
+    if !fwd_lab::can_run_as_root("every_range_edge_is_judged_as_explain_says") {
+        return;
+    }
     let set = policy(EDGES);
     let compiled = compile(&set, &today()).unwrap();
     let ev = Evaluator::new(&compiled.image);
@@ -247,6 +250,9 @@ remote = ["192.0.2.0/24"]
 /// change moves the epoch on; widening changes leave it.
 #[test]
 fn each_narrowing_change_stops_a_cached_flow() {
+    if !fwd_lab::can_run_as_root("each_narrowing_change_stops_a_cached_flow") {
+        return;
+    }
     let web = compile(&policy(WEB), &today()).unwrap();
     let nothing = compile(&policy(NOTHING), &today()).unwrap();
     let mut dp = Datapath::load().expect("loading the programs (needs root)");
@@ -332,6 +338,9 @@ fn each_narrowing_change_stops_a_cached_flow() {
 /// them as explain does, for both families (several rules, so neighbours differ in class).
 #[test]
 fn crowded_chunks_are_judged_as_explain_says() {
+    if !fwd_lab::can_run_as_root("crowded_chunks_are_judged_as_explain_says") {
+        return;
+    }
     let mut text = String::from("[vendor]\nid = \"v\"\nname = \"V\"\n");
     let mut seed = 0x2545_f491_u32;
     let mut next = move || {

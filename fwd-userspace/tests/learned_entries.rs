@@ -57,6 +57,9 @@ fn frame_of(dst: IpAddr, port: u16, tcp: bool) -> Vec<u8> {
 
 #[test]
 fn learned_hosts_are_enforced_carried_over_and_forgotten() {
+    if !fwd_lab::can_run_as_root("learned_hosts_are_enforced_carried_over_and_forgotten") {
+        return;
+    }
     let set = PolicySet {
         vendors: vec![parse_vendor_file(Path::new("v.toml"), POLICY).unwrap()],
     };
@@ -143,6 +146,9 @@ remote = "*.sfu.example.com"
 /// `install_with_learned`, and leaves no entry behind in either slot.
 #[test]
 fn runtime_classes_open_a_names_rules_and_leave_no_stale_entries() {
+    if !fwd_lab::can_run_as_root("runtime_classes_open_a_names_rules_and_leave_no_stale_entries") {
+        return;
+    }
     let set = PolicySet {
         vendors: vec![parse_vendor_file(Path::new("v.toml"), DOMAIN_POLICY).unwrap()],
     };
@@ -230,6 +236,11 @@ fn runtime_classes_open_a_names_rules_and_leave_no_stale_entries() {
 /// every probe's kernel verdict matches `evaluate_name` (the `remote = "any"` rules included).
 #[test]
 fn explain_of_a_name_is_what_the_kernel_does_with_its_learned_address() {
+    if !fwd_lab::can_run_as_root(
+        "explain_of_a_name_is_what_the_kernel_does_with_its_learned_address",
+    ) {
+        return;
+    }
     use fwd::{
         compile::{Evaluator, Probe, Verdict},
         daemon::dns::{self, Answer, DnsTable, Limits},

@@ -90,6 +90,9 @@ remote = ["192.0.2.0/24"]
 
 #[test]
 fn a_new_layout_takes_over_the_pins_of_an_earlier_one() {
+    if !fwd_lab::can_run_as_root("a_new_layout_takes_over_the_pins_of_an_earlier_one") {
+        return;
+    }
     let dir = PathBuf::from(format!(
         "/sys/fs/bpf/fwd-test-upgrade-{}",
         std::process::id()

@@ -622,12 +622,32 @@ pub fn fwd_command(fwd: &std::path::Path) -> Command {
     cmd
 }
 
-/// Fails the test with a clear message unless it runs as root.
-pub fn require_root() {
+/// Set by `cargo xtask test`: a test that needs root fails instead of skipping, so the
+/// full run never passes by skipping.
+pub const REQUIRE_ROOT_ENV: &str = "FWD_TESTS_REQUIRE_ROOT";
+
+/// Whether a test that needs root (BPF, network namespaces, raw sockets) can run. As root:
+/// true. Otherwise it writes a line saying it skips `test` and why, and returns false, so a
+/// contributor's `cargo test` as a normal user runs everything else; unless
+/// `FWD_TESTS_REQUIRE_ROOT` is set (`cargo xtask test` sets it), when it fails instead.
+///
+/// Use: `if !fwd_lab::can_run_as_root("name") { return; }` first thing in the test.
+pub fn can_run_as_root(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
     assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "end-to-end tests need root (network namespaces, BPF): run `cargo xtask test` as root"
+        std::env::var_os(REQUIRE_ROOT_ENV).is_none(),
+        "{test} needs root (BPF, network namespaces), and {REQUIRE_ROOT_ENV} says it must run: run `cargo xtask test` as root"
     );
+    // Straight to the process's stderr: the test harness captures `eprintln!` of a test
+    // that passes, and this line is the point.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs root (BPF, network namespaces); `sudo cargo xtask test` runs it"
+    );
+    false
 }
 
 /// A unique namespace prefix and a scratch directory (with `policies/`) for one test.

@@ -19,8 +19,7 @@ use std::{
 
 use fwd_lab::{
     FwdProcess, GATEWAY_LAN_IF, GATEWAY_LAN_V4, GATEWAY_LAN_V6, Lab, Netns, Pins, Sink,
-    VENDOR_WAN_V4, fwd_bin, fwd_json, require_root, scrape, scratch, tcp_probe, udp_probe,
-    wait_for,
+    VENDOR_WAN_V4, fwd_bin, fwd_json, scrape, scratch, tcp_probe, udp_probe, wait_for,
 };
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query},
@@ -308,7 +307,6 @@ struct Setup {
 }
 
 fn setup(test: &str, extra: &str) -> Setup {
-    require_root();
     let (prefix, dir) = scratch(test);
     let lab = Lab::create(
         &prefix,
@@ -376,6 +374,9 @@ const PROXY_V4: SocketAddr = SocketAddr::new(IpAddr::V4(GATEWAY_LAN_V4), 53);
 
 #[test]
 fn domain_rules_open_exactly_what_the_proxy_resolved() {
+    if !fwd_lab::can_run_as_root("domain_rules_open_exactly_what_the_proxy_resolved") {
+        return;
+    }
     let s = setup("dns", "");
     let mut fwd = start(&s, "fwd.log");
     let client = &s.lab.client;
@@ -510,6 +511,9 @@ fn domain_rules_open_exactly_what_the_proxy_resolved() {
 
 #[test]
 fn entries_end_after_their_ttl_unless_a_flow_is_live() {
+    if !fwd_lab::can_run_as_root("entries_end_after_their_ttl_unless_a_flow_is_live") {
+        return;
+    }
     // Flows go idle after 2 s, so the test does not wait long.
     let s = setup(
         "dns-ttl",
@@ -563,6 +567,9 @@ fn entries_end_after_their_ttl_unless_a_flow_is_live() {
 
 #[test]
 fn steering_answers_queries_sent_to_any_resolver() {
+    if !fwd_lab::can_run_as_root("steering_answers_queries_sent_to_any_resolver") {
+        return;
+    }
     let s = setup("dns-steer", "steer = true\n");
     let _fwd = start(&s, "fwd.log");
     let client = &s.lab.client;

@@ -332,14 +332,17 @@ fn test() -> anyhow::Result<()> {
     let fwd = build_fwd()?;
     run(
         "unit, property, golden and BPF_PROG_TEST_RUN tests",
-        cargo().args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "fwd-ebpf",
-            "--exclude",
-            "fwd-lab",
-        ]),
+        cargo()
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "fwd-ebpf",
+                "--exclude",
+                "fwd-lab",
+            ])
+            // Root-only tests skip for a normal user's `cargo test`; here they must run.
+            .env(fwd_lab::REQUIRE_ROOT_ENV, "1"),
         "cargo test --workspace --exclude fwd-ebpf --exclude fwd-lab (as root)",
     )?;
     fuzz(TEST_FUZZ_SECONDS, None)?;
@@ -355,7 +358,8 @@ fn test() -> anyhow::Result<()> {
                 "--",
                 "--test-threads=1",
             ])
-            .env("FWD_BIN", &fwd),
+            .env("FWD_BIN", &fwd)
+            .env(fwd_lab::REQUIRE_ROOT_ENV, "1"),
         "cargo test --package fwd-lab --tests -- --test-threads=1 (as root)",
     )?;
     Ok(())
