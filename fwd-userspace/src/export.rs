@@ -907,15 +907,10 @@ fn steps_of(runs: &[(u32, u32, PortVerdict)], field: PortField) -> Vec<Step> {
     steps
 }
 
-/// fwd's ingress precedence (lower first): a rule that needs no live flow beats a
-/// `related` one, a rule naming addresses beats a `remote = "any"` rule, then the
-/// local-port match beats the remote-port one.
-fn ingress_rank(step: &Step) -> (bool, bool, PortField) {
-    (
-        step.verdict.flags & PortVerdict::FLAG_RELATED != 0,
-        step.verdict.flags & PortVerdict::FLAG_ANY_REMOTE != 0,
-        step.field,
-    )
+/// fwd's ingress precedence (lower first): the kernel's `PortVerdict::ingress_rank`, then
+/// the local-port match before the remote-port one (`PortVerdict::choose_ingress`).
+fn ingress_rank(step: &Step) -> (u32, PortField) {
+    (step.verdict.ingress_rank(), step.field)
 }
 
 /// The egress steps of a class. Where the runs leave no packet uncovered, the verdict with

@@ -869,10 +869,7 @@ impl Datapath {
         for &addr in addrs {
             let key = addr_key(addr);
             match remotes.get(&key, 0) {
-                Ok(seen)
-                    if now.saturating_sub(seen)
-                        <= u64::from(config.udp_timeout_s) * 1_000_000_000 =>
-                {
+                Ok(seen) if fwd_common::is_live(now, seen, config.udp_timeout_s) => {
                     live.insert(addr);
                 }
                 _ => {
@@ -889,8 +886,7 @@ impl Datapath {
             let Some(addr) = unsettled.get(&key.remote) else {
                 continue;
             };
-            let timeout = u64::from(config.timeout_s(key.protocol)) * 1_000_000_000;
-            if now.saturating_sub(value.last_seen_ns) <= timeout {
+            if fwd_common::is_live(now, value.last_seen_ns, config.timeout_s(key.protocol)) {
                 live.insert(*addr);
             }
         }
@@ -1081,8 +1077,7 @@ fn count_live_flows<T: std::borrow::Borrow<MapData>>(
     for entry in flows.iter() {
         // An entry evicted between listing and lookup is simply gone.
         let Ok((key, value)) = entry else { continue };
-        let timeout = u64::from(config.timeout_s(key.protocol)) * 1_000_000_000;
-        if now.saturating_sub(value.last_seen_ns) <= timeout {
+        if fwd_common::is_live(now, value.last_seen_ns, config.timeout_s(key.protocol)) {
             live += 1;
         }
     }
