@@ -297,12 +297,14 @@ impl PolicyArgs {
             ),
         };
         let started = std::time::Instant::now();
-        let set = match &config {
-            Some(c) => c.policy_set_from(&dir)?,
-            None => policy::load_dir(&dir)?,
+        let (set, compiled) = match &config {
+            Some(c) => c.compile_policies(&dir, today, &crate::compile::RuleIds::default())?,
+            None => {
+                let set = policy::load_dir(&dir)?;
+                let compiled = compile(&set, &selection)?;
+                (set, compiled)
+            }
         };
-        tracing::debug!(elapsed = ?started.elapsed(), "policy files parsed");
-        let compiled = compile(&set, &selection)?;
         tracing::debug!(elapsed = ?started.elapsed(), "compiled");
         Ok(Target {
             set,

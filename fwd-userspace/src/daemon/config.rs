@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    compile::Selection,
+    compile::{Compiled, RuleIds, Selection, compile_with_ids},
     policy::{
         Date, LOCAL_VENDOR, Level, LoadError, PolicyError, PolicySet, RawRule, Rule, SourceMap,
         Vendor, VendorPolicy, build_rules, load_dir,
@@ -198,13 +198,23 @@ impl Config {
         }
     }
 
-    /// The vendor files of `policy_dir` plus the site's local rules.
-    pub fn policy_set(&self) -> Result<PolicySet, LoadError> {
-        self.policy_set_from(&self.policy_dir)
+    /// The one door from a site to a compiled policy: the vendor files of `dir` (the
+    /// config's `policy_dir`, unless a command was given another) with the site's own rules
+    /// and the steering rule, selected as the config says on `today`, keeping the rule ids
+    /// of `previous`. The daemon, `fwd check`, `explain` and `export` compile through here.
+    pub fn compile_policies(
+        &self,
+        dir: &Path,
+        today: Date,
+        previous: &RuleIds,
+    ) -> anyhow::Result<(PolicySet, Compiled)> {
+        let set = self.policy_set_from(dir)?;
+        let compiled = compile_with_ids(&set, &self.selection(today), previous)?;
+        Ok((set, compiled))
     }
 
     /// The vendor files of `dir` plus the site's local rules (and the DNS steering rule).
-    pub fn policy_set_from(&self, dir: &Path) -> Result<PolicySet, LoadError> {
+    fn policy_set_from(&self, dir: &Path) -> Result<PolicySet, LoadError> {
         let mut set = load_dir(dir)?;
         if let Some(d) = self.dns.as_ref().filter(|d| d.steer) {
             set.vendors.push(steer_policy(d, &self.file));

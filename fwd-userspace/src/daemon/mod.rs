@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     compile::tables::SlotTables,
-    compile::{Compiled, RuleIds, compile_with_ids},
+    compile::{Compiled, RuleIds},
     datapath::{Datapath, DatapathOptions, InstallTimings, TableCapacity, own_addresses},
     policy,
 };
@@ -59,12 +59,9 @@ pub fn load_policy(config_path: &Path, previous: &RuleIds) -> anyhow::Result<(Co
 
 /// Compiles the policies `config` selects, keeping the rule ids of `previous`.
 fn compile_config(config: &Config, previous: &RuleIds) -> anyhow::Result<Compiled> {
-    let policies = config.policy_set()?;
-    Ok(compile_with_ids(
-        &policies,
-        &config.selection(policy::Date::today()),
-        previous,
-    )?)
+    let (_, compiled) =
+        config.compile_policies(&config.policy_dir, policy::Date::today(), previous)?;
+    Ok(compiled)
 }
 
 fn unix_ms() -> u64 {
