@@ -638,24 +638,12 @@ fn export_nftables(args: &NftablesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes `path` through a temporary file next to it, renamed into place when complete.
+/// Writes `path` whole or not at all (`atomic_file`), replacing what is there.
 fn write_atomically<T>(
     path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<T>,
+    write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<T>,
 ) -> anyhow::Result<T> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    let temporary = path.with_file_name(name);
-    let result = (|| -> std::io::Result<T> {
-        let file = std::fs::File::create(&temporary)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let value = write(&mut out)?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&temporary, path)?;
-        Ok(value)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
+    crate::atomic_file::write(path, crate::atomic_file::Existing::Replace, write).map_err(|e| {
         anyhow::anyhow!(
             "cannot write {}: {e}; check that its directory exists and is writable",
             path.display()

@@ -15,7 +15,6 @@ use std::{
     io::{self, Read as _, Write as _},
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::atomic::{AtomicU32, Ordering},
 };
 
 use anyhow::{Context as _, bail};
@@ -23,6 +22,7 @@ use clap::ValueEnum;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::atomic_file;
 use crate::policy::{
     self, Date, Level, Location, PolicyError, PortRange, Protocol, Remote, SourceMap, parse_remote,
 };
@@ -953,87 +953,24 @@ fn render(
     Imported { text: out, summary }
 }
 
-/// Distinguishes temporary files of concurrent writes within one process.
-static TEMP_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Removes the temporary file unless it was renamed into place.
-struct TempFile {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Writes `dest` whole or not at all: a temporary file in the same directory, flushed to
-/// disk, then renamed (`force`) or hard-linked (no `force`: linking fails if `dest` exists,
-/// so a file created meanwhile is never replaced).
+/// Writes `dest` whole or not at all (`atomic_file`): replacing it with `force`, else
+/// refusing if it exists, also when it was created after the early check.
 fn write_atomically(dest: &Path, contents: &[u8], force: bool) -> anyhow::Result<()> {
-    let name = dest
-        .file_name()
-        .with_context(|| format!("{}: not a file name", dest.display()))?;
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+    let existing = if force {
+        atomic_file::Existing::Replace
+    } else {
+        atomic_file::Existing::Keep
     };
-    let temp_name = format!(
-        ".{}.fwd-import-{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut temp = TempFile {
-        path: dir.join(temp_name),
-        armed: true,
-    };
-    let write = || -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp.path)?;
-        file.write_all(contents)?;
-        file.sync_all()
-    };
-    write().with_context(|| format!("{}: cannot write {}", dest.display(), temp.path.display()))?;
-
-    let exists = || {
-        anyhow::anyhow!(
+    atomic_file::write_bytes(dest, existing, contents).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => anyhow::anyhow!(
             "{}: already exists; pass --force to replace it",
             dest.display()
-        )
-    };
-    if force {
-        if let Ok(meta) = fs::metadata(dest) {
-            // Keep the permissions of the file being replaced.
-            let _ = fs::set_permissions(&temp.path, meta.permissions());
-        }
-        fs::rename(&temp.path, dest)
-            .with_context(|| format!("{}: cannot replace", dest.display()))?;
-        temp.armed = false;
-    } else {
-        match fs::hard_link(&temp.path, dest) {
-            Ok(()) => {} // the guard removes the temporary name
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(exists()),
-            Err(_) => {
-                // A filesystem without hard links: check, then rename.
-                if fs::symlink_metadata(dest).is_ok() {
-                    return Err(exists());
-                }
-                fs::rename(&temp.path, dest)
-                    .with_context(|| format!("{}: cannot write", dest.display()))?;
-                temp.armed = false;
-            }
-        }
-    }
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+        ),
+        _ => anyhow::anyhow!(
+            "{}: cannot write: {e}; check that its directory exists and is writable",
+            dest.display()
+        ),
+    })
 }
 
 #[cfg(test)]

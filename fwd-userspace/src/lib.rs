@@ -3,6 +3,7 @@
 //! Modules are rooms: `policy` knows nothing of maps, `compile` nothing of aya, and
 //! `datapath` is the only module that talks to the kernel.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod compile;
 pub mod daemon;

@@ -96,10 +96,11 @@ pub fn load(state_dir: &Path) -> Option<Recorded> {
 /// Writes the record atomically (a reader sees the old file or the new one).
 pub fn save(state_dir: &Path, recorded: &Recorded) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
-    let path = rules_path(state_dir);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(recorded)?)?;
-    std::fs::rename(&tmp, &path)
+    crate::atomic_file::write_bytes(
+        &rules_path(state_dir),
+        crate::atomic_file::Existing::Replace,
+        &serde_json::to_vec_pretty(recorded)?,
+    )
 }
 
 #[cfg(test)]

@@ -182,13 +182,14 @@ pub fn load(state_dir: &Path) -> Option<Saved> {
     }
 }
 
-/// Writes `learned.json` atomically (a temporary file, then a rename).
+/// Writes `learned.json` atomically (`atomic_file`).
 pub fn save(state_dir: &Path, saved: &Saved) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
-    let path = learned_path(state_dir);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(saved)?)?;
-    std::fs::rename(&tmp, &path)
+    crate::atomic_file::write_bytes(
+        &learned_path(state_dir),
+        crate::atomic_file::Existing::Replace,
+        &serde_json::to_vec(saved)?,
+    )
 }
 
 /// One learned address, as `fwd dns` shows it.
