@@ -219,22 +219,21 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     let workdir = std::env::temp_dir().join(format!("{}-{}", args.prefix, std::process::id()));
     std::fs::create_dir_all(&workdir)?;
     let config = workdir.join("fwd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "policy_dir = {policies:?}\ncontrol_socket = \"control.sock\"\n\
-             pin_dir = \"/sys/fs/bpf/{}\"\nstate_dir = \"state\"\non_exit = \"detach\"\n\n\
-             [metrics]\nlisten = \"{METRICS}\"\n\n\
-             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n\n\
-             [select]\nlevels = [{}]\n",
-            args.prefix,
+    fwd_lab::SiteConfig::new(&policies)
+        .pin_dir(format!("/sys/fs/bpf/{}", args.prefix))
+        .state_dir("state")
+        .on_exit("detach")
+        .metrics(METRICS)
+        .gateway(GATEWAY_LAN_IF)
+        .tables(&format!(
+            "[select]\nlevels = [{}]",
             levels
                 .iter()
-                .map(|l| format!("{:?}", l.as_str()))
+                .map(|l| fwd_lab::toml_str(l.as_str()))
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
-    )?;
+        ))
+        .write(&config)?;
     let log_path = workdir.join("fwd.log");
     let exe = std::env::current_exe().context("locating the fwd binary")?;
     eprintln!(

@@ -9,6 +9,9 @@
 //! ```
 //! The gateway forwards; its `lan0` is where fwd's XDP program sits.
 
+mod site;
+pub use site::{SiteConfig, toml_str};
+
 use std::{
     fs::File,
     io::{Read as _, Write as _},
@@ -575,14 +578,6 @@ impl Pins {
         Pins {
             dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}")),
         }
-    }
-
-    /// Config lines that keep the daemon's pins and state out of the system's defaults.
-    pub fn config_lines(&self) -> String {
-        format!(
-            "pin_dir = \"{}\"\nstate_dir = \"state\"\n",
-            self.dir.display()
-        )
     }
 }
 

@@ -18,7 +18,7 @@ use std::{
 };
 
 use fwd_lab::{
-    FwdProcess, GATEWAY_LAN_IF, GATEWAY_LAN_V4, GATEWAY_LAN_V6, Lab, Netns, Pins, Sink,
+    FwdProcess, GATEWAY_LAN_IF, GATEWAY_LAN_V4, GATEWAY_LAN_V6, Lab, Netns, Pins, Sink, SiteConfig,
     VENDOR_WAN_V4, fwd_bin, fwd_json, scrape, scratch, tcp_probe, udp_probe, wait_for,
 };
 use hickory_proto::{
@@ -338,17 +338,15 @@ fn setup(test: &str, extra: &str) -> Setup {
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/whereby.toml");
     std::fs::copy(policies, dir.join("policies/whereby.toml")).unwrap();
     let pins = Pins::new(&prefix);
-    std::fs::write(
-        dir.join("fwd.toml"),
-        format!(
-            "{}policy_dir = \"policies\"\ncontrol_socket = \"control.sock\"\n\
-             [metrics]\nlisten = \"{METRICS}\"\n\
-             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n\
-             [dns]\nupstream = [\"{VENDOR_WAN_V4}\"]\nmin_ttl = 1\nmax_ttl = 60\n{extra}",
-            pins.config_lines()
-        ),
-    )
-    .unwrap();
+    SiteConfig::new("policies")
+        .pins(&pins)
+        .metrics(METRICS)
+        .gateway(GATEWAY_LAN_IF)
+        .tables(&format!(
+            "[dns]\nupstream = [\"{VENDOR_WAN_V4}\"]\nmin_ttl = 1\nmax_ttl = 60\n{extra}"
+        ))
+        .write(&dir.join("fwd.toml"))
+        .unwrap();
     Setup {
         lab,
         _sink: sink,

@@ -28,8 +28,8 @@ use std::{
 };
 
 use fwd_lab::{
-    CLIENT_V4, CLIENT_V6, FwdProcess, GATEWAY_LAN_IF, Lab, Netns, Pins, fwd_bin, fwd_command,
-    scratch,
+    CLIENT_V4, CLIENT_V6, FwdProcess, GATEWAY_LAN_IF, Lab, Netns, Pins, SiteConfig, fwd_bin,
+    fwd_command, scratch,
 };
 use nix::sys::socket::{
     AddressFamily, LinkAddr, SockFlag, SockProtocol, SockType, recvfrom, setsockopt, socket,
@@ -252,18 +252,15 @@ fn exported_nftables_ruleset_gives_fwds_verdicts_packet_by_packet() {
     std::fs::write(dir.join("policies/diff.toml"), POLICY).unwrap();
     std::fs::write(dir.join("policies/trial.toml"), TRIAL).unwrap();
     let config = dir.join("fwd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}policy_dir = \"policies\"\ncontrol_socket = \"control.sock\"\non_exit = \"detach\"\n\
-             exempt = [\"203.0.113.128/25\", \"2001:db8:e::/64\"]\n\
-             [metrics]\nlisten = \"{METRICS}\"\n\
-             [vendor_action]\ntrial = \"audit\"\n\
-             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n",
-            pins.config_lines()
-        ),
-    )
-    .unwrap();
+    SiteConfig::new("policies")
+        .pins(&pins)
+        .on_exit("detach")
+        .top("exempt = [\"203.0.113.128/25\", \"2001:db8:e::/64\"]")
+        .metrics(METRICS)
+        .gateway(GATEWAY_LAN_IF)
+        .tables("[vendor_action]\ntrial = \"audit\"")
+        .write(&config)
+        .unwrap();
     let mut vendor_addrs: Vec<IpAddr> = EGRESS_REMOTES.iter().map(|a| addr(a)).collect();
     vendor_addrs.extend(INGRESS_REMOTES.iter().map(|a| addr(a)));
     vendor_addrs.sort();

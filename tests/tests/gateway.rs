@@ -7,8 +7,8 @@ use std::{
 };
 
 use fwd_lab::{
-    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, fwd_bin, scrape, scratch, tcp_probe,
-    udp_probe,
+    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, SiteConfig, fwd_bin, scrape, scratch,
+    tcp_probe, udp_probe,
 };
 
 const METRICS: &str = "127.0.0.1:9469";
@@ -28,16 +28,12 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     let (prefix, dir) = scratch("gateway");
     let pins = Pins::new(&prefix);
     std::fs::write(dir.join("policies/acme.toml"), ACME_POLICY).unwrap();
-    std::fs::write(
-        dir.join("fwd.toml"),
-        format!(
-            "{}policy_dir = \"policies\"\ncontrol_socket = \"control.sock\"\n\
-             [metrics]\nlisten = \"{METRICS}\"\n\
-             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n",
-            pins.config_lines()
-        ),
-    )
-    .unwrap();
+    SiteConfig::new("policies")
+        .pins(&pins)
+        .metrics(METRICS)
+        .gateway(GATEWAY_LAN_IF)
+        .write(&dir.join("fwd.toml"))
+        .unwrap();
     let allowed: IpAddr = ALLOWED.parse().unwrap();
     let unlisted: IpAddr = UNLISTED.parse().unwrap();
     let allowed_v6: IpAddr = ALLOWED_V6.parse().unwrap();

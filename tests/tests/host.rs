@@ -8,8 +8,8 @@ use std::{
 };
 
 use fwd_lab::{
-    CLIENT_V4, CLIENT_V6, FwdProcess, Lab, Pins, Sink, fwd_bin, scrape, scratch, tcp_probe,
-    tcp_probe_from, udp_probe, udp_send_from, wait_for,
+    CLIENT_V4, CLIENT_V6, FwdProcess, Lab, Pins, Sink, SiteConfig, fwd_bin, scrape, scratch,
+    tcp_probe, tcp_probe_from, udp_probe, udp_send_from, wait_for,
 };
 
 const METRICS: &str = "127.0.0.1:9470";
@@ -59,12 +59,12 @@ remote = "198.51.100.20"
 "#;
 
 fn config(action: &str, pins: &Pins) -> String {
-    format!(
-        "{}policy_dir = \"policies\"\naction = \"{action}\"\ncontrol_socket = \"control.sock\"\n\
-         [metrics]\nlisten = \"{METRICS}\"\n\
-         [[interface]]\nname = \"eth0\"\nmode = \"host\"\n",
-        pins.config_lines()
-    )
+    SiteConfig::new("policies")
+        .pins(pins)
+        .action(action)
+        .metrics(METRICS)
+        .host("eth0")
+        .render()
 }
 
 struct Setup {

@@ -5,8 +5,8 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use fwd_lab::{
-    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, Stream, fwd_bin, fwd_json, scrape,
-    scratch, udp_probe, wait_for,
+    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, SiteConfig, Stream, fwd_bin,
+    fwd_json, scrape, scratch, udp_probe, wait_for,
 };
 
 const METRICS: &str = "127.0.0.1:9469";
@@ -49,16 +49,14 @@ remote = "192.0.2.77"
 
 /// `top` holds top-level keys, `tables` whole tables.
 fn write_config(dir: &Path, pins: &Pins, top: &str, tables: &str) {
-    std::fs::write(
-        dir.join("fwd.toml"),
-        format!(
-            "{}{top}policy_dir = \"policies\"\ncontrol_socket = \"control.sock\"\n\
-             [metrics]\nlisten = \"{METRICS}\"\n\
-             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n{tables}",
-            pins.config_lines()
-        ),
-    )
-    .unwrap();
+    SiteConfig::new("policies")
+        .pins(pins)
+        .top(top)
+        .metrics(METRICS)
+        .gateway(GATEWAY_LAN_IF)
+        .tables(tables)
+        .write(&dir.join("fwd.toml"))
+        .unwrap();
 }
 
 fn start(lab: &Lab, dir: &Path, log: &str) -> FwdProcess {

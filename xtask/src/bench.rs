@@ -191,11 +191,6 @@ pub fn clean_stale_daemons() {
     }
 }
 
-/// Quotes `s` as a TOML basic string.
-fn toml_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
 /// `fwd export nftables --config CONFIG --policies POLICIES`: the nft script it prints.
 pub(crate) fn export_nftables(
     fwd: &Path,
@@ -312,24 +307,20 @@ impl BenchDaemon {
         let netns_path = format!("/run/netns/{name}");
         let port = free_port_in(&netns_path)?;
         daemon.metrics_port = port;
-        let path = |p: &Path| toml_str(&p.to_string_lossy());
-        let config = format!(
-            "# cargo xtask bench: a daemon in the scratch network namespace {name}\n\
-             policy_dir = {policy_dir}\n\
-             action = \"enforce\"\n\
-             pin_dir = {pin_dir}\n\
-             state_dir = {state_dir}\n\
-             control_socket = {socket}\n\
-             on_exit = \"detach\"\n\n\
-             [metrics]\nlisten = \"127.0.0.1:{port}\"\n\n\
-             [reload]\nwatch = false\n\n\
-             [[interface]]\nname = \"d0\"\nmode = \"host\"\n{extra}",
-            policy_dir = path(policy_dir),
-            pin_dir = path(&daemon.pin_dir),
-            state_dir = path(&scratch.join("state")),
-            socket = path(&scratch.join("control.sock")),
-        );
-        std::fs::write(&daemon.config, config)?;
+        fwd_lab::SiteConfig::new(policy_dir)
+            .comment(&format!(
+                "cargo xtask bench: a daemon in the scratch network namespace {name}"
+            ))
+            .action("enforce")
+            .pin_dir(&daemon.pin_dir)
+            .state_dir(scratch.join("state"))
+            .control_socket(scratch.join("control.sock"))
+            .on_exit("detach")
+            .metrics(format!("127.0.0.1:{port}"))
+            .watch(false)
+            .host("d0")
+            .tables(extra)
+            .write(&daemon.config)?;
 
         let log = std::fs::File::create(&daemon.log)?;
         let netns =

@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use fwd_lab::{CLIENT_V4, FwdProcess, GATEWAY_LAN_IF, Lab, Netns, Pins};
+use fwd_lab::{CLIENT_V4, FwdProcess, GATEWAY_LAN_IF, Lab, Netns, Pins, SiteConfig};
 use serde_json::{Value, json};
 
 use crate::{
@@ -1305,27 +1305,18 @@ struct Load {
 /// Writes the fwd site config (gateway mode on lan0, enforce, detach on exit) for one
 /// configuration; returns its path.
 fn write_fwd_config(dir: &Path, size_dir: &Path, pins: &Pins) -> anyhow::Result<PathBuf> {
-    let q = |p: &Path| format!("{:?}", p.display().to_string());
     let config = dir.join("fwd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "# cargo xtask bench (datapath)\n\
-             policy_dir = {policies}\n\
-             action = \"enforce\"\n\
-             pin_dir = {pin_dir}\n\
-             state_dir = {state}\n\
-             control_socket = {socket}\n\
-             on_exit = \"detach\"\n\n\
-             [metrics]\nlisten = \"{METRICS}\"\n\n\
-             [reload]\nwatch = false\n\n\
-             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n",
-            policies = q(&size_dir.join("policies")),
-            pin_dir = q(&pins.dir),
-            state = q(&dir.join("state")),
-            socket = q(&dir.join("control.sock")),
-        ),
-    )?;
+    SiteConfig::new(size_dir.join("policies"))
+        .comment("cargo xtask bench (datapath)")
+        .action("enforce")
+        .pin_dir(&pins.dir)
+        .state_dir(dir.join("state"))
+        .control_socket(dir.join("control.sock"))
+        .on_exit("detach")
+        .metrics(METRICS)
+        .watch(false)
+        .gateway(GATEWAY_LAN_IF)
+        .write(&config)?;
     Ok(config)
 }
 

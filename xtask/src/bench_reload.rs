@@ -20,7 +20,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use fwd_lab::{FwdProcess, GATEWAY_LAN_IF, Lab, Netns, Pins};
+use fwd_lab::{FwdProcess, GATEWAY_LAN_IF, Lab, Netns, Pins, SiteConfig};
 use serde_json::json;
 
 use crate::{
@@ -268,16 +268,14 @@ fn measure(
     );
     let pins = Pins::new(&name);
     let config = scratch.join("fwd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "# cargo xtask bench: the reload comparison's gateway\n{}policy_dir = \"policy\"\n\
-             control_socket = \"control.sock\"\non_exit = \"detach\"\n\
-             [metrics]\nlisten = \"{METRICS}\"\n[reload]\nwatch = false\n\
-             [[interface]]\nname = \"{GATEWAY_LAN_IF}\"\nmode = \"gateway\"\n",
-            pins.config_lines()
-        ),
-    )?;
+    SiteConfig::new("policy")
+        .comment("cargo xtask bench: the reload comparison's gateway")
+        .pins(&pins)
+        .on_exit("detach")
+        .metrics(METRICS)
+        .watch(false)
+        .gateway(GATEWAY_LAN_IF)
+        .write(&config)?;
     eprintln!("xtask: reload bench: {prefixes} prefixes; exporting and rendering both variants");
     let variants = [
         prepare(fwd, scratch, "a", &a, &config)?,
