@@ -344,13 +344,15 @@ impl Config {
             Some(dir) => path.parent().unwrap_or(Path::new(".")).join(dir),
             None => PathBuf::from(DEFAULT_POLICY_DIR),
         };
-        let parse_action = |a: &Spanned<String>| match a.get_ref().as_str() {
-            "enforce" => Ok(Action::Enforce),
-            "audit" => Ok(Action::Audit),
-            other => Err(map.error(
-                a.span().start,
-                format!("unknown action `{other}`; use \"enforce\" or \"audit\""),
-            )),
+        let parse_action = |a: &Spanned<String>| {
+            map.keyword(
+                a,
+                "action",
+                &[
+                    ("enforce", Action::Enforce, ""),
+                    ("audit", Action::Audit, ""),
+                ],
+            )
         };
         let action = match &raw.action {
             None => Action::Enforce,
@@ -363,32 +365,18 @@ impl Config {
             .collect::<Result<BTreeMap<_, _>, PolicyError>>()?;
         let mut flows = Flows::default();
         if let Some(f) = &raw.flows {
+            // At most a week.
             let seconds = |v: &Option<Spanned<i64>>, key: &str, default: u32| match v {
                 None => Ok(default),
-                Some(s) => u32::try_from(*s.get_ref())
-                    .ok()
-                    .filter(|n| (1..=86_400 * 7).contains(n))
-                    .ok_or_else(|| {
-                        map.error(
-                            s.span().start,
-                            format!("`{key}` is in seconds, from 1 to 604800 (a week)"),
-                        )
-                    }),
+                Some(s) => map.number_in(s, 1..=86_400 * 7, &format!("`{key}` is in seconds")),
             };
             flows.tcp_timeout_s = seconds(&f.tcp_timeout, "tcp_timeout", flows.tcp_timeout_s)?;
             flows.udp_timeout_s = seconds(&f.udp_timeout, "udp_timeout", flows.udp_timeout_s)?;
             flows.other_timeout_s =
                 seconds(&f.other_timeout, "other_timeout", flows.other_timeout_s)?;
             if let Some(c) = &f.capacity {
-                flows.capacity = u32::try_from(*c.get_ref())
-                    .ok()
-                    .filter(|n| (1024..=1 << 24).contains(n))
-                    .ok_or_else(|| {
-                        map.error(
-                            c.span().start,
-                            "`capacity` is a number of flows, from 1024 to 16777216",
-                        )
-                    })?;
+                flows.capacity =
+                    map.number_in(c, 1024..=1 << 24, "`capacity` is a number of flows")?;
             }
         }
         let exempt = raw
@@ -421,18 +409,18 @@ impl Config {
         };
         let mut interfaces = Vec::new();
         for i in raw.interfaces {
-            let mode = match i.mode.get_ref().as_str() {
-                "gateway" => InterfaceMode::Gateway,
-                "host" => InterfaceMode::Host,
-                other => {
-                    return Err(map.error(
-                        i.mode.span().start,
-                        format!(
-                            "unknown interface mode `{other}`; use \"gateway\" (a gateway's LAN interface) or \"host\" (this host's uplink)"
-                        ),
-                    ));
-                }
-            };
+            let mode = map.keyword(
+                &i.mode,
+                "interface mode",
+                &[
+                    (
+                        "gateway",
+                        InterfaceMode::Gateway,
+                        "a gateway's LAN interface",
+                    ),
+                    ("host", InterfaceMode::Host, "this host's uplink"),
+                ],
+            )?;
             interfaces.push(Interface {
                 name: i.name.into_inner(),
                 mode,
@@ -449,25 +437,25 @@ impl Config {
             .map(|levels| {
                 levels
                     .iter()
-                    .map(|l| Level::parse(l.get_ref()).map_err(|m| map.error(l.span().start, m)))
+                    .map(|l| map.keyword(l, "level", Level::KEYWORDS))
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
         let local_rules = build_rules(&map, raw.rules)?;
         let on_exit = match &raw.on_exit {
             None => OnExit::Keep,
-            Some(s) => match s.get_ref().as_str() {
-                "keep" => OnExit::Keep,
-                "detach" => OnExit::Detach,
-                other => {
-                    return Err(map.error(
-                        s.span().start,
-                        format!(
-                            "unknown on_exit `{other}`; use \"keep\" (programs stay attached and keep enforcing) or \"detach\" (a stop removes them)"
-                        ),
-                    ));
-                }
-            },
+            Some(s) => map.keyword(
+                s,
+                "on_exit",
+                &[
+                    (
+                        "keep",
+                        OnExit::Keep,
+                        "programs stay attached and keep enforcing",
+                    ),
+                    ("detach", OnExit::Detach, "a stop removes them"),
+                ],
+            )?,
         };
         let mut watch = Watch {
             enabled: true,
@@ -476,15 +464,8 @@ impl Config {
         if let Some(r) = &raw.reload {
             watch.enabled = r.watch.unwrap_or(true);
             if let Some(d) = &r.debounce_ms {
-                watch.debounce_ms = u64::try_from(*d.get_ref())
-                    .ok()
-                    .filter(|n| (10..=60_000).contains(n))
-                    .ok_or_else(|| {
-                        map.error(
-                            d.span().start,
-                            "`debounce_ms` is in milliseconds, from 10 to 60000",
-                        )
-                    })?;
+                watch.debounce_ms =
+                    map.number_in(d, 10..=60_000, "`debounce_ms` is in milliseconds")?;
             }
         }
         let dns = raw
@@ -610,26 +591,22 @@ fn parse_dns(map: &SourceMap, d: &RawDns, at: usize) -> Result<Dns, PolicyError>
         ));
     }
     let number = |v: &Option<Spanned<i64>>,
-                  key: &str,
+                  what: &str,
                   range: std::ops::RangeInclusive<i64>,
                   default: i64| match v {
         None => Ok(default),
-        Some(s) if range.contains(s.get_ref()) => Ok(*s.get_ref()),
-        Some(s) => Err(map.error(
-            s.span().start,
-            format!("[dns] `{key}` is from {} to {}", range.start(), range.end()),
-        )),
+        Some(s) => map.number_in(s, range, &format!("[dns] {what}")),
     };
     let defaults = super::dns::Limits::default();
     let min_ttl = number(
         &d.min_ttl,
-        "min_ttl",
+        "`min_ttl` is in seconds",
         0..=86_400,
         i64::from(defaults.min_ttl),
     )?;
     let max_ttl = number(
         &d.max_ttl,
-        "max_ttl",
+        "`max_ttl` is in seconds",
         1..=604_800,
         i64::from(defaults.max_ttl),
     )?;
@@ -643,13 +620,13 @@ fn parse_dns(map: &SourceMap, d: &RawDns, at: usize) -> Result<Dns, PolicyError>
     }
     let max_addresses = number(
         &d.max_addresses,
-        "max_addresses",
+        "`max_addresses` is a number of addresses",
         1..=65_536,
         defaults.max_addresses as i64,
     )?;
     let timeout_ms = number(
         &d.timeout_ms,
-        "timeout_ms",
+        "`timeout_ms` is in milliseconds",
         10..=30_000,
         DEFAULT_DNS_TIMEOUT_MS as i64,
     )?;
@@ -684,6 +661,49 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(Path::new("/etc/fwd/fwd.toml"), text).map_err(|e| e.to_string())
+    }
+
+    /// The builder the tests, the lab and the benches write their configs with says what
+    /// this parser reads.
+    #[test]
+    fn the_lab_site_config_builder_writes_what_this_reads() {
+        let text = fwd_lab::SiteConfig::new("pol")
+            .comment("a test")
+            .action("audit")
+            .pin_dir("/sys/fs/bpf/t")
+            .state_dir("st")
+            .control_socket("c.sock")
+            .on_exit("detach")
+            .top("exempt = [\"192.0.2.0/24\"]")
+            .metrics("127.0.0.1:9")
+            .watch(false)
+            .gateway("lan0")
+            .host("eth0")
+            .tables("[select]\nlevels = [\"mandatory\"]")
+            .render();
+        let c = parse(&text).unwrap();
+        assert_eq!(c.policy_dir, PathBuf::from("/etc/fwd/pol"));
+        assert_eq!(c.action, Action::Audit);
+        assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/t"));
+        assert_eq!(c.state_dir, PathBuf::from("/etc/fwd/st"));
+        assert_eq!(c.control_socket, PathBuf::from("/etc/fwd/c.sock"));
+        assert_eq!(c.on_exit, OnExit::Detach);
+        assert_eq!(c.exempt, vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:9");
+        assert!(!c.watch.enabled);
+        let modes: Vec<_> = c
+            .interfaces
+            .iter()
+            .map(|i| (i.name.as_str(), i.mode))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                ("lan0", InterfaceMode::Gateway),
+                ("eth0", InterfaceMode::Host)
+            ]
+        );
+        assert_eq!(c.levels, Some(vec![Level::Mandatory]));
     }
 
     #[test]

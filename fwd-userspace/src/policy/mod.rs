@@ -83,6 +83,62 @@ impl<'a> SourceMap<'a> {
         let offset = err.span().map_or(0, |s| s.start);
         self.error(offset, err.message().trim_end().to_string())
     }
+
+    /// The value of the keyword `value` holds among `choices`, or an error at it that lists
+    /// them (`keyword`).
+    pub fn keyword<T: Copy>(
+        &self,
+        value: &toml::Spanned<String>,
+        what: &str,
+        choices: &[Keyword<T>],
+    ) -> Result<T, PolicyError> {
+        keyword(value.get_ref(), what, choices).map_err(|m| self.error(value.span().start, m))
+    }
+
+    /// `value` if it is within `range`, else an error at it: "{what}, from LO to HI".
+    pub fn number_in<T: TryFrom<i64>>(
+        &self,
+        value: &toml::Spanned<i64>,
+        range: std::ops::RangeInclusive<i64>,
+        what: &str,
+    ) -> Result<T, PolicyError> {
+        let n = *value.get_ref();
+        range
+            .contains(&n)
+            .then(|| T::try_from(n).ok())
+            .flatten()
+            .ok_or_else(|| {
+                self.error(
+                    value.span().start,
+                    format!("{what}, from {} to {}", range.start(), range.end()),
+                )
+            })
+    }
+}
+
+/// A word a key accepts: the word, what it stands for, and what it means (empty where the
+/// word says it).
+pub type Keyword<T> = (&'static str, T, &'static str);
+
+/// The value of `text` among `choices`, or the message that says what is accepted:
+/// unknown WHAT `text`; use "a" (what a means), "b" or "c".
+pub fn keyword<T: Copy>(text: &str, what: &str, choices: &[Keyword<T>]) -> Result<T, String> {
+    if let Some((_, value, _)) = choices.iter().find(|(word, _, _)| *word == text) {
+        return Ok(*value);
+    }
+    let words: Vec<String> = choices
+        .iter()
+        .map(|(word, _, meaning)| match *meaning {
+            "" => format!("\"{word}\""),
+            m => format!("\"{word}\" ({m})"),
+        })
+        .collect();
+    let list = match words.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(format!("unknown {what} `{text}`; use {list}"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -110,16 +166,15 @@ pub enum Level {
 }
 
 impl Level {
+    pub const KEYWORDS: &[Keyword<Level>] = &[
+        ("mandatory", Level::Mandatory, ""),
+        ("recommended", Level::Recommended, ""),
+        ("optional", Level::Optional, ""),
+    ];
+
     /// Parses `mandatory`, `recommended` or `optional`, or says what is accepted.
     pub fn parse(text: &str) -> Result<Level, String> {
-        match text {
-            "mandatory" => Ok(Level::Mandatory),
-            "recommended" => Ok(Level::Recommended),
-            "optional" => Ok(Level::Optional),
-            other => Err(format!(
-                "unknown level `{other}`; use \"mandatory\", \"recommended\" or \"optional\""
-            )),
-        }
+        keyword(text, "level", Self::KEYWORDS)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -150,14 +205,16 @@ impl Protocol {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Protocol> {
-        match text.to_ascii_lowercase().as_str() {
-            "tcp" => Some(Protocol::Tcp),
-            "udp" => Some(Protocol::Udp),
-            "icmp" => Some(Protocol::Icmp),
-            "any" => Some(Protocol::Any),
-            _ => None,
-        }
+    pub const KEYWORDS: &[Keyword<Protocol>] = &[
+        ("tcp", Protocol::Tcp, ""),
+        ("udp", Protocol::Udp, ""),
+        ("icmp", Protocol::Icmp, ""),
+        ("any", Protocol::Any, ""),
+    ];
+
+    /// Parses a protocol name in any case, or says what is accepted.
+    pub fn parse(text: &str) -> Result<Protocol, String> {
+        keyword(&text.to_ascii_lowercase(), "protocol", Self::KEYWORDS)
     }
 
     pub fn has_ports(self) -> bool {
@@ -540,34 +597,24 @@ fn build_rule(map: &SourceMap<'_>, start: usize, raw: RawRule) -> Result<Rule, P
     }
     let level = match &raw.level {
         None => Level::Mandatory,
-        Some(l) => Level::parse(l.get_ref()).map_err(|m| map.error(l.span().start, m))?,
+        Some(l) => map.keyword(l, "level", Level::KEYWORDS)?,
     };
     let direction = match &raw.direction {
         None => Direction::Egress,
-        Some(d) => match d.get_ref().as_str() {
-            "egress" => Direction::Egress,
-            "ingress" => Direction::Ingress,
-            other => {
-                return Err(map.error(
-                    d.span().start,
-                    format!("unknown direction `{other}`; use \"egress\" or \"ingress\""),
-                ));
-            }
-        },
+        Some(d) => map.keyword(
+            d,
+            "direction",
+            &[
+                ("egress", Direction::Egress, ""),
+                ("ingress", Direction::Ingress, ""),
+            ],
+        )?,
     };
 
     let protocol_span = raw.protocol.span();
     let mut protocols = Vec::new();
     for p in raw.protocol.into_inner().into_vec(protocol_span.clone()) {
-        let proto = Protocol::parse(p.get_ref()).ok_or_else(|| {
-            map.error(
-                p.span().start,
-                format!(
-                    "unknown protocol `{}`; use \"tcp\", \"udp\", \"icmp\" or \"any\"",
-                    p.get_ref()
-                ),
-            )
-        })?;
+        let proto = Protocol::parse(p.get_ref()).map_err(|m| map.error(p.span().start, m))?;
         if !protocols.contains(&proto) {
             protocols.push(proto);
         }

@@ -292,3 +292,49 @@ fn civil_dates() {
     );
     assert_eq!(Date::parse("2026-13-01"), None);
 }
+
+#[test]
+fn keywords_and_numbers_say_what_is_accepted_where() {
+    let choices: &[Keyword<u8>] = &[("one", 1, ""), ("two", 2, "the second"), ("three", 3, "")];
+    assert_eq!(keyword("two", "count", choices), Ok(2));
+    assert_eq!(
+        keyword("four", "count", choices).unwrap_err(),
+        "unknown count `four`; use \"one\", \"two\" (the second) or \"three\""
+    );
+    assert_eq!(
+        keyword("x", "mode", &[("only", 0u8, "")]).unwrap_err(),
+        "unknown mode `x`; use \"only\""
+    );
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        word: toml::Spanned<String>,
+        n: toml::Spanned<i64>,
+    }
+    let text = "word = \"fiv\"\nn = 70000\n";
+    let raw: Raw = toml::from_str(text).unwrap();
+    let map = SourceMap::new(Path::new("t.toml"), text);
+    let e = map.keyword(&raw.word, "count", choices).unwrap_err();
+    assert!(
+        e.to_string().starts_with("t.toml:1:8: unknown count `fiv`"),
+        "{e}"
+    );
+    let e = map
+        .number_in::<u16>(&raw.n, 1..=65_536, "`n` is a number")
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "t.toml:2:5: `n` is a number, from 1 to 65536"
+    );
+    // In the range but not in the type: refused too.
+    let e = map
+        .number_in::<u16>(&raw.n, 1..=100_000, "`n` is a number")
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "t.toml:2:5: `n` is a number, from 1 to 100000"
+    );
+    assert_eq!(
+        map.number_in::<u32>(&raw.n, 1..=100_000, "n").unwrap(),
+        70_000
+    );
+}
