@@ -210,7 +210,7 @@ pub fn differences(image: &MapImage, opts: &NftOptions) -> Vec<String> {
         .rules
         .iter()
         .filter(|r| !r.names.is_empty())
-        .map(|r| format!("{}/{}", r.vendor, r.rule))
+        .map(|r| r.rule_ref().to_string())
         .collect();
     if !named.is_empty() {
         out.push(format!(
@@ -223,7 +223,7 @@ pub fn differences(image: &MapImage, opts: &NftOptions) -> Vec<String> {
         .rules
         .iter()
         .filter(|r| r.related)
-        .map(|r| format!("{}/{}", r.vendor, r.rule))
+        .map(|r| r.rule_ref().to_string())
         .collect();
     if !related.is_empty() {
         out.push(format!(

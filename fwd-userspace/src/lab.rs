@@ -99,9 +99,7 @@ fn host_in(net: &IpNet) -> IpAddr {
 fn choose_probes(set: &policy::PolicySet, evaluator: &Evaluator<'_>) -> Vec<LabProbe> {
     let mut probes = Vec::new();
     let label = |verdict: Verdict| match verdict {
-        Verdict::Allow { rule } => evaluator
-            .rule(rule)
-            .map(|r| format!("{}/{}", r.vendor, r.rule)),
+        Verdict::Allow { rule } => evaluator.rule(rule).map(|r| r.rule_ref().to_string()),
         _ => None,
     };
     for (vp, wanted) in set

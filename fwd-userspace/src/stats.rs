@@ -14,6 +14,7 @@ use crate::{
         state,
     },
     datapath::{PinnedState, RuleCounters},
+    policy::RuleRef,
 };
 
 #[derive(clap::Args, Debug)]
@@ -36,8 +37,9 @@ pub struct StatsArgs {
 #[derive(Debug, Serialize)]
 struct RuleStats {
     id: u32,
-    vendor: String,
-    rule: String,
+    /// `vendor` and `rule` in the JSON.
+    #[serde(flatten)]
+    name: RuleRef,
     service: String,
     outbound_packets: u64,
     outbound_bytes: u64,
@@ -90,8 +92,7 @@ fn collect(pin_dir: &Path, state_dir: &Path) -> anyhow::Result<Stats> {
         .zip(counters)
         .map(|(r, c): (_, RuleCounters)| RuleStats {
             id: r.id,
-            vendor: r.vendor.clone(),
-            rule: r.rule.clone(),
+            name: r.name.clone(),
             service: r.service.clone(),
             outbound_packets: c.outbound.packets,
             outbound_bytes: c.outbound.bytes,
@@ -159,7 +160,7 @@ pub fn run(args: &StatsArgs) -> anyhow::Result<()> {
     for r in &stats.rules {
         println!(
             "{:<40} {:>12} {:>14} {:>12} {:>14}",
-            format!("{}/{}", r.vendor, r.rule),
+            r.name.to_string(),
             r.outbound_packets,
             r.outbound_bytes,
             r.inbound_packets,

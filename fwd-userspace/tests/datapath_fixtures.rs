@@ -763,7 +763,7 @@ impl Fixture {
             .image
             .rules
             .iter()
-            .map(|r| (format!("{}/{}", r.vendor, r.rule), r.id))
+            .map(|r| (r.rule_ref().to_string(), r.id))
             .collect();
         Fixture { dp, rules }
     }

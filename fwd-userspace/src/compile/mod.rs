@@ -36,7 +36,7 @@ use tables::{SlotTables, class_record};
 
 use crate::policy::{
     Date, Direction, Level, Location, PolicySet, PortRange, PortSide, Protocol, Remote, Rule,
-    remote::any_nets,
+    RuleRef, remote::any_nets,
 };
 
 /// Which rules of a policy directory a site enforces. Rules without a profile or region
@@ -95,9 +95,9 @@ pub struct DatedRule {
     pub location: Location,
 }
 
-/// What the counters and `explain` say about a rule.
+/// A rule as compiled: what the counters and `explain` say about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleInfo {
+pub struct CompiledRule {
     pub id: u32,
     pub vendor: String,
     pub rule: String,
@@ -121,7 +121,12 @@ pub struct RuleInfo {
     pub names: Vec<Remote>,
 }
 
-impl RuleInfo {
+impl CompiledRule {
+    /// The rule's identity, `vendor/rule`.
+    pub fn rule_ref(&self) -> RuleRef {
+        RuleRef::new(&self.vendor, &self.rule)
+    }
+
     /// Whether a hostname (any case, optional trailing dot) is one of the rule's names.
     pub fn matches_name(&self, name: &str) -> bool {
         self.name_pattern(name).is_some()
@@ -157,7 +162,7 @@ pub struct MapImage {
     pub dst6: Vec<(Ipv6Net, u32)>,
     pub ports: Vec<PortEntry>,
     /// Sorted by rule id.
-    pub rules: Vec<RuleInfo>,
+    pub rules: Vec<CompiledRule>,
     pub classes: u32,
     /// The rule ids of each class (indexed by class), sorted.
     pub class_members: Vec<Vec<u32>>,
@@ -179,7 +184,7 @@ pub struct LearnedClass {
 }
 
 impl MapImage {
-    pub fn rule(&self, id: u32) -> Option<&RuleInfo> {
+    pub fn rule(&self, id: u32) -> Option<&CompiledRule> {
         self.rules
             .binary_search_by_key(&id, |r| r.id)
             .ok()
@@ -234,7 +239,7 @@ impl MapImage {
         members.extend_from_slice(named);
         members.sort_unstable();
         members.dedup();
-        let infos: Vec<&RuleInfo> = members.iter().filter_map(|&id| self.rule(id)).collect();
+        let infos: Vec<&CompiledRule> = members.iter().filter_map(|&id| self.rule(id)).collect();
         let mut ports = Vec::new();
         class_ports(class, &infos, &mut ports);
         let audit = infos.iter().any(|r| self.audit_vendors.contains(&r.vendor));
@@ -473,7 +478,7 @@ impl<'a> Evaluator<'a> {
     /// network covers (`MapImage::learned_class`; a name no rule names is not learned and
     /// its address keeps the class of `any`). `probe.remote` is ignored.
     pub fn evaluate_name(&self, name: &str, probe: &Probe) -> Verdict {
-        let members: Vec<&RuleInfo> = self
+        let members: Vec<&CompiledRule> = self
             .image
             .rules
             .iter()
@@ -493,7 +498,7 @@ impl<'a> Evaluator<'a> {
         decide_entries(&learned.ports, learned.audit, NAME_CLASS, probe)
     }
 
-    pub fn rule(&self, id: u32) -> Option<&'a RuleInfo> {
+    pub fn rule(&self, id: u32) -> Option<&'a CompiledRule> {
         self.image.rule(id)
     }
 }
@@ -624,7 +629,7 @@ fn flatten(mut pairs: Vec<(Prefix, u32)>, width: u8, classes: &mut Classes) -> V
 /// The owner of each port of `0..=65535` among `ranges`: the narrowest range, then a rule
 /// that names addresses over an `any` rule, then the rule compiled first. Returns disjoint
 /// ascending (range, rule id) runs.
-fn port_owners(ranges: &[(PortRange, &RuleInfo)]) -> Vec<(PortRange, u32)> {
+fn port_owners(ranges: &[(PortRange, &CompiledRule)]) -> Vec<(PortRange, u32)> {
     let mut bounds: Vec<u32> = ranges
         .iter()
         .flat_map(|(r, _)| [u32::from(r.lo), u32::from(r.hi) + 1])
@@ -662,10 +667,10 @@ fn port_owners(ranges: &[(PortRange, &RuleInfo)]) -> Vec<(PortRange, u32)> {
 }
 
 /// The port entries of the class made of `members`; each verdict names the member's `id`.
-pub fn class_ports(class: u32, members: &[&RuleInfo], out: &mut Vec<PortEntry>) {
+pub fn class_ports(class: u32, members: &[&CompiledRule], out: &mut Vec<PortEntry>) {
     // (direction, protocol) -> (range, rule)
-    let mut by_proto: BTreeMap<(u8, u8), Vec<(PortRange, &RuleInfo)>> = BTreeMap::new();
-    let mut any_proto: BTreeMap<u8, &RuleInfo> = BTreeMap::new();
+    let mut by_proto: BTreeMap<(u8, u8), Vec<(PortRange, &CompiledRule)>> = BTreeMap::new();
+    let mut any_proto: BTreeMap<u8, &CompiledRule> = BTreeMap::new();
     for &rule in members {
         let dir = direction_code(rule.direction, rule.port_side);
         for protocol in &rule.protocols {
@@ -698,7 +703,7 @@ pub fn class_ports(class: u32, members: &[&RuleInfo], out: &mut Vec<PortEntry>) 
             }
         }
     }
-    let flags_of = |rule: &RuleInfo| {
+    let flags_of = |rule: &CompiledRule| {
         let mut flags = 0;
         if rule.related {
             flags |= PortVerdict::FLAG_RELATED;
@@ -775,7 +780,7 @@ pub fn compile_with_ids(
         // What each rule opens -> the first rule of this vendor that opens it.
         let mut effects: HashMap<Effect<'_>, &str> = HashMap::new();
         for rule in &vp.rules {
-            let name = format!("{}/{}", vp.vendor.id, rule.id);
+            let name = RuleRef::new(&vp.vendor.id, &rule.id).to_string();
             if !selection.includes(&vp.vendor.id, rule) {
                 unselected += 1;
                 continue;
@@ -808,7 +813,7 @@ pub fn compile_with_ids(
             }
             let id = rules.len() as u32;
             rules.push(rule);
-            infos.push(RuleInfo {
+            infos.push(CompiledRule {
                 id,
                 vendor: vp.vendor.id.clone(),
                 rule: rule.id.clone(),
@@ -911,7 +916,7 @@ pub fn compile_with_ids(
     for (info, rule) in infos.iter().zip(&rules) {
         if !owning[info.id as usize] && has_addresses(rule) {
             warnings.push(Warning::Shadowed {
-                rule: format!("{}/{}", info.vendor, info.rule),
+                rule: info.rule_ref().to_string(),
                 location: info.source.clone(),
             });
         }
@@ -934,10 +939,7 @@ pub fn compile_with_ids(
         }
     };
     // Dense compile-order indices -> stable ids.
-    let names: Vec<String> = infos
-        .iter()
-        .map(|i| format!("{}/{}", i.vendor, i.rule))
-        .collect();
+    let names: Vec<String> = infos.iter().map(|i| i.rule_ref().to_string()).collect();
     let (ids, by_index) = previous.assign(&names);
     for info in &mut infos {
         info.id = by_index[info.id as usize];

@@ -853,7 +853,7 @@ mod tests {
             .image
             .rules
             .iter()
-            .map(|r| format!("{}/{}", r.vendor, r.rule))
+            .map(|r| r.rule_ref().to_string())
             .collect();
         assert!(names.contains(&"local/ehr".to_string()), "{names:?}");
         assert!(names.contains(&"pexip/web".to_string()), "{names:?}");

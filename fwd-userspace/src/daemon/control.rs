@@ -234,7 +234,7 @@ fn nearest(image: &MapImage, class: u32, protocol: u8) -> Option<String> {
     let mut fallback = None;
     for entry in image.ports.iter().filter(|e| e.key.class() == class) {
         let rule = image.rule(entry.verdict.rule)?;
-        let name = format!("{}/{}", rule.vendor, rule.rule);
+        let name = rule.rule_ref().to_string();
         if entry.key.protocol == protocol {
             return Some(name);
         }

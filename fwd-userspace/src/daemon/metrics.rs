@@ -3,7 +3,7 @@
 use fwd_common::{Counter, Reason};
 use prometheus::{Encoder as _, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::{compile::RuleInfo, datapath::RuleCounters};
+use crate::{compile::CompiledRule, datapath::RuleCounters};
 
 /// The DNS proxy's part of a scrape.
 pub struct DnsSnapshot<'a> {
@@ -14,7 +14,7 @@ pub struct DnsSnapshot<'a> {
 
 /// Everything one scrape shows.
 pub struct Snapshot<'a> {
-    pub rules: &'a [RuleInfo],
+    pub rules: &'a [CompiledRule],
     /// Indexed like `rules`.
     pub rule_counters: &'a [RuleCounters],
     pub reasons: &'a [(Reason, Counter)],

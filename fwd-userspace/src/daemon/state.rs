@@ -9,7 +9,7 @@ use tracing::warn;
 
 use crate::{
     compile::{MapImage, RuleIds},
-    datapath::RuleName,
+    policy::RuleRef,
 };
 
 const RULES_FILE: &str = "rules.json";
@@ -18,8 +18,9 @@ const RULES_FILE: &str = "rules.json";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedRule {
     pub id: u32,
-    pub vendor: String,
-    pub rule: String,
+    /// `vendor` and `rule` in the file.
+    #[serde(flatten)]
+    pub name: RuleRef,
     pub service: String,
 }
 
@@ -39,8 +40,7 @@ impl Recorded {
                 .iter()
                 .map(|r| RecordedRule {
                     id: r.id,
-                    vendor: r.vendor.clone(),
-                    rule: r.rule.clone(),
+                    name: r.rule_ref(),
                     service: r.service.clone(),
                 })
                 .collect(),
@@ -49,22 +49,12 @@ impl Recorded {
 
     /// The ids to keep in the next compile.
     pub fn rule_ids(&self) -> RuleIds {
-        RuleIds::from_recorded(
-            self.rules
-                .iter()
-                .map(|r| (format!("{}/{}", r.vendor, r.rule), r.id)),
-        )
+        RuleIds::from_recorded(self.rules.iter().map(|r| (r.name.to_string(), r.id)))
     }
 
-    pub fn rule_names(&self) -> Vec<RuleName> {
-        self.rules
-            .iter()
-            .map(|r| RuleName {
-                id: r.id,
-                vendor: r.vendor.clone(),
-                rule: r.rule.clone(),
-            })
-            .collect()
+    /// Each rule's id and identity.
+    pub fn rule_names(&self) -> Vec<(u32, RuleRef)> {
+        self.rules.iter().map(|r| (r.id, r.name.clone())).collect()
     }
 }
 
@@ -116,8 +106,7 @@ mod tests {
             generation: 7,
             rules: vec![RecordedRule {
                 id: 42,
-                vendor: "pexip".into(),
-                rule: "media".into(),
+                name: RuleRef::new("pexip", "media"),
                 service: "Media".into(),
             }],
         };

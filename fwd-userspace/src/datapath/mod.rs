@@ -31,7 +31,10 @@ pub use slots::TableCapacity;
 use slots::{SlotMaps, SlotState};
 use tracing::{debug, info, warn};
 
-use crate::compile::{MapImage, PortEntry};
+use crate::{
+    compile::{MapImage, PortEntry},
+    policy::RuleRef,
+};
 
 /// The kernel programs, built by build.rs from `fwd-ebpf`; empty without the `ebpf` feature.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fwd-ebpf"));
@@ -246,20 +249,12 @@ pub struct Datapath {
     adoption: Adoption,
     /// The rules an adopted policy had (from the daemon's state), so the first install
     /// keeps their counters.
-    adopted_rules: Option<Vec<RuleName>>,
+    adopted_rules: Option<Vec<(u32, RuleRef)>>,
 }
 
 /// The reader of the programs' log records; they go to the `log` crate, which the
 /// daemon's tracing subscriber receives.
 pub type ProgramLog = aya_log::EbpfLogger<&'static dyn log::Log>;
-
-/// A rule's id and name, as an earlier run recorded them.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RuleName {
-    pub id: u32,
-    pub vendor: String,
-    pub rule: String,
-}
 
 /// Entries learned at run time (the DNS proxy's), beside a slot's compiled image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -425,7 +420,7 @@ impl Datapath {
 
     /// Tells an adopting datapath which rules the policy in force has, so the first
     /// install keeps the counters of the rules that stay.
-    pub fn set_adopted_rules(&mut self, rules: Vec<RuleName>) {
+    pub fn set_adopted_rules(&mut self, rules: Vec<(u32, RuleRef)>) {
         self.adopted_rules = Some(rules);
     }
 
@@ -736,8 +731,8 @@ impl Datapath {
                 Some(a) => a
                     .rule(rule.id)
                     .is_some_and(|old| old.vendor == rule.vendor && old.rule == rule.rule),
-                None => adopted.iter().any(|old| {
-                    old.id == rule.id && old.vendor == rule.vendor && old.rule == rule.rule
+                None => adopted.iter().any(|(id, name)| {
+                    *id == rule.id && name.vendor == rule.vendor && name.rule == rule.rule
                 }),
             };
             if !kept {

@@ -15,6 +15,29 @@ use toml::Spanned;
 
 pub use remote::{Remote, parse_remote};
 
+/// A rule's identity: its vendor's id and its own, shown `vendor/rule` (the form of
+/// `fwd explain`, the metrics' labels joined, `fwd stats` and the rule ids' hash input).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize)]
+pub struct RuleRef {
+    pub vendor: String,
+    pub rule: String,
+}
+
+impl RuleRef {
+    pub fn new(vendor: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self {
+            vendor: vendor.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.vendor, self.rule)
+    }
+}
+
 /// Where something was written: file, 1-based line and column.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Location {

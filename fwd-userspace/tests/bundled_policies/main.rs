@@ -97,7 +97,7 @@ fn allowed_by(ev: &Evaluator<'_>, probe: &Probe) -> Option<String> {
     match ev.evaluate(probe) {
         Verdict::Allow { rule } => {
             let info = ev.rule(rule).expect("the verdict's rule is in the image");
-            Some(format!("{}/{}", info.vendor, info.rule))
+            Some(info.rule_ref().to_string())
         }
         Verdict::NoAddressMatch | Verdict::NoPortMatch { .. } => None,
     }
@@ -109,7 +109,7 @@ fn allowed_name(ev: &Evaluator<'_>, name: &str, probe: &Probe) -> Option<String>
     match ev.evaluate_name(name, probe) {
         Verdict::Allow { rule } => {
             let info = ev.rule(rule).expect("the verdict's rule is in the image");
-            Some(format!("{}/{}", info.vendor, info.rule))
+            Some(info.rule_ref().to_string())
         }
         Verdict::NoAddressMatch | Verdict::NoPortMatch { .. } => None,
     }
@@ -121,7 +121,7 @@ fn expect_allow(ev: &Evaluator<'_>, probe: Probe, expected: &str) {
         Verdict::Allow { rule } => {
             let info = ev.rule(rule).expect("the verdict's rule is in the image");
             assert_eq!(
-                format!("{}/{}", info.vendor, info.rule),
+                info.rule_ref().to_string(),
                 expected,
                 "{probe:?} is allowed, but by another rule"
             );
@@ -144,7 +144,7 @@ fn state(selection: &Selection, name: &str) -> &'static str {
     if c.image
         .rules
         .iter()
-        .any(|r| format!("{}/{}", r.vendor, r.rule) == name)
+        .any(|r| r.rule_ref().to_string() == name)
     {
         "compiled"
     } else if c.pending.iter().any(|d| d.rule == name) {
@@ -163,7 +163,7 @@ fn owning_rules(c: &Compiled) -> BTreeSet<String> {
         .iter()
         .map(|e| {
             let r = c.image.rule(e.verdict.rule).expect("a compiled rule");
-            format!("{}/{}", r.vendor, r.rule)
+            r.rule_ref().to_string()
         })
         .collect()
 }

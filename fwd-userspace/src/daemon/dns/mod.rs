@@ -229,7 +229,7 @@ pub fn entry_status(table: &DnsTable, image: Option<&MapImage>, now_ms: u64) -> 
                 .rules
                 .iter()
                 .map(|&id| match image.and_then(|i| i.rule(id)) {
-                    Some(r) => format!("{}/{}", r.vendor, r.rule),
+                    Some(r) => r.rule_ref().to_string(),
                     None => format!("#{id}"),
                 })
                 .collect(),
