@@ -13,11 +13,8 @@ use crate::{
     compile::{
         Compiled, DatedRule, Evaluator, Probe, Selection, Verdict, compile, tables::SlotTables,
     },
-    daemon::{
-        self,
-        config::{Action, Config, DEFAULT_CONFIG, DEFAULT_POLICY_DIR, InterfaceMode},
-    },
-    export, lab, policy,
+    config::{Action, Config, DEFAULT_CONFIG, DEFAULT_POLICY_DIR, InterfaceMode},
+    daemon, export, lab, policy,
     policy::{Date, Direction},
 };
 

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 
 use crate::{
     compile::{Evaluator, Probe, Selection, Verdict, compile},
-    daemon::config::DEFAULT_POLICY_DIR,
+    config::DEFAULT_POLICY_DIR,
     policy::{self, Direction, Level, Protocol, Remote},
 };
 

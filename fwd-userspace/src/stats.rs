@@ -9,10 +9,8 @@ use fwd_common::FwdConfig;
 use serde::Serialize;
 
 use crate::{
-    daemon::{
-        config::{Config, DEFAULT_PIN_DIR, DEFAULT_STATE_DIR},
-        state,
-    },
+    config::{Config, DEFAULT_PIN_DIR, DEFAULT_STATE_DIR},
+    daemon::state,
     datapath::{PinnedState, RuleCounters},
     policy::RuleRef,
 };
@@ -21,7 +19,7 @@ use crate::{
 pub struct StatsArgs {
     /// The daemon's config (for its pin_dir and state_dir). A missing file means the
     /// defaults.
-    #[arg(long, default_value = crate::daemon::config::DEFAULT_CONFIG)]
+    #[arg(long, default_value = crate::config::DEFAULT_CONFIG)]
     config: PathBuf,
     /// Read the pins here instead of the config's pin_dir.
     #[arg(long)]

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use fwd::daemon::config::Config;
+use fwd::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

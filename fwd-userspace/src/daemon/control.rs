@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::compile::MapImage;
 
-pub const DEFAULT_SOCKET: &str = "/run/fwd/control.sock";
+pub use crate::config::DEFAULT_SOCKET;
 
 /// The answer to `reload`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,5 @@
 //! `fwd run`: load, attach, serve metrics, reload on SIGHUP, detach on SIGINT/SIGTERM.
 
-pub mod config;
 pub mod control;
 pub mod dns;
 pub mod metrics;
@@ -18,13 +17,13 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+use crate::config::{self, Action, Config, InterfaceMode, OnExit};
 use crate::{
     compile::tables::SlotTables,
     compile::{Compiled, RuleIds},
     datapath::{Datapath, DatapathOptions, InstallTimings, TableCapacity, own_addresses},
     policy,
 };
-use config::{Action, Config, InterfaceMode, OnExit};
 
 struct Daemon {
     datapath: Datapath,

@@ -14,7 +14,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::config::Config;
+use crate::config::Config;
 
 /// Settled changes: each item is one reload's worth, named by the last path that changed.
 pub struct Changes {

@@ -18,26 +18,7 @@ use crate::{
 /// Runtime class numbers start here, far above the compiler's (which count from 0).
 pub const FIRST_CLASS: u32 = 1 << 30;
 
-/// How long entries live and how many a name pattern may hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// An entry lives at least this long (seconds), whatever the record's TTL.
-    pub min_ttl: u32,
-    /// And at most this long; the proxy lowers longer TTLs in the answer to this.
-    pub max_ttl: u32,
-    /// Addresses one name pattern (`*.sfu.whereby.com`) may open at once.
-    pub max_addresses: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            min_ttl: 30,
-            max_ttl: 3600,
-            max_addresses: 256,
-        }
-    }
-}
+pub use crate::config::DnsLimits as Limits;
 
 /// An upstream answer, as the proxy read it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -23,6 +23,8 @@ pub const DEFAULT_POLICY_DIR: &str = "/etc/fwd/policies";
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9469";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fwd";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/fwd";
+/// The daemon's control socket (`fwd reload`, `status`, `monitor`).
+pub const DEFAULT_SOCKET: &str = "/run/fwd/control.sock";
 pub const DEFAULT_DEBOUNCE_MS: u64 = 500;
 
 /// What a clean stop (SIGTERM, `systemctl stop`) does with the programs.
@@ -89,7 +91,7 @@ pub struct Dns {
     pub listen: Vec<SocketAddr>,
     /// The resolvers it asks, in order.
     pub upstream: Vec<SocketAddr>,
-    pub limits: super::dns::Limits,
+    pub limits: DnsLimits,
     /// How long it waits for an upstream answer before trying the next.
     pub timeout_ms: u64,
     /// Gateways: redirect the LAN's port-53 traffic to the proxy (nftables).
@@ -108,6 +110,27 @@ impl Dns {
     /// steering table are set up at start); the limits apply at a reload.
     pub fn restart_keys(&self) -> (&[SocketAddr], &[SocketAddr], u64, bool) {
         (&self.listen, &self.upstream, self.timeout_ms, self.steer)
+    }
+}
+
+/// `[dns]` limits: how long learned entries live and how many a name pattern may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsLimits {
+    /// An entry lives at least this long (seconds), whatever the record's TTL.
+    pub min_ttl: u32,
+    /// And at most this long; the proxy lowers longer TTLs in the answer to this.
+    pub max_ttl: u32,
+    /// Addresses one name pattern (`*.sfu.whereby.com`) may open at once.
+    pub max_addresses: usize,
+}
+
+impl Default for DnsLimits {
+    fn default() -> Self {
+        Self {
+            min_ttl: 30,
+            max_ttl: 3600,
+            max_addresses: 256,
+        }
     }
 }
 
@@ -493,7 +516,7 @@ impl Config {
             metrics_listen,
             control_socket: raw
                 .control_socket
-                .map_or_else(|| PathBuf::from(super::control::DEFAULT_SOCKET), relative),
+                .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), relative),
             pin_dir: raw
                 .pin_dir
                 .map_or_else(|| PathBuf::from(DEFAULT_PIN_DIR), relative),
@@ -597,7 +620,7 @@ fn parse_dns(map: &SourceMap, d: &RawDns, at: usize) -> Result<Dns, PolicyError>
         None => Ok(default),
         Some(s) => map.number_in(s, range, &format!("[dns] {what}")),
     };
-    let defaults = super::dns::Limits::default();
+    let defaults = DnsLimits::default();
     let min_ttl = number(
         &d.min_ttl,
         "`min_ttl` is in seconds",
@@ -633,7 +656,7 @@ fn parse_dns(map: &SourceMap, d: &RawDns, at: usize) -> Result<Dns, PolicyError>
     Ok(Dns {
         listen,
         upstream,
-        limits: super::dns::Limits {
+        limits: DnsLimits {
             min_ttl: min_ttl as u32,
             max_ttl: max_ttl as u32,
             max_addresses: max_addresses as usize,
