@@ -12,13 +12,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod bench_dns;
-mod bench_path;
-mod bench_prog;
-mod bench_reload;
-mod bench_rules;
 mod dist;
-mod report;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fwd's development tasks")]
@@ -564,20 +558,20 @@ fn bench_all(quick: bool, only: &[String]) -> anyhow::Result<()> {
             continue;
         }
         if needs_root && !root_user {
-            let mut s = report::Section::new(id, title);
+            let mut s = bench::report::Section::new(id, title);
             s.note("not run: needs root (network namespaces and BPF)");
             sections.push(s);
             continue;
         }
         eprintln!("xtask: bench: {title}");
-        let one = |r: anyhow::Result<report::Section>| r.map(|s| vec![s]);
+        let one = |r: anyhow::Result<bench::report::Section>| r.map(|s| vec![s]);
         let result = match id {
             "compile" => one(bench::compile_bench(&root, &fwd, quick)),
-            "program" => bench_prog::program_bench(&root, quick),
-            "datapath" => bench_path::datapath_bench(&root, &fwd, quick),
-            "reload" => one(bench_reload::reload_bench(&root, &fwd, quick)),
+            "program" => bench::program::program_bench(&root, quick),
+            "datapath" => bench::datapath::datapath_bench(&root, &fwd, quick),
+            "reload" => one(bench::reload::reload_bench(&root, &fwd, quick)),
             "memory" => one(bench::memory_bench(&root, &fwd)),
-            "dns" => one(bench_dns::dns_bench(&root, &fwd, quick)),
+            "dns" => one(bench::dns::dns_bench(&root, &fwd, quick)),
             _ => unreachable!("every id of BENCH_SECTIONS is matched"),
         };
         match result {
@@ -585,13 +579,13 @@ fn bench_all(quick: bool, only: &[String]) -> anyhow::Result<()> {
             Err(err) => {
                 failed = true;
                 eprintln!("xtask: bench {id} failed: {err:#}");
-                sections.push(report::Section::failed(id, title, &err));
+                sections.push(bench::report::Section::failed(id, title, &err));
             }
         }
     }
     let header = bench_header(&root, quick);
     let out = root.join("target/bench");
-    let text = report::write(&out, &header, &sections)?;
+    let text = bench::report::write(&out, &header, &sections)?;
     println!("{text}");
     eprintln!(
         "xtask: wrote {} and {}",

@@ -8,7 +8,7 @@ use std::{path::Path, process::Command};
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::report::{Goal, Section, median, ratio, thousands};
+use crate::bench::report::{Goal, Section, median, ratio, thousands};
 
 /// Table columns: (title, program, family).
 const COLUMNS: [(&str, &str, &str); 4] = [

@@ -5,7 +5,7 @@
 
 use std::{fmt::Write as _, net::Ipv4Addr};
 
-use crate::bench_rules::{OUTSIDE, Proto, Rng, RuleSet};
+use crate::bench::rules::{OUTSIDE, Proto, Rng, RuleSet};
 
 /// Every frame is this long: Ethernet 14 + IPv4 20 + (TCP 20 + 8 option bytes, or UDP 8 +
 /// 20 payload bytes). No padding, so the IP length is the frame's.

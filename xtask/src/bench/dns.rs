@@ -24,8 +24,8 @@ use hickory_proto::{
 };
 
 use crate::{
+    bench::report::median,
     bench::{BenchDaemon, command_in_netns, enter_netns},
-    report::median,
 };
 
 /// Where the daemon's proxy listens, in the bench namespace.
@@ -493,7 +493,7 @@ pub fn dns_bench(
     root: &Path,
     fwd_release: &Path,
     quick: bool,
-) -> anyhow::Result<crate::report::Section> {
+) -> anyhow::Result<crate::bench::report::Section> {
     let (rounds, per_round, limit) = if quick {
         (3, 5_000, Duration::from_secs(1))
     } else {
@@ -619,7 +619,7 @@ pub fn dns_bench(
             format!("-{}", duration(-us))
         }
     };
-    let mut section = crate::report::Section::new(
+    let mut section = crate::bench::report::Section::new(
         "dns",
         "DNS proxy: fwd's proxy against dnsmasq answering directly",
     );
@@ -634,7 +634,7 @@ pub fn dns_bench(
             "queries per second".into(),
             rate(pq),
             rate(dq),
-            crate::report::ratio(pq / dq),
+            crate::bench::report::ratio(pq / dq),
         ])
         .row(vec![
             "p50 latency".into(),

@@ -22,13 +22,11 @@ use fwd_lab::{CLIENT_V4, FwdProcess, GATEWAY_LAN_IF, Lab, Netns, Pins, SiteConfi
 use serde_json::{Value, json};
 
 use crate::{
-    bench_rules::RuleSet,
-    report::{Goal, Section, interleaved, median, ratio, thousands},
+    bench::report::{Goal, Section, interleaved, median, ratio, thousands},
+    bench::rules::RuleSet,
 };
 
-#[path = "bench_traffic.rs"]
-mod traffic;
-
+use super::traffic::{self};
 use traffic::{DevCounters, Expect, Flow, Traffic};
 
 /// Networks per rule of the generated rule set.
@@ -2083,7 +2081,8 @@ mod tests {
         let quick = std::env::var_os("DATAPATH_FULL").is_none();
         let sections = datapath_bench(root, &root.join("target/release/fwd"), quick).unwrap();
         let text =
-            crate::report::write(&root.join("target/bench/datapath-only"), &[], &sections).unwrap();
+            crate::bench::report::write(&root.join("target/bench/datapath-only"), &[], &sections)
+                .unwrap();
         println!("{text}");
     }
 }

@@ -24,9 +24,9 @@ use fwd_lab::{FwdProcess, GATEWAY_LAN_IF, Lab, Netns, Pins, SiteConfig};
 use serde_json::json;
 
 use crate::{
-    bench_path::{Capture, output},
-    bench_rules::{Proto, Rng, RuleSet},
-    report::{Section, median, ratio},
+    bench::datapath::{Capture, output},
+    bench::report::{Section, median, ratio},
+    bench::rules::{Proto, Rng, RuleSet},
 };
 
 /// Probe datagrams carry this magic before their sequence number.
@@ -595,7 +595,7 @@ pub fn reload_bench(root: &Path, fwd: &Path, quick: bool) -> anyhow::Result<Sect
                 .collect();
             section.note(format!(
                 "kernel memory of fwd's maps at {} prefixes (memlock of every map the daemon holds, /proc/PID/fdinfo): {:.1} MiB; largest: {}",
-                crate::report::thousands(prefixes as u64),
+                crate::bench::report::thousands(prefixes as u64),
                 bytes as f64 / 1048576.0,
                 largest.join(", ")
             ));

@@ -1,5 +1,13 @@
 //! `cargo xtask bench`: measurements printed side by side in one run (never test assertions).
 
+pub mod datapath;
+pub mod dns;
+pub mod program;
+pub mod reload;
+pub mod report;
+pub mod rules;
+pub mod traffic;
+
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
@@ -10,8 +18,8 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    bench_rules::Rng,
-    report::{Goal, Section, median},
+    bench::report::{Goal, Section, median},
+    bench::rules::Rng,
 };
 
 /// Writes `rules` rules with `prefixes` prefixes in all, 3/4 IPv4 and 1/4 IPv6, with a
