@@ -11,6 +11,4 @@ pub mod daemon;
 pub mod datapath;
 pub mod export;
 pub mod import;
-pub mod lab;
 pub mod policy;
-pub mod stats;

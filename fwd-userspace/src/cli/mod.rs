@@ -1,0 +1,207 @@
+//! The `fwd` command line: a thin layer over policy, compile, daemon and lab. One file per
+//! command: `check`, `explain`, `export` (nftables), `client` (the daemon's `reload`,
+//! `status`, `dns`, `monitor`), `stats`, `lab`; `args` holds what several share. `fwd
+//! import` is `crate::import`.
+
+mod args;
+mod check;
+mod client;
+mod explain;
+mod export;
+pub mod lab;
+pub mod stats;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+
+use crate::{config::DEFAULT_CONFIG, daemon};
+use args::{DaemonArgs, EXIT_BAD_INPUT, PolicyArgs};
+use explain::ExplainPacket;
+use export::NftablesArgs;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fwd",
+    version,
+    about = "An eBPF egress firewall for the allowlists video and telehealth vendors publish",
+    long_about = "fwd compiles vendor allowlists (one TOML file per vendor) into eBPF maps and \
+enforces them at line rate: XDP on a gateway's LAN interface drops every outbound packet no \
+rule allows, and counts every rule's hits for Prometheus.\n\n\
+Start with `fwd check` to see what your policy directory compiles to, `fwd explain` to ask \
+what happens to one packet, and `fwd lab` to watch it work in throwaway network namespaces."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compile the policies and print a summary; exit 2 with file:line:col on bad input.
+    Check(PolicyArgs),
+    /// Say what the compiled policy does with one packet (exit 0 allow, 1 deny, 2 error).
+    #[command(
+        after_help = "Examples:\n  fwd explain egress tcp 52.71.32.188 8089\n  \
+fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sfu.whereby.com 3478"
+    )]
+    Explain {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        packet: ExplainPacket,
+    },
+    /// Write the compiled policy in another firewall's language (nftables), for machines that
+    /// enforce without fwd's programs.
+    #[command(subcommand)]
+    Export(ExportFormat),
+    /// Turn a vendor-published address list (one prefix per line, or AWS ip-ranges.json) into
+    /// a policy file that records where it came from.
+    Import(Box<crate::import::ImportArgs>),
+    /// Run the daemon: load, attach, serve metrics; SIGHUP reloads, SIGINT/SIGTERM detach.
+    Run {
+        /// The site config.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Ask the running daemon to reload its config and policies; print the result. A bad
+    /// policy is rejected whole (the running one stays) and the exit code is 2.
+    Reload {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Print the daemon's reply as one JSON object (with the compile, fill and swap
+        /// times); the exit code is the same.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say what the running daemon has attached where, which policy generation is in
+    /// force, how full the maps are, and how many flows are live.
+    Status {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List what the daemon's DNS proxy learned: each name (and the CNAME it led to), its
+    /// addresses, the domain rules they open and the seconds each has left.
+    #[command(
+        after_help = "An address past its TTL stays open while a flow to it is live; its time shows as `flow`.\n\nExamples:\n  fwd dns\n  fwd dns --json"
+    )]
+    Dns {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show samples of denied packets as the daemon sees them: time, interface, direction,
+    /// protocol, addresses and ports, the reason, and the nearest rule.
+    #[command(
+        after_help = "The kernel sends at most 100 samples per second per CPU; counters in \
+/metrics count every packet.\n\nExamples:\n  fwd monitor\n  fwd monitor --json --count 10"
+    )]
+    Monitor {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Print one JSON object per sample.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many samples.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Read the counters straight from the pinned maps: per rule and direction, drops by
+    /// reason, live flows, the generation in force. Works with the daemon stopped or dead.
+    #[command(
+        after_help = "Examples:\n  fwd stats\n  fwd stats --json\n  fwd stats --pin-dir /sys/fs/bpf/fwd --state-dir /var/lib/fwd"
+    )]
+    Stats(stats::StatsArgs),
+    /// Build a throwaway lab (client, gateway, vendor namespaces), run fwd on the gateway,
+    /// drive traffic and show live counters until Ctrl-C; then remove the lab.
+    Lab(lab::LabArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ExportFormat {
+    /// An `nft -f` script giving fwd's verdicts: one `table inet` that loading replaces in
+    /// one transaction.
+    #[command(
+        long_about = "Writes the compiled policy as an nftables script (`nft -f`) that gives the \
+same verdicts as fwd's kernel programs wherever nftables can: one `table inet NAME` holding an \
+interval map from remote address to the chain of its class, one chain per class with a rule \
+per protocol and port range (each counting on a named counter `vendor/rule`), conntrack for \
+return traffic, and fwd's exemptions, audit vendors and default action. Loading the script \
+replaces the table in one transaction, so a new export takes over from the old one without a \
+gap. What nftables cannot do as fwd does (domain rules, fragments, counters of replies, ...) \
+is listed at the top of the script and printed as warnings.\n\n\
+Hooks come from the config's [[interface]]s: a gateway's LAN interface is filtered in the \
+forward hook (what comes from it is egress, what goes into it ingress); a host's uplink in \
+output and input (and forward, out of and into it). Without --config, or with a config \
+without [[interface]], the script assumes a host: its own traffic on every interface but lo \
+is filtered (output as egress, input as ingress), and forwarded traffic is not. Exemptions \
+come from the config's `exempt`; a gateway's own addresses need none, since traffic to and \
+from the gateway itself never takes the forward hook.",
+        after_help = "Exit status: 0 written; 2 bad input (printed as file:line:col) or an \
+output that cannot be written.\n\n\
+Examples:\n  \
+fwd export nftables --config /etc/fwd/fwd.toml > fwd.nft && nft -c -f fwd.nft\n  \
+fwd export nftables --config /etc/fwd/fwd.toml --output /etc/nftables.d/fwd.nft\n  \
+nft -f /etc/nftables.d/fwd.nft                    # load: replaces table inet fwd_export\n  \
+nft list counter inet fwd_export pexip/general-media\n  \
+nft delete table inet fwd_export                  # remove\n\n\
+See docs/export.md."
+    )]
+    Nftables(NftablesArgs),
+}
+
+impl Cli {
+    /// Whether this runs a long-lived process that writes to sockets (where a closed peer
+    /// must be an error, not SIGPIPE).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.command, Command::Run { .. } | Command::Lab(_))
+    }
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Check(args) => check::check(&args),
+        Command::Explain {
+            policy,
+            json,
+            packet,
+        } => explain::explain(&policy, json, &packet),
+        Command::Export(ExportFormat::Nftables(args)) => export::export_nftables(&args),
+        Command::Import(args) => crate::import::run(&args),
+        Command::Run { config } => run(&config),
+        Command::Reload { daemon, json } => client::request_reload(&daemon, json),
+        Command::Status { daemon, json } => client::status(&daemon, json),
+        Command::Dns { daemon, json } => client::dns(&daemon, json),
+        Command::Monitor {
+            daemon,
+            json,
+            count,
+        } => client::monitor(&daemon, json, count),
+        Command::Stats(args) => stats::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Lab(args) => lab::run(&args).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("fwd: {err:#}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
+}
+
+fn run(config: &Path) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(daemon::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
