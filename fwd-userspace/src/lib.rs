@@ -11,4 +11,5 @@ pub mod daemon;
 pub mod datapath;
 pub mod export;
 pub mod import;
+pub mod net;
 pub mod policy;

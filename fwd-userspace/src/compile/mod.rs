@@ -16,6 +16,7 @@
 //!    live flow beats a `related` one, a rule naming addresses beats a `remote = "any"`
 //!    rule, then the local-port rule wins.
 
+pub mod learned;
 pub mod lpm;
 pub mod tables;
 

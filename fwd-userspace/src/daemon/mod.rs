@@ -21,7 +21,8 @@ use crate::config::{self, Action, Config, InterfaceMode, OnExit};
 use crate::{
     compile::tables::SlotTables,
     compile::{Compiled, RuleIds},
-    datapath::{Datapath, DatapathOptions, InstallTimings, TableCapacity, own_addresses},
+    datapath::{Datapath, DatapathOptions, InstallTimings, TableCapacity},
+    net::own_addresses,
     policy,
 };
 
@@ -528,7 +529,7 @@ fn dns_listen(config: &Config, d: &config::Dns) -> Vec<std::net::SocketAddr> {
     }
     gateways
         .iter()
-        .flat_map(|name| crate::datapath::addresses(Some(name)))
+        .flat_map(|name| crate::net::addresses(Some(name)))
         .filter(|a| match a {
             std::net::IpAddr::V6(v6) => !v6.is_unicast_link_local(),
             std::net::IpAddr::V4(_) => true,

@@ -10,10 +10,7 @@ use std::{
 use fwd_common::CLASS_AUDIT;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    compile::{MapImage, PortEntry},
-    datapath::Learned,
-};
+use crate::compile::{MapImage, PortEntry, learned::Learned};
 
 /// Runtime class numbers start here, far above the compiler's (which count from 0).
 pub const FIRST_CLASS: u32 = 1 << 30;
