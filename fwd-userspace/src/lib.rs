@@ -7,6 +7,7 @@ pub mod atomic_file;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod export;

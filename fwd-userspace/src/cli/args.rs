@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use crate::{
     compile::{Compiled, RuleIds, Selection, compile},
     config::{Config, DEFAULT_CONFIG, DEFAULT_POLICY_DIR},
-    daemon,
     policy::{self, Date},
 };
 
@@ -92,6 +91,6 @@ impl DaemonArgs {
     pub fn socket(&self) -> PathBuf {
         self.socket
             .clone()
-            .unwrap_or_else(|| daemon::control::socket_path_lenient(&self.config))
+            .unwrap_or_else(|| super::client::socket_path_lenient(&self.config))
     }
 }

@@ -1,0 +1,196 @@
+//! The control socket's protocol, which the daemon (`daemon::control`) serves and the
+//! client commands (`cli::client`) speak: the root-only socket `/run/fwd/control.sock`.
+//!
+//! Protocol: the client sends one command line; the daemon answers with JSON lines.
+//! - `monitor`: one `DeniedSample` object per line until the client hangs up.
+//! - `reload`: one `ReloadReply` object once the reload is done or rejected.
+//! - `status`: one `StatusReply` object.
+//! - `dns`: one `DnsReply` object (learned names).
+
+use std::{net::IpAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The answer to `reload`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    pub ok: bool,
+    /// The generation now in force (the old one if the reload was rejected).
+    pub generation: u32,
+    pub rules: usize,
+    /// Why the reload was rejected (`file:line:col: message` for bad input).
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+    /// How long the accepted reload took: reading and compiling the policy, filling the
+    /// inactive slot, and flipping to it (with the grace period and clearing the old slot).
+    #[serde(default)]
+    pub compile_ms: f64,
+    #[serde(default)]
+    pub fill_ms: f64,
+    #[serde(default)]
+    pub swap_ms: f64,
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub generation: u32,
+    pub rules: usize,
+    pub attached: Vec<AttachedStatus>,
+    /// Where programs, links and maps are pinned.
+    pub pin_dir: Option<PathBuf>,
+    /// (map, entries, capacity)
+    pub maps: Vec<(String, usize, u32)>,
+    pub flows_active: Option<u64>,
+    pub reloads_ok: u64,
+    pub reloads_error: u64,
+    pub last_reload_unix: i64,
+    pub action: String,
+}
+
+/// One program in place, as `fwd status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedStatus {
+    pub interface: String,
+    pub program: String,
+    /// "xdp", "tc_ingress" or "tc_egress".
+    pub hook: String,
+    /// "attached" (by this run), "adopted" (an earlier run's pinned link, same program
+    /// version) or "replaced" (an earlier run's pinned link, program version changed).
+    pub origin: String,
+    /// Stays attached when the daemon stops or dies.
+    pub pinned: bool,
+}
+
+impl std::fmt::Display for StatusReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "policy generation {} ({} rules, {}), reloads: {} ok, {} rejected",
+            self.generation, self.rules, self.action, self.reloads_ok, self.reloads_error
+        )?;
+        for a in &self.attached {
+            writeln!(
+                f,
+                "attached: {:<10} {:<10} {:<10} {}{}",
+                a.interface,
+                a.hook,
+                a.program,
+                a.origin,
+                if a.pinned { ", pinned" } else { "" }
+            )?;
+        }
+        if let Some(dir) = &self.pin_dir {
+            writeln!(f, "pins: {}", dir.display())?;
+        }
+        for (map, entries, capacity) in &self.maps {
+            let fill = 100.0 * *entries as f64 / f64::from((*capacity).max(1));
+            writeln!(
+                f,
+                "map {map:<6} {entries:>9} / {capacity:<9} ({fill:.1}% full)"
+            )?;
+        }
+        match self.flows_active {
+            Some(n) => write!(f, "live flows: {n}"),
+            None => write!(f, "live flows: unknown"),
+        }
+    }
+}
+
+/// A denied packet as `fwd monitor` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeniedSample {
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    pub interface: String,
+    /// "out" (from the protected network) or "in".
+    pub direction: String,
+    pub protocol: String,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub reason: String,
+    /// For a remote whose address some rules cover: the rule of that address that comes
+    /// closest (same protocol first), as `vendor/rule`.
+    pub nearest_rule: Option<String>,
+}
+
+impl std::fmt::Display for DeniedSample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let time = humantime_ms(self.time_ms);
+        let end = |a: Option<IpAddr>, port: u16| match a {
+            None => "?".to_string(),
+            Some(a) if port == 0 => a.to_string(),
+            Some(IpAddr::V6(a)) => format!("[{a}]:{port}"),
+            Some(a) => format!("{a}:{port}"),
+        };
+        write!(
+            f,
+            "{time} {:<8} {:<3} {:<6} {} -> {} {}",
+            self.interface,
+            self.direction,
+            self.protocol,
+            end(self.src, self.src_port),
+            end(self.dst, self.dst_port),
+            self.reason
+        )?;
+        if let Some(rule) = &self.nearest_rule {
+            write!(f, " (nearest rule: {rule})")?;
+        }
+        Ok(())
+    }
+}
+
+/// `2026-11-21T10:04:05.123Z` from Unix milliseconds.
+pub(crate) fn humantime_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let date = crate::policy::Date::from_days_since_epoch((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{date}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+pub(crate) fn protocol_name(p: u8) -> String {
+    match p {
+        fwd_common::proto::TCP => "tcp".into(),
+        fwd_common::proto::UDP => "udp".into(),
+        fwd_common::proto::ICMP => "icmp".into(),
+        fwd_common::proto::ICMPV6 => "icmpv6".into(),
+        other => format!("ip{other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_read_like_a_log_line() {
+        let sample = DeniedSample {
+            time_ms: 1_795_240_800_123,
+            interface: "lan0".into(),
+            direction: "out".into(),
+            protocol: "tcp".into(),
+            src: Some("10.250.0.2".parse().unwrap()),
+            dst: Some("2001:db8::1".parse().unwrap()),
+            src_port: 51000,
+            dst_port: 443,
+            reason: "no_port_match".into(),
+            nearest_rule: Some("acme/web".into()),
+        };
+        let text = sample.to_string();
+        assert!(text.starts_with("2026-11-21T06:00:00.123Z lan0"), "{text}");
+        assert!(
+            text.ends_with(
+                "lan0     out tcp    10.250.0.2:51000 -> [2001:db8::1]:443 no_port_match (nearest rule: acme/web)"
+            ),
+            "{text}"
+        );
+    }
+}
