@@ -1,12 +1,17 @@
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     path::PathBuf,
 };
 
+use fwd_common::{PortVerdict, proto};
+
 use proptest::prelude::*;
 
-use super::*;
-use crate::policy::{Vendor, VendorPolicy};
+use super::{evaluate::*, ids::*, image::*, select::*, warnings::*, *};
+use crate::policy::{
+    Date, Direction, Level, Location, PortRange, PortSide, Protocol, Vendor, VendorPolicy,
+};
 
 fn rule(id: &str, protocols: Vec<Protocol>, ports: Vec<PortRange>, remotes: Vec<Remote>) -> Rule {
     Rule {
