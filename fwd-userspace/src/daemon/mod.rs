@@ -3,8 +3,13 @@
 pub mod control;
 pub mod dns;
 pub mod metrics;
+mod start;
 pub mod state;
+mod tasks;
 mod watch;
+
+use start::{apply, start};
+use tasks::{keep_learned, notify, read_denied_samples, save_learned, serve_metrics};
 
 use std::{
     path::{Path, PathBuf},
@@ -13,16 +18,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{Router, routing::get};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use crate::config::{self, Action, Config, InterfaceMode, OnExit};
+use crate::config::{self, Action, Config, OnExit};
 use crate::{
-    compile::tables::SlotTables,
     compile::{Compiled, RuleIds},
-    datapath::{Datapath, DatapathOptions, InstallTimings, TableCapacity},
-    net::own_addresses,
+    datapath::{Datapath, InstallTimings},
     policy,
 };
 
@@ -294,73 +297,6 @@ impl Daemon {
     }
 }
 
-async fn serve_metrics(State(shared): State<Shared>) -> impl IntoResponse {
-    let rendered = tokio::task::spawn_blocking(move || {
-        let daemon = shared.lock().expect("daemon state lock");
-        daemon.metrics()
-    })
-    .await;
-    match rendered {
-        Ok(Ok(text)) => (
-            StatusCode::OK,
-            [("content-type", "text/plain; version=0.0.4")],
-            text,
-        )
-            .into_response(),
-        Ok(Err(err)) => {
-            error!(%err, "rendering metrics");
-            (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
-        }
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
-    }
-}
-
-/// What always passes: the config's exemptions, and a gateway's own addresses (it is not
-/// what the policy protects; a host's are, or nothing it receives would be judged).
-/// Puts `compiled` in force under `config`, with the names `table` learned judged again
-/// under it: the policy, those names, the exemptions and the action change with one flip.
-/// Start-up and reload both come here; on an error the policy in force stays.
-fn apply(
-    datapath: &mut Datapath,
-    config: &Config,
-    compiled: &Compiled,
-    table: &mut dns::DnsTable,
-    generation: u32,
-) -> Result<InstallTimings, crate::datapath::DatapathError> {
-    let learned = table.rebuild(&compiled.image);
-    datapath.apply(
-        &compiled.image,
-        generation,
-        learned,
-        &exemptions(config),
-        config.action == Action::Audit,
-    )
-}
-
-fn exemptions(config: &Config) -> Vec<ipnet::IpNet> {
-    let mut exempt = config.exempt.clone();
-    // A host's own proxy asks the upstream resolvers through the filtered uplink.
-    if let Some(d) = &config.dns
-        && config
-            .interfaces
-            .iter()
-            .any(|i| i.mode == InterfaceMode::Host)
-    {
-        exempt.extend(d.upstream.iter().map(|u| ipnet::IpNet::from(u.ip())));
-    }
-    if !config.gateway_interfaces().is_empty() {
-        exempt.extend(own_addresses());
-    }
-    exempt
-}
-
-/// Tells systemd (Type=notify) where the daemon is; a no-op outside systemd.
-fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    if let Err(err) = sd_notify::notify(false, state) {
-        warn!(%err, "notifying systemd");
-    }
-}
-
 /// Reloads under the lock, counts the result and says what happened.
 fn reload_and_report(shared: &Shared) -> control::ReloadReply {
     let mut daemon = shared.lock().expect("daemon state lock");
@@ -416,84 +352,6 @@ fn reload_reply(daemon: &mut Daemon) -> control::ReloadReply {
                 fill_ms: 0.0,
                 swap_ms: 0.0,
             }
-        }
-    }
-}
-
-/// Passes the programs' log records (aya-log) to the daemon's log as they arrive.
-async fn forward_program_log(log: crate::datapath::ProgramLog) {
-    // SAFETY: the logger owns its ring buffer's file descriptor, which stays open and the
-    // same until the AsyncFd (which owns the logger) is dropped.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(log, tokio::io::Interest::READABLE)
-    };
-    let mut fd = match registered {
-        Ok(fd) => fd,
-        Err(err) => {
-            warn!(%err, "watching the programs' log; their messages are not shown");
-            return;
-        }
-    };
-    loop {
-        let Ok(mut guard) = fd.readable_mut().await else {
-            return;
-        };
-        guard.get_inner_mut().flush();
-        guard.clear_ready();
-    }
-}
-
-/// Reads the kernel's denied-packet samples and passes them to `fwd monitor` clients.
-async fn read_denied_samples(
-    ring: aya::maps::RingBuf<aya::maps::MapData>,
-    shared: Shared,
-    samples: tokio::sync::broadcast::Sender<control::DeniedSample>,
-) {
-    // SAFETY: the ring buffer owns its map's file descriptor, which stays open and the
-    // same until the AsyncFd (which owns the ring buffer) is dropped.
-    let registered = unsafe { tokio::io::unix::AsyncFd::register(ring) };
-    let mut fd = match registered {
-        Ok(fd) => fd,
-        Err(err) => {
-            error!(%err, "watching the denied-samples ring buffer; fwd monitor shows nothing");
-            return;
-        }
-    };
-    loop {
-        let mut guard = match fd.readable_mut().await {
-            Ok(guard) => guard,
-            Err(err) => {
-                error!(%err, "reading the denied-samples ring buffer");
-                return;
-            }
-        };
-        let mut events = Vec::new();
-        {
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                if item.len() >= std::mem::size_of::<fwd_common::DeniedEvent>() {
-                    // SAFETY: the kernel wrote a DeniedEvent (repr(C), plain integers).
-                    events.push(unsafe {
-                        std::ptr::read_unaligned(item.as_ptr().cast::<fwd_common::DeniedEvent>())
-                    });
-                }
-            }
-        }
-        guard.clear_ready();
-        if samples.receiver_count() == 0 || events.is_empty() {
-            continue;
-        }
-        let now = crate::datapath::monotonic_ns();
-        let described: Vec<_> = {
-            let daemon = shared.lock().expect("daemon state lock");
-            let image = daemon.datapath.active_image();
-            events
-                .iter()
-                .map(|e| control::describe(e, image, now))
-                .collect()
-        };
-        for sample in described {
-            let _ = samples.send(sample);
         }
     }
 }
@@ -582,146 +440,10 @@ async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow:
     Ok(())
 }
 
-/// Every second: ends learned entries past their time with no live flow, and writes
-/// `learned.json` if the table changed (so a crash forgets at most a second of answers).
-async fn keep_learned(shared: Shared, state_dir: PathBuf) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let shared = shared.clone();
-        let saved = tokio::task::spawn_blocking(move || {
-            let mut daemon = shared.lock().expect("daemon state lock");
-            match daemon.expire_dns() {
-                Ok(0) => {}
-                Ok(ended) => info!(
-                    ended,
-                    "DNS: learned addresses past their TTL with no live flow closed"
-                ),
-                Err(err) => warn!("DNS: ending expired learned addresses: {err:#}"),
-            }
-            std::mem::take(&mut daemon.dns_dirty).then(|| daemon.dns.saved())
-        })
-        .await;
-        if let Ok(Some(saved)) = saved {
-            save_learned(&state_dir, &saved);
-        }
-    }
-}
-
-fn save_learned(state_dir: &Path, saved: &dns::Saved) {
-    if let Err(err) = dns::save(state_dir, saved) {
-        warn!(dir = %state_dir.display(), %err, "cannot write the learned DNS names; a restart forgets them");
-    }
-}
-
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    // The rule ids of the last run, so counters keep their meaning across a restart.
-    let config = Config::load(config_path)?;
-    let state_dir = config.state_dir.clone();
-    let recorded = state::load(&state_dir);
-    let previous_ids = recorded
-        .as_ref()
-        .map_or_else(RuleIds::default, state::Recorded::rule_ids);
-    let compiled = compile_config(&config, &previous_ids)?;
-    for warning in &compiled.warnings {
-        warn!("{warning}");
-    }
-    if config.interfaces.is_empty() {
-        anyhow::bail!(
-            "{}: no [[interface]] configured; add one, e.g.\n[[interface]]\nname = \"lan0\"\nmode = \"gateway\"",
-            config_path.display()
-        );
-    }
-    // The tables are preallocated arrays: sized for this policy, with room to grow.
-    let sizes = SlotTables::build(&compiled.image, &exemptions(&config)).sizes();
-    let mut datapath = Datapath::load_with(&DatapathOptions {
-        tables: TableCapacity::for_policy(sizes),
-        flow_capacity: config.flows.capacity,
-        tcp_timeout_s: config.flows.tcp_timeout_s,
-        udp_timeout_s: config.flows.udp_timeout_s,
-        other_timeout_s: config.flows.other_timeout_s,
-        pin_dir: Some(config.pin_dir.clone()),
-        ..DatapathOptions::default()
-    })?;
-    let adoption = datapath.adoption().clone();
-    if adoption.generation != 0 {
-        info!(
-            pins = %config.pin_dir.display(),
-            generation = adoption.generation,
-            maps_kept = adoption.maps_kept.len(),
-            "adopting the pinned datapath of an earlier run: enforcement and counters continue"
-        );
-        match &recorded {
-            Some(r) => datapath.set_adopted_rules(r.rule_names()),
-            None => warn!(
-                dir = %state_dir.display(),
-                "no record of the earlier run's rule ids: rule counters start from zero"
-            ),
-        }
-    }
-    for (map, why) in &adoption.maps_recreated {
-        warn!(%map, %why, "pinned map recreated empty");
-    }
-    let generation = adoption.generation.wrapping_add(1).max(1);
-    // The names the proxy learned last time go in with the policy: a restart opens no gap.
-    let mut table = dns::DnsTable::new(
-        config
-            .dns
-            .as_ref()
-            .map_or_else(dns::Limits::default, |d| d.limits),
-    );
-    if config.dns.is_some()
-        && let Some(saved) = dns::load(&state_dir)
-    {
-        table.restore(saved);
-    }
-    apply(&mut datapath, &config, &compiled, &mut table, generation)?;
-    let restored = table.addresses_active();
-    if restored > 0 {
-        info!(
-            names = table.names_active(),
-            addresses = restored,
-            "learned DNS names restored"
-        );
-    }
-    for iface in &config.interfaces {
-        match iface.mode {
-            InterfaceMode::Gateway => datapath.attach_gateway(&iface.name)?,
-            InterfaceMode::Host => datapath.attach_host(&iface.name)?,
-        }
-    }
-    datapath.prune_stale_links()?;
-    info!(
-        rules = compiled.image.rules.len(),
-        classes = compiled.image.classes,
-        dst4 = compiled.image.dst4.len(),
-        dst6 = compiled.image.dst6.len(),
-        ports = compiled.image.ports.len(),
-        action = ?config.action,
-        "policy installed"
-    );
-
-    let denied = datapath.take_denied_samples()?;
-    if let Some(log) = datapath.take_program_log() {
-        tokio::spawn(forward_program_log(log));
-    }
-
-    let daemon = Daemon {
-        datapath,
-        config_path: config_path.to_path_buf(),
-        config: config.clone(),
-        generation,
-        rule_ids: compiled.ids.clone(),
-        reloads_ok: 0,
-        reloads_error: 0,
-        last_reload_unix: unix_now(),
-        dns: table,
-        dns_dirty: false,
-        dns_stats: None,
-        dns_listen: Vec::new(),
-    };
-    daemon.record(&compiled);
+    let (daemon, denied, status) = start(config_path)?;
+    let config = daemon.config.clone();
     let shared: Shared = Arc::new(Mutex::new(daemon));
 
     if let Some(d) = &config.dns {
@@ -742,10 +464,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .route("/metrics", get(serve_metrics))
         .with_state(shared.clone());
 
-    let status = format!(
-        "generation {generation} in force, {} rules",
-        compiled.image.rules.len()
-    );
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&status),
@@ -785,36 +503,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                     let reloader = reloader.clone();
                     let _ = tokio::task::spawn_blocking(move || reload_and_report(&reloader)).await;
                 }
-                Some(request) = request_rx.recv() => {
-                    let shared = reloader.clone();
-                    match request {
-                        control::Request::Reload(reply) => {
-                            if let Ok(report) =
-                                tokio::task::spawn_blocking(move || reload_and_report(&shared)).await
-                            {
-                                let _ = reply.send(report);
-                            }
-                        }
-                        control::Request::Dns(reply) => {
-                            if let Ok(status) = tokio::task::spawn_blocking(move || {
-                                shared.lock().expect("daemon state lock").dns_status()
-                            })
-                            .await
-                            {
-                                let _ = reply.send(status);
-                            }
-                        }
-                        control::Request::Status(reply) => {
-                            if let Ok(status) = tokio::task::spawn_blocking(move || {
-                                shared.lock().expect("daemon state lock").status()
-                            })
-                            .await
-                            {
-                                let _ = reply.send(status);
-                            }
-                        }
-                    }
-                }
+                Some(request) = request_rx.recv() => answer(&reloader, request).await,
             }
         }
         info!("stopping");
@@ -825,6 +514,48 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .context("serving metrics")?;
 
+    stop(&shared)
+}
+
+/// Answers a control request off the async runtime (each takes the daemon lock).
+async fn answer(shared: &Shared, request: control::Request) {
+    async fn blocking<T: Send + 'static>(
+        shared: &Shared,
+        work: impl FnOnce(&Shared) -> T + Send + 'static,
+    ) -> Option<T> {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || work(&shared))
+            .await
+            .ok()
+    }
+    match request {
+        control::Request::Reload(reply) => {
+            if let Some(report) = blocking(shared, reload_and_report).await {
+                let _ = reply.send(report);
+            }
+        }
+        control::Request::Dns(reply) => {
+            if let Some(status) = blocking(shared, |s| {
+                s.lock().expect("daemon state lock").dns_status()
+            })
+            .await
+            {
+                let _ = reply.send(status);
+            }
+        }
+        control::Request::Status(reply) => {
+            if let Some(status) =
+                blocking(shared, |s| s.lock().expect("daemon state lock").status()).await
+            {
+                let _ = reply.send(status);
+            }
+        }
+    }
+}
+
+/// Shutdown: writes what the proxy learned, then keeps the programs attached or detaches
+/// them, as `on_exit` says.
+fn stop(shared: &Shared) -> anyhow::Result<()> {
     let mut daemon = shared.lock().expect("daemon state lock");
     if std::mem::take(&mut daemon.dns_dirty) {
         save_learned(&daemon.config.state_dir, &daemon.dns.saved());

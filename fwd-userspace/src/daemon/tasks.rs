@@ -1,0 +1,150 @@
+//! The daemon's background work: the metrics endpoint, the programs' log, denied-packet
+//! samples, expiring learned names, systemd notifications.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse};
+use tracing::{error, info, warn};
+
+use super::{Shared, control, dns};
+
+pub(super) async fn serve_metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    let rendered = tokio::task::spawn_blocking(move || {
+        let daemon = shared.lock().expect("daemon state lock");
+        daemon.metrics()
+    })
+    .await;
+    match rendered {
+        Ok(Ok(text)) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        Ok(Err(err)) => {
+            error!(%err, "rendering metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
+        }
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+/// Passes the programs' log records (aya-log) to the daemon's log as they arrive.
+pub(super) async fn forward_program_log(log: crate::datapath::ProgramLog) {
+    // SAFETY: the logger owns its ring buffer's file descriptor, which stays open and the
+    // same until the AsyncFd (which owns the logger) is dropped.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(log, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(err) => {
+            warn!(%err, "watching the programs' log; their messages are not shown");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
+/// Reads the kernel's denied-packet samples and passes them to `fwd monitor` clients.
+pub(super) async fn read_denied_samples(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    shared: Shared,
+    samples: tokio::sync::broadcast::Sender<control::DeniedSample>,
+) {
+    // SAFETY: the ring buffer owns its map's file descriptor, which stays open and the
+    // same until the AsyncFd (which owns the ring buffer) is dropped.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register(ring) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(err) => {
+            error!(%err, "watching the denied-samples ring buffer; fwd monitor shows nothing");
+            return;
+        }
+    };
+    loop {
+        let mut guard = match fd.readable_mut().await {
+            Ok(guard) => guard,
+            Err(err) => {
+                error!(%err, "reading the denied-samples ring buffer");
+                return;
+            }
+        };
+        let mut events = Vec::new();
+        {
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if item.len() >= std::mem::size_of::<fwd_common::DeniedEvent>() {
+                    // SAFETY: the kernel wrote a DeniedEvent (repr(C), plain integers).
+                    events.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<fwd_common::DeniedEvent>())
+                    });
+                }
+            }
+        }
+        guard.clear_ready();
+        if samples.receiver_count() == 0 || events.is_empty() {
+            continue;
+        }
+        let now = crate::datapath::monotonic_ns();
+        let described: Vec<_> = {
+            let daemon = shared.lock().expect("daemon state lock");
+            let image = daemon.datapath.active_image();
+            events
+                .iter()
+                .map(|e| control::describe(e, image, now))
+                .collect()
+        };
+        for sample in described {
+            let _ = samples.send(sample);
+        }
+    }
+}
+
+/// Every second: ends learned entries past their time with no live flow, and writes
+/// `learned.json` if the table changed (so a crash forgets at most a second of answers).
+pub(super) async fn keep_learned(shared: Shared, state_dir: PathBuf) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let shared = shared.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            let mut daemon = shared.lock().expect("daemon state lock");
+            match daemon.expire_dns() {
+                Ok(0) => {}
+                Ok(ended) => info!(
+                    ended,
+                    "DNS: learned addresses past their TTL with no live flow closed"
+                ),
+                Err(err) => warn!("DNS: ending expired learned addresses: {err:#}"),
+            }
+            std::mem::take(&mut daemon.dns_dirty).then(|| daemon.dns.saved())
+        })
+        .await;
+        if let Ok(Some(saved)) = saved {
+            save_learned(&state_dir, &saved);
+        }
+    }
+}
+
+pub(super) fn save_learned(state_dir: &Path, saved: &dns::Saved) {
+    if let Err(err) = dns::save(state_dir, saved) {
+        warn!(dir = %state_dir.display(), %err, "cannot write the learned DNS names; a restart forgets them");
+    }
+}
+
+/// Tells systemd (Type=notify) where the daemon is; a no-op outside systemd.
+pub(super) fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, state) {
+        warn!(%err, "notifying systemd");
+    }
+}
