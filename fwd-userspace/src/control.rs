@@ -166,6 +166,90 @@ pub(crate) fn protocol_name(p: u8) -> String {
     }
 }
 
+/// One learned address, as `fwd dns` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryStatus {
+    pub name: String,
+    /// CNAME targets after the name.
+    pub via: Vec<String>,
+    pub address: IpAddr,
+    /// `vendor/rule` of each domain rule it opens.
+    pub rules: Vec<String>,
+    /// Seconds until it ends; 0 when it is past its TTL and a live flow keeps it.
+    pub remaining_s: u64,
+}
+
+/// The answer to the control command `dns`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsReply {
+    /// Whether the proxy is configured.
+    pub enabled: bool,
+    pub listen: Vec<std::net::SocketAddr>,
+    pub upstream: Vec<std::net::SocketAddr>,
+    pub entries: Vec<EntryStatus>,
+    /// (pattern, addresses held, cap)
+    pub patterns: Vec<(String, usize, usize)>,
+}
+
+impl std::fmt::Display for DnsReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.enabled {
+            return write!(
+                f,
+                "the DNS proxy is off: add a [dns] section with `upstream` to the config"
+            );
+        }
+        let list = |a: &[std::net::SocketAddr]| {
+            a.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(
+            f,
+            "DNS proxy on {}, forwarding to {}",
+            list(&self.listen),
+            list(&self.upstream)
+        )?;
+        let names: std::collections::BTreeSet<_> = self.entries.iter().map(|e| &e.name).collect();
+        writeln!(
+            f,
+            "{} names, {} learned addresses",
+            names.len(),
+            self.entries.len()
+        )?;
+        if !self.entries.is_empty() {
+            writeln!(f, "{:<40} {:<40} {:>7}  RULES", "NAME", "ADDRESS", "TTL")?;
+        }
+        for e in &self.entries {
+            let ttl = if e.remaining_s == 0 {
+                "flow".to_string()
+            } else {
+                format!("{}s", e.remaining_s)
+            };
+            let mut name = e.name.clone();
+            if let Some(last) = e.via.last() {
+                name = format!("{name} -> {last}");
+            }
+            writeln!(
+                f,
+                "{name:<40} {:<40} {ttl:>7}  {}",
+                e.address.to_string(),
+                e.rules.join(", ")
+            )?;
+        }
+        for (pattern, held, cap) in &self.patterns {
+            if held >= cap {
+                writeln!(
+                    f,
+                    "pattern {pattern} is full: {held} of {cap} addresses (raise [dns] max_addresses)"
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -243,7 +243,7 @@ fn explain_of_a_name_is_what_the_kernel_does_with_its_learned_address() {
     }
     use fwd::{
         compile::{Evaluator, Probe, Verdict},
-        daemon::dns::{self, Answer, DnsTable, Limits},
+        daemon::dns::{Answer, DnsTable, Limits},
         policy::{Direction, load_dir},
     };
     let set = load_dir(Path::new(concat!(
@@ -271,7 +271,7 @@ fn explain_of_a_name_is_what_the_kernel_does_with_its_learned_address() {
         };
         let seen = table.observe(image, &answer, 0);
         assert_eq!(seen.covered, named, "{name}");
-        dns::apply(&mut dp, &seen.changes).unwrap();
+        dp.apply_learned(&seen.changes).unwrap();
         let probes = [
             (false, 1853),
             (false, 3478),

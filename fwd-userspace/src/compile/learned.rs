@@ -14,3 +14,15 @@ pub struct Learned {
     /// of the image (the compiler numbers from 0 up; take them from high up).
     pub classes: BTreeMap<u32, Vec<PortEntry>>,
 }
+
+/// One change to the datapath's learned entries, in the order they must be made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A runtime class's port entries (before any address uses the class).
+    AddClass(u32, Vec<PortEntry>),
+    /// A host entry with its class value (`CLASS_AUDIT` included).
+    SetHost(IpAddr, u32),
+    RemoveHost(IpAddr),
+    /// A runtime class no address uses any more.
+    RemoveClass(u32),
+}

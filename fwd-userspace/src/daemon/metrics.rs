@@ -134,10 +134,33 @@ pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
     registry.register(Box::new(entries))?;
     registry.register(Box::new(capacity))?;
     if let Some(dns) = &s.dns {
-        dns.stats
-            .register(&registry, dns.names_active, dns.addresses_active)?;
+        register_dns(&registry, dns)?;
     }
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out)?;
     Ok(String::from_utf8(out).expect("the text encoder writes UTF-8"))
+}
+
+/// The DNS proxy's series: its counters (kept by the proxy) and the table's gauges.
+pub(crate) fn register_dns(
+    registry: &Registry,
+    dns: &DnsSnapshot<'_>,
+) -> Result<(), prometheus::Error> {
+    let names = IntGauge::new(
+        "fwd_dns_names_active",
+        "Names whose learned addresses are open.",
+    )?;
+    names.set(dns.names_active as i64);
+    let addresses = IntGauge::new(
+        "fwd_dns_addresses_active",
+        "Learned addresses open in the datapath.",
+    )?;
+    addresses.set(dns.addresses_active as i64);
+    registry.register(Box::new(names))?;
+    registry.register(Box::new(addresses))?;
+    registry.register(Box::new(dns.stats.queries.clone()))?;
+    registry.register(Box::new(dns.stats.answers.clone()))?;
+    registry.register(Box::new(dns.stats.cap_reached.clone()))?;
+    registry.register(Box::new(dns.stats.insert_seconds.clone()))?;
+    Ok(())
 }

@@ -221,7 +221,8 @@ impl Daemon {
             .active_image()
             .context("no policy installed")?;
         let observed = self.dns.observe(image, answer, unix_ms());
-        dns::apply(&mut self.datapath, &observed.changes)
+        self.datapath
+            .apply_learned(&observed.changes)
             .context("writing learned addresses into the datapath")?;
         for pattern in &observed.now_full {
             warn!(
@@ -250,7 +251,8 @@ impl Daemon {
             .context("no policy installed")?;
         let grace = u64::from(self.dns.limits().min_ttl.max(1)) * 1000;
         let (changes, ended) = self.dns.expire(image, now, &live, grace);
-        dns::apply(&mut self.datapath, &changes)
+        self.datapath
+            .apply_learned(&changes)
             .context("removing expired learned addresses from the datapath")?;
         self.dns_dirty = true;
         Ok(ended)

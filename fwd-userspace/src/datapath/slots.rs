@@ -30,6 +30,7 @@ use super::{
 };
 use crate::compile::{
     MapImage, PortEntry,
+    learned::Change,
     tables::{SlotTables, TableSizes, class_record},
 };
 
@@ -384,6 +385,19 @@ impl Datapath {
         }
         self.exemptions = wanted;
         true
+    }
+
+    /// Makes the DNS table's changes to the learned entries, in order.
+    pub fn apply_learned(&mut self, changes: &[Change]) -> Result<(), DatapathError> {
+        for change in changes {
+            match change {
+                Change::AddClass(class, ports) => self.learn_class(*class, ports)?,
+                Change::SetHost(addr, value) => self.learn(*addr, *value)?,
+                Change::RemoveHost(addr) => self.forget(*addr)?,
+                Change::RemoveClass(class) => self.forget_class(*class)?,
+            }
+        }
+        Ok(())
     }
 
     /// Sets enforce or audit for the whole policy for the next install to put in force with

@@ -94,9 +94,15 @@ impl Learner for Recorder {
 /// read from a Prometheus scrape of `stats`; 0 when no such series exists yet.
 fn metric(stats: &DnsStats, name: &str, labels: &[(&str, &str)]) -> u64 {
     let registry = prometheus::Registry::new();
-    stats
-        .register(&registry, 0, 0)
-        .expect("registering the counters");
+    crate::daemon::metrics::register_dns(
+        &registry,
+        &crate::daemon::metrics::DnsSnapshot {
+            stats,
+            names_active: 0,
+            addresses_active: 0,
+        },
+    )
+    .expect("registering the counters");
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&registry.gather())
         .expect("encoding the scrape");

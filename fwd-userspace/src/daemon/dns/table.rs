@@ -28,17 +28,7 @@ pub struct Answer {
     pub addrs: Vec<(IpAddr, u32)>,
 }
 
-/// One change to the datapath's learned entries, in the order they must be made.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// A runtime class's port entries (before any address uses the class).
-    AddClass(u32, Vec<PortEntry>),
-    /// A host entry with its class value (`CLASS_AUDIT` included).
-    SetHost(IpAddr, u32),
-    RemoveHost(IpAddr),
-    /// A runtime class no address uses any more.
-    RemoveClass(u32),
-}
+pub use crate::compile::learned::Change;
 
 /// What observing one answer did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
