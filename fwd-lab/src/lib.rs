@@ -225,7 +225,7 @@ impl Lab {
             match a {
                 IpAddr::V4(_) => {
                     lab.vendor
-                        .ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?
+                        .ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
                 }
                 IpAddr::V6(_) => lab.vendor.ip(&[
                     "-6",
@@ -599,9 +599,10 @@ impl Drop for FwdProcess {
 /// The `fwd` binary for end-to-end tests: FWD_BIN, or the workspace's debug build
 /// (`cargo xtask test` builds it).
 pub fn fwd_bin() -> PathBuf {
-    let bin = std::env::var_os("FWD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/fwd"));
+    let bin = std::env::var_os("FWD_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/fwd"),
+        PathBuf::from,
+    );
     assert!(
         bin.exists(),
         "{} not found: build it first (`cargo build -p fwd-userspace`) or set FWD_BIN",

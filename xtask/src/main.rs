@@ -464,7 +464,7 @@ fn fuzz(seconds: u64, only: Option<&str>) -> anyhow::Result<()> {
             "-print_final_stats=1".to_string(),
         ]);
         args.extend(t.dict.map(|d| format!("-dict=fuzz/{d}")));
-        args.extend(t.options.iter().map(|o| o.to_string()));
+        args.extend(t.options.iter().map(std::string::ToString::to_string));
         let step = format!(
             "fuzzing {} for {seconds} s ({}/{})",
             t.name,
@@ -614,7 +614,7 @@ fn bench_header(root: &Path, quick: bool) -> Vec<String> {
                 .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     vec![
         format!(
             "command: cargo xtask bench{}",

@@ -318,15 +318,16 @@ fn show(probes: &[LabProbe], metrics: &str, lab: &Lab, interactive: bool, elapse
     let lines = metrics.lines().map(|l| Ok(l.to_string()));
     if let Ok(scrape) = prometheus_parse::Scrape::parse(lines) {
         for s in scrape.samples {
-            let value = match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
-                _ => continue,
+            let (prometheus_parse::Value::Counter(value) | prometheus_parse::Value::Gauge(value)) =
+                s.value
+            else {
+                continue;
             };
-            let rule = format!(
-                "{}/{}",
+            let rule = crate::policy::RuleRef::new(
                 s.labels.get("vendor").unwrap_or("?"),
-                s.labels.get("rule").unwrap_or("?")
-            );
+                s.labels.get("rule").unwrap_or("?"),
+            )
+            .to_string();
             match s.metric.as_str() {
                 "fwd_rule_packets_total" if value > 0.0 => rules.entry(rule).or_default().0 = value,
                 "fwd_rule_bytes_total" if value > 0.0 => rules.entry(rule).or_default().1 = value,

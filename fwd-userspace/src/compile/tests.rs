@@ -629,7 +629,11 @@ fn shadowed_and_duplicate_rules_warn() {
         ),
     ]))
     .unwrap();
-    let text: Vec<String> = compiled.warnings.iter().map(|w| w.to_string()).collect();
+    let text: Vec<String> = compiled
+        .warnings
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     assert!(
         text.iter()
             .any(|w| w.contains("rule `v/b` repeats rule `a`")),
@@ -787,7 +791,7 @@ fn duplicates_are_found_among_many_rules() {
         .warnings
         .iter()
         .filter(|w| matches!(w, Warning::Duplicate { .. }))
-        .map(|w| w.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     assert_eq!(dups.len(), 1, "{dups:?}");
     assert!(

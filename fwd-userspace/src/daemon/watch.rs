@@ -52,7 +52,7 @@ fn relevant(
     let is_toml = path.extension().is_some_and(|e| e == "toml");
     (path.starts_with(policy_dir) && is_toml)
         || (path.parent() == Some(config_dir)
-            && path.file_name() == config_name.map(|n| n.as_os_str()))
+            && path.file_name() == config_name.map(std::ffi::OsString::as_os_str))
 }
 
 /// Watches `config`'s policy directory (recursively) and its config file; a watch that

@@ -57,7 +57,7 @@ pub(super) fn count_live_flows<T: std::borrow::Borrow<MapData>>(
 ) -> Result<u64, DatapathError> {
     let now = monotonic_ns();
     let mut live = 0;
-    for entry in flows.iter() {
+    for entry in flows {
         // An entry evicted between listing and lookup is simply gone.
         let Ok((key, value)) = entry else { continue };
         if fwd_common::is_live(now, value.last_seen_ns, config.timeout_s(key.protocol)) {
@@ -181,7 +181,7 @@ impl Datapath {
             return Ok(live);
         }
         let flows: HashMap<&MapData, FlowKey, FlowValue> = self.hash_map("FLOWS")?;
-        for entry in flows.iter() {
+        for entry in &flows {
             let Ok((key, value)) = entry else { continue };
             let Some(addr) = unsettled.get(&key.remote) else {
                 continue;

@@ -119,7 +119,7 @@ pub(super) fn plan_maps(
             match MapInfo::from_pin(&path) {
                 Ok(info) => {
                     let found = (
-                        info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+                        info.map_type().map_or(u32::MAX, |t| t as u32),
                         info.key_size(),
                         info.value_size(),
                         info.max_entries(),

@@ -174,9 +174,8 @@ impl SlotMaps {
             IpAddr::V6(a) => self.hosts6.remove(&a.octets()),
         };
         match removed {
-            Ok(()) => Ok(()),
-            // Already gone (a slot adopted from an earlier run holds what it held).
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            // Or already gone (a slot adopted from an earlier run holds what it held).
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(DatapathError::Map {
                 map: if addr.is_ipv4() { "HOSTS4" } else { "HOSTS6" },
                 source: e,

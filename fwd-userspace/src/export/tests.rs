@@ -30,7 +30,10 @@ fn image_of(files: &[&str], audit_vendors: &[&str]) -> MapImage {
         .map(|(i, text)| parse_vendor_file(Path::new(&format!("v{i}.toml")), text).unwrap())
         .collect();
     let mut selection = Selection::widest(DAY);
-    selection.audit_vendors = audit_vendors.iter().map(|v| v.to_string()).collect();
+    selection.audit_vendors = audit_vendors
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     compile(&PolicySet { vendors }, &selection).unwrap().image
 }
 

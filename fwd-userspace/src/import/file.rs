@@ -124,7 +124,7 @@ pub(super) fn describe_origins(origins: &BTreeSet<&Origin>) -> String {
     }
     let line_word = if lines.len() == 1 { "line " } else { "lines " };
     let prefix = if lines.is_empty() { "" } else { line_word };
-    items.extend(labels.iter().map(|l| l.to_string()));
+    items.extend(labels.iter().map(std::string::ToString::to_string));
     let more = items.len().saturating_sub(SHOWN);
     items.truncate(SHOWN);
     let mut text = format!("{prefix}{}", items.join(", "));

@@ -269,9 +269,9 @@ fn aws_args(extra: &[&str]) -> Vec<String> {
         "443",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
-    v.extend(extra.iter().map(|s| s.to_string()));
+    v.extend(extra.iter().map(std::string::ToString::to_string));
     v.push("ip-ranges.json".into());
     v
 }

@@ -50,7 +50,12 @@ fn widest(today: &str) -> Selection {
 /// Only `vendors`, every level, profile and region.
 fn only(today: &str, vendors: &[&str]) -> Selection {
     Selection {
-        vendors: Some(vendors.iter().map(|v| v.to_string()).collect()),
+        vendors: Some(
+            vendors
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        ),
         ..widest(today)
     }
 }
@@ -219,7 +224,7 @@ fn widest_policy_has_no_duplicate_or_shadowed_rules() {
         .warnings
         .iter()
         .filter(|w| matches!(w, Warning::Duplicate { .. } | Warning::Shadowed { .. }))
-        .map(|w| w.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     assert!(bad.is_empty(), "{bad:#?}");
 }

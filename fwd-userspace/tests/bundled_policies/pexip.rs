@@ -110,7 +110,12 @@ fn pexip_restricted(regions: &[&str]) -> Selection {
         profiles: [("pexip".to_string(), "restricted".to_string())]
             .into_iter()
             .collect(),
-        regions: Some(regions.iter().map(|r| r.to_string()).collect()),
+        regions: Some(
+            regions
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        ),
         audit_vendors: Default::default(),
     }
 }

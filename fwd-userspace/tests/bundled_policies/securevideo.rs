@@ -120,7 +120,12 @@ fn neighbours(first: &str, last: &str) -> [String; 2] {
 
 fn twilio(regions: &[&str]) -> Selection {
     Selection {
-        regions: Some(regions.iter().map(|r| r.to_string()).collect()),
+        regions: Some(
+            regions
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        ),
         ..only(TODAY, &["one-click-twilio"])
     }
 }

@@ -332,7 +332,7 @@ fn zoom_dated_groups_keep_the_document_list_whole() {
             .remotes
             .iter()
             .flat_map(|r| match r {
-                Remote::Nets(n) => n.iter().map(|n| n.to_string()).collect(),
+                Remote::Nets(n) => n.iter().map(std::string::ToString::to_string).collect(),
                 _ => vec![],
             })
             .collect();

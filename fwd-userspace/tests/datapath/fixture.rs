@@ -150,7 +150,7 @@ impl Fixture {
     /// datapath, with the exemptions set.
     pub(crate) fn with_audit_vendors(audit: &[&str]) -> Fixture {
         let mut selection = Selection::widest(Date::parse("2026-11-21").unwrap());
-        selection.audit_vendors = audit.iter().map(|v| v.to_string()).collect();
+        selection.audit_vendors = audit.iter().map(std::string::ToString::to_string).collect();
         let compiled = compile(&policy(), &selection).expect("the fixture policy compiles");
         let mut dp = Datapath::load().expect("loading the programs");
         dp.install(&compiled.image, 1)
@@ -283,6 +283,10 @@ impl Fixture {
 
     /// Asserts what an outbound frame does in `fwd_xdp` and `fwd_tc_out`.
     #[track_caller]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the fixtures read fx.out(what, frame, allow(..)); a & at every call is noise"
+    )]
     pub(crate) fn out(&self, what: &str, frame: &[u8], want: Want) {
         assert_eq!(
             self.run_out(frame),
@@ -293,6 +297,10 @@ impl Fixture {
 
     /// Asserts what an inbound frame does in `fwd_tc_in`.
     #[track_caller]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the fixtures read fx.inb(what, frame, allow(..)); a & at every call is noise"
+    )]
     pub(crate) fn inb(&self, what: &str, frame: &[u8], want: Want) {
         assert_eq!(
             self.run_in(frame),

@@ -542,7 +542,10 @@ fn measure(
         received.len()
     );
     Ok((
-        columns.iter().map(|c| c.to_string()).collect(),
+        columns
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         rows,
         serde_json::Value::Object(data),
     ))

@@ -72,7 +72,10 @@ impl Section {
     }
 
     pub fn columns(&mut self, columns: &[&str]) -> &mut Self {
-        self.columns = columns.iter().map(|c| c.to_string()).collect();
+        self.columns = columns
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         self
     }
 

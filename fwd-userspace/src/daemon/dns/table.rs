@@ -486,7 +486,7 @@ remote = ["*.meet.example", "198.51.100.0/24"]
 
     fn answer(chain: &[&str], addrs: &[(&str, u32)]) -> Answer {
         Answer {
-            chain: chain.iter().map(|s| s.to_string()).collect(),
+            chain: chain.iter().map(std::string::ToString::to_string).collect(),
             addrs: addrs
                 .iter()
                 .map(|(a, t)| (a.parse().unwrap(), *t))
