@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     io::{IsTerminal as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -20,8 +20,8 @@ use fwd_lab::{FwdProcess, GATEWAY_LAN_IF, Lab, Sink, http_get, tcp_probe, udp_pr
 use ipnet::IpNet;
 
 use crate::{
-    compile::{Evaluator, Probe, Selection, Verdict, compile},
-    config::DEFAULT_POLICY_DIR,
+    compile::{Evaluator, Probe, RuleIds, Verdict},
+    config::{Config, DEFAULT_POLICY_DIR},
     policy::{self, Direction, Level, Protocol, Remote},
 };
 
@@ -171,11 +171,31 @@ fn choose_probes(set: &policy::PolicySet, evaluator: &Evaluator<'_>) -> Vec<LabP
 }
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
-    let set = policy::load_dir(&args.policies)?;
-    let mut selection = Selection::widest(policy::Date::today());
+    let policies = std::fs::canonicalize(&args.policies)
+        .with_context(|| format!("the policy directory {}", args.policies.display()))?;
     let levels: Vec<Level> = args.levels.iter().map(|l| l.level()).collect();
-    selection.levels = Some(levels.clone());
-    let compiled = compile(&set, &selection)?;
+    let site = fwd_lab::SiteConfig::new(&policies)
+        .pin_dir(format!("/sys/fs/bpf/{}", args.prefix))
+        .state_dir("state")
+        .on_exit("detach")
+        .metrics(METRICS)
+        .gateway(GATEWAY_LAN_IF)
+        .tables(&format!(
+            "[select]\nlevels = [{}]",
+            levels
+                .iter()
+                .map(|l| fwd_lab::toml_str(l.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .render();
+    // The lab judges its probes by what its daemon will enforce: the same site config,
+    // compiled through the same door.
+    let (set, compiled) = Config::parse(Path::new("fwd.toml"), &site)?.compile_policies(
+        &policies,
+        policy::Date::today(),
+        &RuleIds::default(),
+    )?;
     let evaluator = Evaluator::new(&compiled.image);
     let mut probes = choose_probes(&set, &evaluator);
     for protocol in ["tcp", "udp"] {
@@ -199,7 +219,6 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
             args.policies.display()
         );
     }
-    let policies = std::fs::canonicalize(&args.policies)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -217,21 +236,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     let workdir = std::env::temp_dir().join(format!("{}-{}", args.prefix, std::process::id()));
     std::fs::create_dir_all(&workdir)?;
     let config = workdir.join("fwd.toml");
-    fwd_lab::SiteConfig::new(&policies)
-        .pin_dir(format!("/sys/fs/bpf/{}", args.prefix))
-        .state_dir("state")
-        .on_exit("detach")
-        .metrics(METRICS)
-        .gateway(GATEWAY_LAN_IF)
-        .tables(&format!(
-            "[select]\nlevels = [{}]",
-            levels
-                .iter()
-                .map(|l| fwd_lab::toml_str(l.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .write(&config)?;
+    std::fs::write(&config, &site).with_context(|| format!("writing {}", config.display()))?;
     let log_path = workdir.join("fwd.log");
     let exe = std::env::current_exe().context("locating the fwd binary")?;
     eprintln!(

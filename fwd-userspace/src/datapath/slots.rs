@@ -280,12 +280,12 @@ impl Datapath {
         audit: bool,
     ) -> Result<InstallTimings, DatapathError> {
         let before = (self.exemptions.clone(), self.mode);
+        // The flip is the one CONFIG write that moves the epoch on during an install.
+        let epoch = self.read_config()?.epoch;
         self.stage_exemptions(exemptions);
         self.stage_audit(audit);
         let result = self.install_with_learned(image, generation, learned);
-        let flipped = self
-            .read_config()
-            .is_ok_and(|c| c.generation == generation && c.active_slot as usize == self.active);
+        let flipped = self.read_config().is_ok_and(|c| c.epoch != epoch);
         if result.is_err() && !flipped {
             (self.exemptions, self.mode) = before;
         }
