@@ -149,7 +149,7 @@ fn parse_only(packet: &Packet) {
 }
 
 /// What `process` decided.
-struct Verdict {
+struct Decision {
     pass: bool,
     /// See `Scratch::state_error`.
     state_error: i32,
@@ -157,8 +157,8 @@ struct Verdict {
 
 /// Judges, counts and samples one packet.
 #[inline(always)]
-fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> Verdict {
-    let pass = |pass| Verdict {
+fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> Decision {
+    let pass = |pass| Decision {
         pass,
         state_error: 0,
     };
@@ -194,7 +194,7 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> Verdict {
     }
     let state_error = scratch.state_error;
     if !outcome.reason.is_drop() {
-        return Verdict {
+        return Decision {
             pass: true,
             state_error,
         };

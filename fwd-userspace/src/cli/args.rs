@@ -23,7 +23,7 @@ pub(crate) struct PolicyArgs {
 pub(crate) const EXIT_BAD_INPUT: u8 = 2;
 
 /// What `check` and `explain` compile, and how they got there.
-pub(crate) struct Target {
+pub(crate) struct CompiledPolicy {
     pub set: policy::PolicySet,
     pub compiled: Compiled,
     /// One line saying where the policy and the selection came from.
@@ -33,7 +33,7 @@ pub(crate) struct Target {
 }
 
 impl PolicyArgs {
-    pub fn compile(&self) -> anyhow::Result<Target> {
+    pub fn compile(&self) -> anyhow::Result<CompiledPolicy> {
         let today = Date::today();
         let config = self.config.as_deref().map(Config::load).transpose()?;
         let dir = match (&self.policies, &config) {
@@ -64,7 +64,7 @@ impl PolicyArgs {
             }
         };
         tracing::debug!(elapsed = ?started.elapsed(), "compiled");
-        Ok(Target {
+        Ok(CompiledPolicy {
             set,
             compiled,
             origin,

@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use super::args::{PolicyArgs, Target};
+use super::args::{CompiledPolicy, PolicyArgs};
 use crate::compile::{DatedRule, tables::SlotTables};
 
 pub(crate) fn check(args: &PolicyArgs) -> anyhow::Result<ExitCode> {
-    let Target {
+    let CompiledPolicy {
         set,
         compiled,
         origin,

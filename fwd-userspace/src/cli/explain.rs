@@ -5,7 +5,7 @@ use std::{net::IpAddr, process::ExitCode};
 use clap::{Subcommand, ValueEnum};
 use fwd_common::proto;
 
-use super::args::{PolicyArgs, Target};
+use super::args::{CompiledPolicy, PolicyArgs};
 use crate::{
     compile::{Evaluator, Probe, Verdict},
     policy::{self, Direction},
@@ -78,7 +78,7 @@ pub(crate) fn explain(
     json: bool,
     packet: &ExplainPacket,
 ) -> anyhow::Result<ExitCode> {
-    let Target { compiled, .. } = args.compile()?;
+    let CompiledPolicy { compiled, .. } = args.compile()?;
     let (direction, protocol, remote, port, local_port) = match packet {
         ExplainPacket::Egress {
             protocol,

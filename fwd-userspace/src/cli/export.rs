@@ -5,7 +5,7 @@ use std::{
     process::ExitCode,
 };
 
-use super::args::{PolicyArgs, Target};
+use super::args::{CompiledPolicy, PolicyArgs};
 use crate::{
     config::{Action, InterfaceMode},
     export,
@@ -27,7 +27,7 @@ pub(crate) struct NftablesArgs {
 
 pub(crate) fn export_nftables(args: &NftablesArgs) -> anyhow::Result<ExitCode> {
     export::check_table_name(&args.table).map_err(anyhow::Error::msg)?;
-    let Target {
+    let CompiledPolicy {
         compiled,
         origin,
         config,
@@ -40,13 +40,7 @@ pub(crate) fn export_nftables(args: &NftablesArgs) -> anyhow::Result<ExitCode> {
         for i in &c.interfaces {
             export::check_interface_name(&i.name)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", c.file.display()))?;
-            hooks.push(export::Hook {
-                interface: i.name.clone(),
-                mode: match i.mode {
-                    InterfaceMode::Gateway => export::HookMode::Gateway,
-                    InterfaceMode::Host => export::HookMode::Host,
-                },
-            });
+            hooks.push(i.clone());
         }
         // As the daemon's exemptions, less the gateway's own addresses (the forward hook
         // never sees traffic to or from them).

@@ -27,6 +27,7 @@ use std::{
 use ipnet::IpNet;
 
 use crate::compile::MapImage;
+pub use crate::config::{Interface, InterfaceMode};
 
 mod names;
 mod plan;
@@ -44,22 +45,6 @@ use ranges::{exempt_ranges, write_range_set};
 /// keyword of its `fwd to` statement and rejects `table inet fwd`.
 pub const DEFAULT_TABLE: &str = "fwd_export";
 
-/// Where an interface sits, as in the config's `[[interface]] mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HookMode {
-    /// A gateway's LAN interface: what the LAN sends through it is egress, what the gateway
-    /// forwards into it is ingress.
-    Gateway,
-    /// A host's uplink: what leaves through it is egress, what arrives on it is ingress.
-    Host,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hook {
-    pub interface: String,
-    pub mode: HookMode,
-}
-
 /// What the script is for, besides the compiled policy.
 #[derive(Clone, Debug)]
 pub struct NftOptions {
@@ -67,7 +52,8 @@ pub struct NftOptions {
     pub table: String,
     /// Empty: host-style hooks on every interface but `lo` (output and input; forwarded
     /// traffic is not filtered).
-    pub hooks: Vec<Hook>,
+    /// The interfaces filtered, and how (a site config's `[[interface]]`s).
+    pub hooks: Vec<Interface>,
     /// Networks that always pass, both ways (the config's `exempt`, ...).
     pub exempt: Vec<IpNet>,
     /// The config's `action = "audit"`: nothing is dropped, what would be is counted.
@@ -104,7 +90,7 @@ pub fn differences(image: &MapImage, opts: &NftOptions) -> Vec<String> {
         "nftables judges IP datagrams whole, after conntrack reassembled them; fwd judges a first fragment by its ports and lets the later fragments follow it".to_string(),
         "nftables runs after the kernel's own checks: malformed headers are dropped uncounted, ARP and other non-IP frames never reach an inet table (fwd passes ARP and drops other non-IP frames), and IPv6 extension-header chains longer than fwd walks (6 headers) are judged instead of dropped".to_string(),
     ];
-    if opts.hooks.iter().any(|h| h.mode == HookMode::Gateway) {
+    if opts.hooks.iter().any(|h| h.mode == InterfaceMode::Gateway) {
         out.push("a packet the gateway forwards from one LAN interface to another (or back out of the same one) is judged once, as egress; fwd judges it out (XDP) and in (TC)".to_string());
     }
     if opts.hooks.is_empty() {
@@ -318,8 +304,8 @@ fn write_header<W: Write>(
         image.classes,
     )?;
     writeln!(out, "#\n# Hooks:")?;
-    let gateways: Vec<&str> = names_of(&opts.hooks, HookMode::Gateway);
-    let hosts: Vec<&str> = names_of(&opts.hooks, HookMode::Host);
+    let gateways: Vec<&str> = names_of(&opts.hooks, InterfaceMode::Gateway);
+    let hosts: Vec<&str> = names_of(&opts.hooks, InterfaceMode::Host);
     if !gateways.is_empty() {
         writeln!(
             out,
@@ -369,7 +355,7 @@ fn write_header<W: Write>(
     writeln!(out)
 }
 
-fn write_base_chains<W: Write>(out: &mut W, hooks: &[Hook]) -> io::Result<()> {
+fn write_base_chains<W: Write>(out: &mut W, hooks: &[Interface]) -> io::Result<()> {
     let base =
         |hook: &str| format!("\t\ttype filter hook {hook} priority filter; policy accept;\n");
     writeln!(
@@ -389,8 +375,8 @@ fn write_base_chains<W: Write>(out: &mut W, hooks: &[Hook]) -> io::Result<()> {
         )?;
         return Ok(());
     }
-    let gateways = names_of(hooks, HookMode::Gateway);
-    let hosts = names_of(hooks, HookMode::Host);
+    let gateways = names_of(hooks, InterfaceMode::Gateway);
+    let hosts = names_of(hooks, InterfaceMode::Host);
     let mut forward = base("forward");
     if !gateways.is_empty() {
         let _ = writeln!(

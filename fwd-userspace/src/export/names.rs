@@ -1,6 +1,6 @@
 //! Names nftables accepts: the table, interfaces, counters and comments.
 
-use super::{DEFAULT_TABLE, Hook, HookMode};
+use super::{DEFAULT_TABLE, Interface, InterfaceMode};
 
 /// Checks a table name for `--table`: nft takes it unquoted, so it must be an identifier and
 /// not one of nft's keywords.
@@ -111,11 +111,11 @@ pub fn check_interface_name(name: &str) -> Result<(), String> {
     }
 }
 
-pub(super) fn names_of(hooks: &[Hook], mode: HookMode) -> Vec<&str> {
+pub(super) fn names_of(hooks: &[Interface], mode: InterfaceMode) -> Vec<&str> {
     hooks
         .iter()
         .filter(|h| h.mode == mode)
-        .map(|h| h.interface.as_str())
+        .map(|h| h.name.as_str())
         .collect()
 }
 

@@ -40,9 +40,9 @@ fn image_of(files: &[&str], audit_vendors: &[&str]) -> MapImage {
 fn options() -> NftOptions {
     NftOptions {
         table: DEFAULT_TABLE.to_string(),
-        hooks: vec![Hook {
-            interface: "lan0".to_string(),
-            mode: HookMode::Gateway,
+        hooks: vec![Interface {
+            name: "lan0".to_string(),
+            mode: InterfaceMode::Gateway,
         }],
         exempt: vec!["192.0.2.0/24".parse().unwrap()],
         audit: false,
@@ -864,13 +864,13 @@ fn host_uplinks_hook_output_input_and_forward() {
     let image = image_of(&[TRIAL], &[]);
     let mut opts = options();
     opts.hooks = vec![
-        Hook {
-            interface: "eth0".into(),
-            mode: HookMode::Host,
+        Interface {
+            name: "eth0".into(),
+            mode: InterfaceMode::Host,
         },
-        Hook {
-            interface: "eth1".into(),
-            mode: HookMode::Host,
+        Interface {
+            name: "eth1".into(),
+            mode: InterfaceMode::Host,
         },
     ];
     let text = render(&image, &opts);

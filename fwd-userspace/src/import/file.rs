@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use crate::policy::{Date, Level, Protocol};
 
 use super::{
-    Imported, Summary, args::ImportArgs, args::RuleSettings, read::Input, read::Origin,
+    Imported, Summary, args::ImportArgs, args::RuleSettings, read::Input, read::ListOrigin,
     read::ReadList,
 };
 
@@ -98,14 +98,14 @@ pub(super) fn command_line(args: &ImportArgs) -> String {
 }
 
 /// The prefixes' origins as a short comment: `lines 3-4, 9` or `EC2 us-east-1, ...`.
-pub(super) fn describe_origins(origins: &BTreeSet<&Origin>) -> String {
+pub(super) fn describe_origins(origins: &BTreeSet<&ListOrigin>) -> String {
     const SHOWN: usize = 4;
     let mut lines: Vec<usize> = Vec::new();
     let mut labels: Vec<&str> = Vec::new();
     for o in origins {
         match o {
-            Origin::Line(n) => lines.push(*n),
-            Origin::Label(l) => labels.push(l),
+            ListOrigin::Line(n) => lines.push(*n),
+            ListOrigin::Label(l) => labels.push(l),
         }
     }
     let mut items: Vec<String> = Vec::new();
@@ -143,7 +143,7 @@ pub(super) fn render(
     today: Date,
 ) -> Imported {
     // Every prefix with its origin, sorted; then merged into the minimal disjoint cover.
-    let mut tagged: Vec<(IpNet, &Origin)> = list
+    let mut tagged: Vec<(IpNet, &ListOrigin)> = list
         .entries
         .iter()
         .flat_map(|e| e.nets.iter().map(move |n| (n.trunc(), &e.origin)))
@@ -155,7 +155,7 @@ pub(super) fn render(
 
     // Each input prefix lies inside exactly one merged prefix (aggregation never splits an
     // aligned block), and both lists are sorted by start address: one sweep pairs them.
-    let mut origins: Vec<BTreeSet<&Origin>> = vec![BTreeSet::new(); merged.len()];
+    let mut origins: Vec<BTreeSet<&ListOrigin>> = vec![BTreeSet::new(); merged.len()];
     let mut m = 0;
     for (net, origin) in &tagged {
         while m < merged.len() && !merged[m].contains(net) {

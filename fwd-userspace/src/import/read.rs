@@ -37,7 +37,7 @@ impl Input {
 
 /// Where an imported prefix came from, for the comment beside it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Origin {
+pub(super) enum ListOrigin {
     /// A line of a text list.
     Line(usize),
     /// An entry of a JSON list (`EC2 us-east-1`).
@@ -45,14 +45,14 @@ pub(super) enum Origin {
 }
 
 /// One entry of the list: the networks it names (a range names several) and its origin.
-pub(super) struct Entry {
+pub(super) struct ListEntry {
     pub(super) nets: Vec<IpNet>,
-    pub(super) origin: Origin,
+    pub(super) origin: ListOrigin,
 }
 
 /// What a reader found: the entries and what the notes should say about the input.
 pub(super) struct ReadList {
-    pub(super) entries: Vec<Entry>,
+    pub(super) entries: Vec<ListEntry>,
     /// Format-specific provenance (AWS syncToken, filters), empty for text.
     pub(super) details: String,
 }
@@ -115,9 +115,9 @@ pub(super) fn read_text(file: &Path, text: &str) -> Result<ReadList, PolicyError
                 return Err(map.error(at, format!("{message}{hint}")));
             }
         };
-        entries.push(Entry {
+        entries.push(ListEntry {
             nets,
-            origin: Origin::Line(index + 1),
+            origin: ListOrigin::Line(index + 1),
         });
     }
     Ok(ReadList {
@@ -269,9 +269,9 @@ pub(super) fn read_aws(
             }
             Err(m) => return Err(map.error(at(), m)),
         };
-        entries.push(Entry {
+        entries.push(ListEntry {
             nets,
-            origin: Origin::Label(format!("{} {}", p.service, p.region)),
+            origin: ListOrigin::Label(format!("{} {}", p.service, p.region)),
         });
     }
     let details = format!(
