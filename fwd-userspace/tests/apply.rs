@@ -21,6 +21,7 @@ use fwd::{
     policy::{Date, PolicySet, parse_vendor_file},
 };
 use fwd_common::FwdConfig;
+use fwd_lab::packet;
 
 /// A policy whose port differs with `n`, so every generation installs something new.
 fn image(n: u16) -> fwd::compile::MapImage {
@@ -174,15 +175,7 @@ fn a_failed_apply_changes_no_setting() {
         (config.generation, config.mode),
         (3, FwdConfig::MODE_ENFORCE)
     );
-    let frame = {
-        let mut out = Vec::new();
-        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([10, 200, 0, 2], [198, 51, 100, 7], 64)
-            .udp(1000, 9)
-            .write(&mut out, &[])
-            .unwrap();
-        out
-    };
+    let frame = packet::to("198.51.100.7".parse().unwrap(), packet::udp(1000, 9));
     const XDP_DROP: u32 = 1;
     assert_eq!(
         dp.test_run_xdp(&frame, 1).unwrap().0,

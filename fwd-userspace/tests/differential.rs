@@ -13,13 +13,13 @@ use std::{
     path::Path,
 };
 
-use etherparse::PacketBuilder;
 use fwd::{
     compile::{Evaluator, Probe, RuleIds, Selection, Verdict, compile_with_ids},
     datapath::{Datapath, Learned, RuleCounters, program},
     policy::{Date, Direction, PolicySet, parse_vendor_file},
 };
 use fwd_common::{CLASS_AUDIT, Counter, Reason, proto};
+use fwd_lab::packet;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 
 const XDP_DROP: u32 = 1;
@@ -140,29 +140,25 @@ fn random_packet(rng: &mut StdRng, learned: &[IpAddr]) -> Packet {
         .choose(rng)
         .unwrap();
     let port: u16 = rng.random_range(1..2400);
-    let mut frame = Vec::new();
-    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-    let payload = [0x5au8; 16];
-    match remote {
+    let frame = match remote {
         IpAddr::V4(dst) => {
-            let ip = eth.ipv4([10, 250, 0, 2], dst.octets(), 64);
-            match protocol {
-                proto::TCP => ip.tcp(40000, port, 1, 1024).write(&mut frame, &payload),
-                proto::UDP => ip.udp(40000, port).write(&mut frame, &payload),
-                _ => ip.icmpv4_echo_request(7, 1).write(&mut frame, &payload),
-            }
+            let l4 = match protocol {
+                proto::TCP => packet::tcp(40000, port),
+                proto::UDP => packet::udp(40000, port),
+                _ => packet::echo(8, 7),
+            };
+            packet::v4([10, 250, 0, 2], dst.octets(), l4).frame()
         }
         IpAddr::V6(dst) => {
             let src = "fd00:250::2".parse::<Ipv6Addr>().unwrap().octets();
-            let ip = eth.ipv6(src, dst.octets(), 64);
-            match protocol {
-                proto::TCP => ip.tcp(40000, port, 1, 1024).write(&mut frame, &payload),
-                proto::UDP => ip.udp(40000, port).write(&mut frame, &payload),
-                _ => ip.icmpv6_echo_request(7, 1).write(&mut frame, &payload),
-            }
+            let l4 = match protocol {
+                proto::TCP => packet::tcp(40000, port),
+                proto::UDP => packet::udp(40000, port),
+                _ => packet::echo(128, 7),
+            };
+            packet::v6(src, dst.octets(), l4).frame()
         }
-    }
-    .expect("building a packet");
+    };
     let protocol = match (protocol, remote) {
         (proto::ICMP, IpAddr::V6(_)) => proto::ICMPV6,
         (p, _) => p,

@@ -7,13 +7,13 @@ use std::{
     path::Path,
 };
 
-use etherparse::PacketBuilder;
 use fwd::{
     compile::{Evaluator, Probe, Selection, Verdict, compile},
     datapath::Datapath,
     policy::{Date, Direction, PolicySet, parse_vendor_file},
 };
 use fwd_common::proto;
+use fwd_lab::packet;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -86,22 +86,12 @@ fn today() -> Selection {
 
 /// A TCP SYN or UDP datagram from `src_port` to `dst`:`port`.
 fn frame(dst: IpAddr, tcp: bool, src_port: u16, port: u16) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-    let builder = match dst {
-        IpAddr::V4(d) => builder.ipv4([10, 200, 0, 2], d.octets(), 64),
-        IpAddr::V6(d) => builder.ipv6([0xfd; 16], d.octets(), 64),
-    };
-    let mut out = Vec::new();
-    if tcp {
-        builder
-            .tcp(src_port, port, 1, 1024)
-            .syn()
-            .write(&mut out, &[])
-            .unwrap();
+    let l4 = if tcp {
+        packet::tcp(src_port, port)
     } else {
-        builder.udp(src_port, port).write(&mut out, &[]).unwrap();
-    }
-    out
+        packet::udp(src_port, port)
+    };
+    packet::to(dst, l4)
 }
 
 /// Every network's first and last address and the addresses just outside them.

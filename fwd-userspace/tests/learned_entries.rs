@@ -3,12 +3,12 @@
 
 use std::{net::IpAddr, path::Path};
 
-use etherparse::PacketBuilder;
 use fwd::{
     compile::{Selection, compile},
     datapath::{Datapath, Learned},
     policy::{Date, PolicySet, parse_vendor_file},
 };
+use fwd_lab::packet;
 
 const POLICY: &str = r#"
 [vendor]
@@ -37,22 +37,12 @@ fn udp_frame(dst: IpAddr, port: u16) -> Vec<u8> {
 }
 
 fn frame_of(dst: IpAddr, port: u16, tcp: bool) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-    let builder = match dst {
-        IpAddr::V4(d) => builder.ipv4([10, 0, 0, 2], d.octets(), 64),
-        IpAddr::V6(d) => builder.ipv6([0xfd; 16], d.octets(), 64),
-    };
-    let mut out = Vec::new();
-    if tcp {
-        builder
-            .tcp(40000, port, 1, 1024)
-            .syn()
-            .write(&mut out, &[])
-            .unwrap();
+    let l4 = if tcp {
+        packet::tcp(40000, port)
     } else {
-        builder.udp(40000, port).write(&mut out, &[]).unwrap();
-    }
-    out
+        packet::udp(40000, port)
+    };
+    packet::to(dst, l4)
 }
 
 #[test]

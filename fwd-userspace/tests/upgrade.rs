@@ -11,6 +11,7 @@ use fwd::{
     datapath::{Datapath, DatapathOptions},
     policy::{Date, PolicySet, parse_vendor_file},
 };
+use fwd_lab::packet;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
@@ -136,16 +137,7 @@ fn a_new_layout_takes_over_the_pins_of_an_earlier_one() {
     // The earlier layout's maps stay pinned until this version's programs hold the hooks.
     assert!(dir.join("maps/DST4_0").exists());
     dp.install(&compiled.image, 8).unwrap();
-    let frame = {
-        let mut out = Vec::new();
-        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([10, 0, 0, 2], [192, 0, 2, 1], 64)
-            .tcp(40000, 443, 1, 1024)
-            .syn()
-            .write(&mut out, &[])
-            .unwrap();
-        out
-    };
+    let frame = packet::to("192.0.2.1".parse().unwrap(), packet::tcp(40000, 443));
     assert_eq!(
         dp.test_run_xdp(&frame, 1).unwrap().0,
         2,

@@ -2,7 +2,8 @@
 
 use etherparse::PacketBuilder;
 
-use crate::{frames::*, policy::*};
+use crate::policy::*;
+use fwd_lab::packet::*;
 
 /// The hand-built frames are byte for byte what etherparse builds, checksums included, so
 /// the variations built from them differ only where a test means them to.

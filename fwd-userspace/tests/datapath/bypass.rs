@@ -5,7 +5,8 @@ use fwd_common::{Reason, proto};
 use Dir::Out;
 use Reason::{Fragment, Malformed, NoAddressMatch, NoPortMatch, UnsupportedProtocol};
 
-use crate::{fixture::*, frames::*, policy::*};
+use crate::{fixture::*, policy::*};
+use fwd_lab::packet::*;
 
 #[test]
 fn bypass_vlan_tags() {

@@ -6,7 +6,8 @@ use fwd_common::Reason;
 
 use Reason::{Fragment, NoAddressMatch, NoPortMatch};
 
-use crate::{fixture::*, frames::*, policy::*};
+use crate::{fixture::*, policy::*};
+use fwd_lab::packet::*;
 
 /// An IPv6 packet must never ride an IPv4 flow: the flow table keys IPv4 addresses in their
 /// IPv4-mapped form, so an IPv6 packet from `::ffff:<remote>` to `::ffff:<local>` looks

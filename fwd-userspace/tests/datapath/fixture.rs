@@ -14,7 +14,8 @@ use ipnet::IpNet;
 use Dir::{In, Out};
 use Reason::{Allowed, AuditWouldDrop, Established, Exempt};
 
-use crate::{frames::*, policy::*};
+use crate::policy::*;
+use fwd_lab::packet::*;
 
 /// Linux 6.18's BPF_PROG_TEST_RUN for TC programs refuses (EINVAL) frames shorter than an
 /// Ethernet header, and untagged IPv4 / IPv6 frames too short for the IP header (it reads

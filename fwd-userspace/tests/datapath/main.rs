@@ -15,6 +15,6 @@ mod builder;
 mod bypass;
 mod findings;
 mod fixture;
-mod frames;
+
 mod policy;
 mod verdicts;

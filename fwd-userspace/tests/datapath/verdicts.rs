@@ -5,7 +5,8 @@ use fwd_common::Reason;
 
 use Reason::{Fragment, Malformed, NoAddressMatch, NoPortMatch, NotRelated, UnsupportedProtocol};
 
-use crate::{fixture::*, frames::*, policy::*};
+use crate::{fixture::*, policy::*};
+use fwd_lab::packet::*;
 
 #[test]
 fn outbound_ipv4_allowed_and_denied() {

@@ -1,22 +1,30 @@
-//! A frame builder for the fixtures: Ethernet with VLAN tags, IPv4 with options, IPv6
+//! The one frame builder of fwd's tests: Ethernet with VLAN tags, IPv4 with options, IPv6
 //! with extension headers, TCP/UDP/ICMP with correct checksums, fragments, ICMP errors.
+//! The kernel fixtures use all of it; the other tests `to(dst, l4)`.
+
+use std::net::IpAddr;
 
 use fwd_common::proto;
 
-use crate::policy::*;
-
-pub(crate) const SRC_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-pub(crate) const DST_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
-pub(crate) const ETH_P_ARP: u16 = 0x0806;
-pub(crate) const ETH_P_IP: u16 = 0x0800;
-pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
-pub(crate) const ETH_P_8021Q: u16 = 0x8100;
-pub(crate) const ETH_P_8021AD: u16 = 0x88a8;
-pub(crate) const PAYLOAD: [u8; 16] = [0x5a; 16];
+pub const SRC_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+pub const DST_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const PAYLOAD: [u8; 16] = [0x5a; 16];
+/// The address in a routing header (2001:db8:1::6).
+const ROUTING_HOP: [u8; 16] = 0x2001_0db8_0001_0000_0000_0000_0000_0006u128.to_be_bytes();
+/// The sender of `arp`'s request (10.1.0.2).
+const ARP_SENDER: [u8; 4] = [10, 1, 0, 2];
+/// The protected host `to` sends from.
+pub const FROM4: [u8; 4] = [10, 200, 0, 2];
+pub const FROM6: [u8; 16] = [0xfd; 16];
 
 /// The transport part of a packet; its payload follows.
 #[derive(Clone, Debug)]
-pub(crate) enum L4 {
+pub enum L4 {
     /// A 20-byte TCP header (SYN).
     Tcp {
         src: u16,
@@ -36,27 +44,27 @@ pub(crate) enum L4 {
     Raw(u8),
 }
 
-pub(crate) fn tcp(src: u16, dst: u16) -> L4 {
+pub fn tcp(src: u16, dst: u16) -> L4 {
     L4::Tcp { src, dst }
 }
 
-pub(crate) fn udp(src: u16, dst: u16) -> L4 {
+pub fn udp(src: u16, dst: u16) -> L4 {
     L4::Udp { src, dst }
 }
 
-pub(crate) fn icmp(ty: u8, code: u8, rest: [u8; 4]) -> L4 {
+pub fn icmp(ty: u8, code: u8, rest: [u8; 4]) -> L4 {
     L4::Icmp { ty, code, rest }
 }
 
 /// An ICMP/ICMPv6 echo message of type `ty` with identifier `id`, sequence 1.
-pub(crate) fn echo(ty: u8, id: u16) -> L4 {
+pub fn echo(ty: u8, id: u16) -> L4 {
     let id = id.to_be_bytes();
     icmp(ty, 0, [id[0], id[1], 0, 1])
 }
 
 /// IPv6 extension headers.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Ext {
+pub enum Ext {
     /// Hop-by-hop options, 8 bytes (PadN).
     HopByHop,
     /// Hop-by-hop options with a router alert (MLD).
@@ -76,7 +84,7 @@ pub(crate) enum Ext {
 }
 
 impl Ext {
-    pub(crate) fn number(self) -> u8 {
+    pub fn number(self) -> u8 {
         match self {
             Ext::HopByHop | Ext::RouterAlert => 0,
             Ext::Dest | Ext::DestLong(_) => 60,
@@ -87,7 +95,7 @@ impl Ext {
         }
     }
 
-    pub(crate) fn bytes(self, next: u8) -> Vec<u8> {
+    pub fn bytes(self, next: u8) -> Vec<u8> {
         match self {
             Ext::HopByHop | Ext::Dest | Ext::Other(_) => vec![next, 0, 1, 4, 0, 0, 0, 0],
             Ext::RouterAlert => vec![next, 0, 5, 2, 0, 0, 1, 0],
@@ -99,7 +107,7 @@ impl Ext {
             }
             Ext::Routing { segments_left } => {
                 let mut b = vec![next, 2, 4, segments_left, 0, 0, 0, 0];
-                b.extend_from_slice(&ALLOWED6_B);
+                b.extend_from_slice(&ROUTING_HOP);
                 b
             }
             Ext::Fragment { offset, more, id } => {
@@ -119,7 +127,7 @@ impl Ext {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) enum Net {
+pub enum Net {
     V4 {
         src: [u8; 4],
         dst: [u8; 4],
@@ -139,15 +147,15 @@ pub(crate) enum Net {
 
 /// A test packet: VLAN tags, IP header, transport header, payload.
 #[derive(Clone, Debug)]
-pub(crate) struct Pkt {
+pub struct Pkt {
     /// TPIDs of the VLAN tags, outermost first.
-    pub(crate) tags: Vec<u16>,
-    pub(crate) net: Net,
-    pub(crate) l4: L4,
-    pub(crate) payload: Vec<u8>,
+    pub tags: Vec<u16>,
+    pub net: Net,
+    pub l4: L4,
+    pub payload: Vec<u8>,
 }
 
-pub(crate) fn v4(src: [u8; 4], dst: [u8; 4], l4: L4) -> Pkt {
+pub fn v4(src: [u8; 4], dst: [u8; 4], l4: L4) -> Pkt {
     Pkt {
         tags: Vec::new(),
         net: Net::V4 {
@@ -163,7 +171,7 @@ pub(crate) fn v4(src: [u8; 4], dst: [u8; 4], l4: L4) -> Pkt {
     }
 }
 
-pub(crate) fn v6(src: [u8; 16], dst: [u8; 16], l4: L4) -> Pkt {
+pub fn v6(src: [u8; 16], dst: [u8; 16], l4: L4) -> Pkt {
     Pkt {
         tags: Vec::new(),
         net: Net::V6 {
@@ -178,7 +186,7 @@ pub(crate) fn v6(src: [u8; 16], dst: [u8; 16], l4: L4) -> Pkt {
 }
 
 /// One's complement sum of `parts` (each but the last of even length).
-pub(crate) fn checksum(parts: &[&[u8]]) -> u16 {
+pub fn checksum(parts: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
     for part in parts {
         for chunk in part.chunks(2) {
@@ -193,18 +201,18 @@ pub(crate) fn checksum(parts: &[&[u8]]) -> u16 {
 }
 
 impl Pkt {
-    pub(crate) fn tagged(mut self, tags: &[u16]) -> Self {
+    pub fn tagged(mut self, tags: &[u16]) -> Self {
         self.tags = tags.to_vec();
         self
     }
 
-    pub(crate) fn payload(mut self, payload: &[u8]) -> Self {
+    pub fn payload(mut self, payload: &[u8]) -> Self {
         self.payload = payload.to_vec();
         self
     }
 
     /// IPv4 options (padded with NOPs to a multiple of 4 bytes).
-    pub(crate) fn options(mut self, bytes: &[u8]) -> Self {
+    pub fn options(mut self, bytes: &[u8]) -> Self {
         let Net::V4 { options, .. } = &mut self.net else {
             panic!("options are IPv4's")
         };
@@ -216,7 +224,7 @@ impl Pkt {
     }
 
     /// An IPv4 fragment (offset in 8-byte units).
-    pub(crate) fn frag4(mut self, frag_offset: u16, more_fragments: bool, datagram: u16) -> Self {
+    pub fn frag4(mut self, frag_offset: u16, more_fragments: bool, datagram: u16) -> Self {
         let Net::V4 {
             id, offset, more, ..
         } = &mut self.net
@@ -228,7 +236,7 @@ impl Pkt {
     }
 
     /// IPv6 extension headers, in order.
-    pub(crate) fn exts(mut self, headers: &[Ext]) -> Self {
+    pub fn exts(mut self, headers: &[Ext]) -> Self {
         let Net::V6 { exts, .. } = &mut self.net else {
             panic!("extension headers are IPv6's")
         };
@@ -236,7 +244,7 @@ impl Pkt {
         self
     }
 
-    pub(crate) fn hop_limit(mut self, limit: u8) -> Self {
+    pub fn hop_limit(mut self, limit: u8) -> Self {
         let Net::V6 { hop_limit, .. } = &mut self.net else {
             panic!("hop limit is IPv6's")
         };
@@ -244,7 +252,7 @@ impl Pkt {
         self
     }
 
-    pub(crate) fn protocol(&self) -> u8 {
+    pub fn protocol(&self) -> u8 {
         match (&self.l4, &self.net) {
             (L4::Tcp { .. }, _) => proto::TCP,
             (L4::Udp { .. }, _) => proto::UDP,
@@ -255,7 +263,7 @@ impl Pkt {
     }
 
     /// The same flow the other way: addresses and ports swapped, echo request <-> reply.
-    pub(crate) fn reversed(&self) -> Pkt {
+    pub fn reversed(&self) -> Pkt {
         let mut out = self.clone();
         out.net = match &self.net {
             Net::V4 { src, dst, .. } => v4(*dst, *src, L4::Raw(0)).net,
@@ -279,7 +287,7 @@ impl Pkt {
         out
     }
 
-    pub(crate) fn pseudo_header(&self, len: usize) -> Vec<u8> {
+    pub fn pseudo_header(&self, len: usize) -> Vec<u8> {
         let mut p = Vec::new();
         match &self.net {
             Net::V4 { src, dst, .. } => {
@@ -299,7 +307,7 @@ impl Pkt {
     }
 
     /// Transport header and payload, with a correct checksum.
-    pub(crate) fn transport(&self) -> Vec<u8> {
+    pub fn transport(&self) -> Vec<u8> {
         let mut b = Vec::new();
         let checksum_at = match self.l4 {
             L4::Tcp { src, dst } => {
@@ -341,7 +349,7 @@ impl Pkt {
     }
 
     /// The IP packet.
-    pub(crate) fn ip_bytes(&self) -> Vec<u8> {
+    pub fn ip_bytes(&self) -> Vec<u8> {
         let transport = self.transport();
         let mut b = Vec::new();
         match &self.net {
@@ -397,7 +405,7 @@ impl Pkt {
     }
 
     /// The Ethernet frame.
-    pub(crate) fn frame(&self) -> Vec<u8> {
+    pub fn frame(&self) -> Vec<u8> {
         let ethertype = match self.net {
             Net::V4 { .. } => ETH_P_IP,
             Net::V6 { .. } => ETH_P_IPV6,
@@ -408,7 +416,7 @@ impl Pkt {
     }
 
     /// Offset of the first byte after the IP header chain in `frame()`.
-    pub(crate) fn l4_offset(&self) -> usize {
+    pub fn l4_offset(&self) -> usize {
         let tags = 4 * self.tags.len();
         match &self.net {
             Net::V4 { options, .. } => 14 + tags + 20 + options.len(),
@@ -420,7 +428,7 @@ impl Pkt {
 }
 
 /// An Ethernet header with VLAN tags (TPIDs outermost first; VLAN ids 100, 101, ...).
-pub(crate) fn ethernet(tags: &[u16], ethertype: u16) -> Vec<u8> {
+pub fn ethernet(tags: &[u16], ethertype: u16) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&DST_MAC);
     b.extend_from_slice(&SRC_MAC);
@@ -433,25 +441,25 @@ pub(crate) fn ethernet(tags: &[u16], ethertype: u16) -> Vec<u8> {
 }
 
 /// An ARP request (who has 10.1.0.1, tell 10.1.0.2).
-pub(crate) fn arp(tags: &[u16]) -> Vec<u8> {
+pub fn arp(tags: &[u16]) -> Vec<u8> {
     let mut b = ethernet(tags, ETH_P_ARP);
     b.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
     b.extend_from_slice(&SRC_MAC);
-    b.extend_from_slice(&LOCAL4);
+    b.extend_from_slice(&ARP_SENDER);
     b.extend_from_slice(&[0; 6]);
     b.extend_from_slice(&[10, 1, 0, 1]);
     b
 }
 
 /// An ICMP error from `from` to `to` quoting `quoted` (IPv4: its header and 8 bytes).
-pub(crate) fn icmp4_error(from: [u8; 4], to: [u8; 4], ty: u8, code: u8, quoted: &Pkt) -> Pkt {
+pub fn icmp4_error(from: [u8; 4], to: [u8; 4], ty: u8, code: u8, quoted: &Pkt) -> Pkt {
     let ip = quoted.ip_bytes();
     let quote_len = quoted.l4_offset() - 14 - 4 * quoted.tags.len() + 8;
     v4(from, to, icmp(ty, code, [0; 4])).payload(&ip[..quote_len])
 }
 
 /// An ICMPv6 error from `from` to `to` quoting all of `quoted`.
-pub(crate) fn icmp6_error(
+pub fn icmp6_error(
     from: [u8; 16],
     to: [u8; 16],
     ty: u8,
@@ -463,8 +471,16 @@ pub(crate) fn icmp6_error(
 }
 
 /// Copies `frame` with `bytes` written at `at`.
-pub(crate) fn patched(frame: &[u8], at: usize, bytes: &[u8]) -> Vec<u8> {
+pub fn patched(frame: &[u8], at: usize, bytes: &[u8]) -> Vec<u8> {
     let mut out = frame.to_vec();
     out[at..at + bytes.len()].copy_from_slice(bytes);
     out
+}
+
+/// A frame from the protected host (`FROM4` or `FROM6`) to `dst`.
+pub fn to(dst: IpAddr, l4: L4) -> Vec<u8> {
+    match dst {
+        IpAddr::V4(d) => v4(FROM4, d.octets(), l4).frame(),
+        IpAddr::V6(d) => v6(FROM6, d.octets(), l4).frame(),
+    }
 }
