@@ -497,13 +497,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 _ = sighup.recv() => {
-                    let reloader = reloader.clone();
-                    let _ = tokio::task::spawn_blocking(move || reload_and_report(&reloader)).await;
+                    blocking(&reloader, reload_and_report).await;
                 }
                 Some(changed) = changes.recv() => {
                     info!(path = %changed.display(), "policy or config changed on disk; reloading");
-                    let reloader = reloader.clone();
-                    let _ = tokio::task::spawn_blocking(move || reload_and_report(&reloader)).await;
+                    blocking(&reloader, reload_and_report).await;
                 }
                 Some(request) = request_rx.recv() => answer(&reloader, request).await,
             }
@@ -519,17 +517,20 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     stop(&shared)
 }
 
+/// Runs `work` on the daemon state off the async runtime (it takes the daemon lock and
+/// may compile and fill for a while).
+async fn blocking<T: Send + 'static>(
+    shared: &Shared,
+    work: impl FnOnce(&Shared) -> T + Send + 'static,
+) -> Option<T> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || work(&shared))
+        .await
+        .ok()
+}
+
 /// Answers a control request off the async runtime (each takes the daemon lock).
 async fn answer(shared: &Shared, request: control::Request) {
-    async fn blocking<T: Send + 'static>(
-        shared: &Shared,
-        work: impl FnOnce(&Shared) -> T + Send + 'static,
-    ) -> Option<T> {
-        let shared = shared.clone();
-        tokio::task::spawn_blocking(move || work(&shared))
-            .await
-            .ok()
-    }
     match request {
         control::Request::Reload(reply) => {
             if let Some(report) = blocking(shared, reload_and_report).await {

@@ -5,10 +5,9 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use crate::config::{Action, Config, InterfaceMode};
 use crate::{
-    compile::tables::SlotTables,
-    compile::{Compiled, RuleIds},
+    compile::{Compiled, RuleIds, tables::SlotTables},
+    config::{Action, Config, InterfaceMode},
     datapath::{Datapath, DatapathOptions, InstallTimings, TableCapacity},
     net::own_addresses,
 };
@@ -134,8 +133,6 @@ pub(super) fn start(
     Ok((daemon, denied, status))
 }
 
-/// What always passes: the config's exemptions, and a gateway's own addresses (it is not
-/// what the policy protects; a host's are, or nothing it receives would be judged).
 /// Puts `compiled` in force under `config`, with the names `table` learned judged again
 /// under it: the policy, those names, the exemptions and the action change with one flip.
 /// Start-up and reload both come here; on an error the policy in force stays.
@@ -156,6 +153,8 @@ pub(super) fn apply(
     )
 }
 
+/// What always passes: the config's exemptions, and a gateway's own addresses (it is not
+/// what the policy protects; a host's are, or nothing it receives would be judged).
 pub(super) fn exemptions(config: &Config) -> Vec<ipnet::IpNet> {
     let mut exempt = config.exempt.clone();
     // A host's own proxy asks the upstream resolvers through the filtered uplink.
