@@ -5,6 +5,7 @@
 //! LPM prefix are stored in network byte order (the trie compares bytes most significant first).
 #![cfg_attr(target_arch = "bpf", no_std)]
 
+pub mod parse;
 pub mod tables;
 
 /// Number of policy slots. A reload fills the inactive slot and flips `FwdConfig::active_slot`.

@@ -21,7 +21,6 @@ mod flow;
 mod judge;
 mod lookup;
 mod maps;
-mod parse;
 mod sample;
 
 use core::hint::black_box;
@@ -34,10 +33,10 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::warn;
+use fwd_common::parse::{self, Packet, Parsed, parse_ethernet};
 use fwd_common::{FwdConfig, Reason, rule_counter_index};
 use judge::{Outcome, judge_inbound, judge_outbound};
 use maps::{CONFIG, REASON_COUNTERS, RULE_COUNTERS, SCRATCH};
-use parse::{Packet, Parsed, parse_ethernet};
 use sample::{bump, sample};
 
 /// Gateway mode, LAN interface ingress: packets from the protected network.

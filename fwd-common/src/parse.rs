@@ -1,7 +1,7 @@
 //! Bounds-checked header parsing. Anything the parser cannot judge is an error with a reason,
 //! never a pass: a firewall that skips what it does not understand can be bypassed.
 
-use fwd_common::{Addr, MAX_IPV6_EXT_HEADERS, Reason, proto, v4_mapped};
+use crate::{Addr, MAX_IPV6_EXT_HEADERS, Reason, proto, v4_mapped};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -489,5 +489,150 @@ pub fn is_link_local(family: u8, addr: &Addr) -> bool {
             || (a[0] == 169 && a[1] == 254)
     } else {
         (addr[0] == 0xfe && addr[1] & 0xc0 == 0x80) || (addr[0] == 0xff && addr[1] & 0x0f == 0x02)
+    }
+}
+
+/// The parser on the host: frames built by etherparse, parsed here, fields checked. The
+/// kernel fixtures (fwd-userspace/tests/datapath) run the same code inside the programs.
+#[cfg(test)]
+mod tests {
+    use etherparse::{IpNumber, Ipv4Header, Ipv6Header, PacketBuilder};
+
+    use super::*;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+    fn empty() -> Ip {
+        Ip {
+            src: [0; 16],
+            dst: [0; 16],
+            family: 0,
+            protocol: 0,
+            src_port: 0,
+            dst_port: 0,
+            icmp_type: 0,
+            echo_id: 0,
+            frag: Frag::Whole,
+            frag_id: 0,
+            frag_protocol: 0,
+            quoted: None,
+        }
+    }
+
+    /// Parses `frame`; the `Ip` and the result.
+    fn parse(frame: &[u8]) -> (Result<Parsed, Reason>, Ip) {
+        let start = frame.as_ptr() as usize;
+        let mut ip = empty();
+        let result = parse_ethernet(&Packet::new(start, start + frame.len()), &mut ip);
+        (result, ip)
+    }
+
+    fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MAC, MAC)
+            .ipv4(src, dst, 64)
+            .tcp(sport, dport, 1, 1024)
+            .syn()
+            .write(&mut out, &[0x5a; 8])
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn ipv4_tcp_fields() {
+        let (r, ip) = parse(&tcp4([10, 0, 0, 2], [192, 0, 2, 9], 40000, 443));
+        assert!(matches!(r, Ok(Parsed::Ip)));
+        assert_eq!(ip.family, 4);
+        assert_eq!(ip.src, v4_mapped([10, 0, 0, 2]));
+        assert_eq!(ip.dst, v4_mapped([192, 0, 2, 9]));
+        assert_eq!(
+            (ip.protocol, ip.src_port, ip.dst_port),
+            (proto::TCP, 40000, 443)
+        );
+        assert!(ip.frag == Frag::Whole && ip.quoted.is_none());
+    }
+
+    #[test]
+    fn ipv6_udp_behind_a_hop_by_hop_header() {
+        let (src, dst) = (
+            [0xfd; 16],
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5],
+        );
+        // UDP behind an 8-byte hop-by-hop header (next header 17, length 0, padding).
+        let mut l4 = vec![17, 0, 1, 4, 0, 0, 0, 0];
+        l4.extend_from_slice(&5000u16.to_be_bytes());
+        l4.extend_from_slice(&3478u16.to_be_bytes());
+        l4.extend_from_slice(&8u16.to_be_bytes());
+        l4.extend_from_slice(&[0, 0]);
+        let ip6 = Ipv6Header {
+            payload_length: l4.len() as u16,
+            next_header: IpNumber(0),
+            hop_limit: 64,
+            source: src,
+            destination: dst,
+            ..Default::default()
+        };
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&MAC);
+        frame.extend_from_slice(&MAC);
+        frame.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+        ip6.write(&mut frame).unwrap();
+        frame.extend_from_slice(&l4);
+        let (r, ip) = parse(&frame);
+        assert!(matches!(r, Ok(Parsed::Ip)));
+        assert_eq!((ip.family, ip.src, ip.dst), (6, src, dst));
+        assert_eq!(
+            (ip.protocol, ip.src_port, ip.dst_port),
+            (proto::UDP, 5000, 3478)
+        );
+    }
+
+    #[test]
+    fn a_vlan_tag_is_skipped_and_arp_is_exempt() {
+        let inner = tcp4([10, 0, 0, 2], [192, 0, 2, 9], 1, 2);
+        let mut tagged = inner[..12].to_vec();
+        tagged.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+        tagged.extend_from_slice(&[0, 7]);
+        tagged.extend_from_slice(&inner[12..]);
+        let (r, ip) = parse(&tagged);
+        assert!(matches!(r, Ok(Parsed::Ip)));
+        assert_eq!((ip.dst_port, ip.dst), (2, v4_mapped([192, 0, 2, 9])));
+
+        let mut arp = inner[..12].to_vec();
+        arp.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+        arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&[0; 20]);
+        assert!(matches!(parse(&arp).0, Ok(Parsed::Exempt)));
+    }
+
+    #[test]
+    fn truncated_and_fragmented_frames_are_not_passed_blindly() {
+        let frame = tcp4([10, 0, 0, 2], [192, 0, 2, 9], 1, 2);
+        for cut in [13, ETH_HLEN + 10, ETH_HLEN + IPV4_MIN_HLEN + 5] {
+            assert!(
+                matches!(parse(&frame[..cut]).0, Err(Reason::Malformed)),
+                "cut at {cut}"
+            );
+        }
+        // A later fragment: no ports, it follows its first fragment.
+        let later = |offset_units: u16, protocol: u8| {
+            let mut h =
+                Ipv4Header::new(8, 64, IpNumber(protocol), [10, 0, 0, 2], [192, 0, 2, 9]).unwrap();
+            h.identification = 77;
+            h.fragment_offset = etherparse::IpFragOffset::try_new(offset_units).unwrap();
+            let mut f = frame[..ETH_HLEN].to_vec();
+            h.write(&mut f).unwrap();
+            f.extend_from_slice(&[0; 8]);
+            f
+        };
+        let (r, ip) = parse(&later(3, proto::UDP));
+        assert!(matches!(r, Ok(Parsed::Ip)));
+        assert!(ip.frag == Frag::Later);
+        assert_eq!((ip.src_port, ip.dst_port, ip.frag_id), (0, 0, 77));
+        // RFC 1858: TCP at offset 8 bytes can only rewrite the TCP header.
+        assert!(matches!(
+            parse(&later(1, proto::TCP)).0,
+            Err(Reason::Fragment)
+        ));
     }
 }
