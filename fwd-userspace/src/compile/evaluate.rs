@@ -13,7 +13,8 @@ use fwd_common::{
 use crate::policy::Direction;
 
 use super::{
-    image::CompiledRule, image::LearnedClass, image::MapImage, image::PortEntry, ports::class_ports,
+    image::CompiledRule, image::MapImage, image::PortEntry, learned::LearnedClass,
+    ports::class_ports,
 };
 
 /// A packet as `explain` and the datapath see it.

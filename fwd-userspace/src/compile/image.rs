@@ -1,16 +1,14 @@
 //! The compiled image: rules as compiled, the port entries per class, the address
-//! entries, and what the DNS proxy asks of it (rules naming a host, learned classes).
+//! entries. What the DNS proxy asks of it is in `learned`.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::collections::BTreeSet;
 
-use fwd_common::{CLASS_AUDIT, PortKey, PortVerdict};
+use fwd_common::{PortKey, PortVerdict};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::policy::{
     Date, Direction, Level, Location, PortRange, PortSide, Protocol, Remote, RuleRef,
 };
-
-use super::ports::class_ports;
 
 /// A rule left out because of its validity window.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,83 +93,11 @@ pub struct MapImage {
     pub audit_vendors: BTreeSet<String>,
 }
 
-/// A class made at run time for a learned host address: the rules whose networks cover
-/// the address plus the domain rules naming it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LearnedClass {
-    /// Sorted rule ids.
-    pub members: Vec<u32>,
-    /// The port entries of the class, under the class number given to `learned_class`.
-    pub ports: Vec<PortEntry>,
-    /// Whether a member belongs to an audited vendor (the address map value then carries
-    /// `CLASS_AUDIT`).
-    pub audit: bool,
-}
-
 impl MapImage {
     pub fn rule(&self, id: u32) -> Option<&CompiledRule> {
         self.rules
             .binary_search_by_key(&id, |r| r.id)
             .ok()
             .map(|i| &self.rules[i])
-    }
-
-    /// The domain rules that open `name` (any case, optional trailing dot), by id.
-    pub fn rules_naming(&self, name: &str) -> Vec<u32> {
-        self.rules
-            .iter()
-            .filter(|r| r.matches_name(name))
-            .map(|r| r.id)
-            .collect()
-    }
-
-    /// The domain rules that open `name`, each with the name pattern that matched.
-    pub fn patterns_naming(&self, name: &str) -> Vec<(u32, String)> {
-        self.rules
-            .iter()
-            .filter_map(|r| r.name_pattern(name).map(|p| (r.id, p)))
-            .collect()
-    }
-
-    /// The rules whose listed networks cover `addr` (the class of its longest match).
-    pub fn rules_covering(&self, addr: IpAddr) -> Vec<u32> {
-        fn longest<N>(nets: &[(N, u32)], covers: impl Fn(&N) -> Option<u8>) -> Option<u32> {
-            nets.iter()
-                .filter_map(|(n, c)| covers(n).map(|len| (len, *c)))
-                .max_by_key(|(len, _)| *len)
-                .map(|(_, c)| c)
-        }
-        // A linear scan: learning is per DNS answer, not per packet.
-        let class = match addr {
-            IpAddr::V4(a) => longest(&self.dst4, |n| n.contains(&a).then(|| n.prefix_len())),
-            IpAddr::V6(a) => longest(&self.dst6, |n| n.contains(&a).then(|| n.prefix_len())),
-        };
-        class
-            .and_then(|c| self.class_members.get((c & !CLASS_AUDIT) as usize))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// The class for a learned `addr` that the domain rules `named` open, numbered `class`:
-    /// its members are those rules plus the rules covering `addr`, so learning an address
-    /// never takes away what a listed network already allows. `None` if `named` is empty
-    /// (an answer that matches no domain rule opens nothing).
-    pub fn learned_class(&self, addr: IpAddr, named: &[u32], class: u32) -> Option<LearnedClass> {
-        if named.is_empty() {
-            return None;
-        }
-        let mut members = self.rules_covering(addr);
-        members.extend_from_slice(named);
-        members.sort_unstable();
-        members.dedup();
-        let infos: Vec<&CompiledRule> = members.iter().filter_map(|&id| self.rule(id)).collect();
-        let mut ports = Vec::new();
-        class_ports(class, &infos, &mut ports);
-        let audit = infos.iter().any(|r| self.audit_vendors.contains(&r.vendor));
-        Some(LearnedClass {
-            members,
-            ports,
-            audit,
-        })
     }
 }

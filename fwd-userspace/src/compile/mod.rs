@@ -34,7 +34,8 @@ mod warnings;
 
 pub use evaluate::{Evaluator, NAME_CLASS, Probe, Verdict};
 pub use ids::{RuleIds, home_slot};
-pub use image::{CompiledRule, DatedRule, LearnedClass, MapImage, PortEntry};
+pub use image::{CompiledRule, DatedRule, MapImage, PortEntry};
+pub use learned::LearnedClass;
 pub use select::Selection;
 pub use warnings::Warning;
 

@@ -8,7 +8,7 @@ use fwd_common::{PortVerdict, proto};
 
 use proptest::prelude::*;
 
-use super::{evaluate::*, ids::*, image::*, select::*, warnings::*, *};
+use super::{evaluate::*, ids::*, select::*, warnings::*, *};
 use crate::policy::{
     Date, Direction, Level, Location, PortRange, PortSide, Protocol, Vendor, VendorPolicy,
 };
