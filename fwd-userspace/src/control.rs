@@ -39,6 +39,9 @@ pub struct StatusReply {
     pub attached: Vec<AttachedStatus>,
     /// Where programs, links and maps are pinned.
     pub pin_dir: Option<PathBuf>,
+    /// `persistent` (the pins outlive the daemon) or `ephemeral` (they die with it).
+    #[serde(default)]
+    pub pins: Option<String>,
     /// (map, entries, capacity)
     pub maps: Vec<(String, usize, u32)>,
     pub flows_active: Option<u64>,
@@ -81,7 +84,15 @@ impl std::fmt::Display for StatusReply {
             )?;
         }
         if let Some(dir) = &self.pin_dir {
-            writeln!(f, "pins: {}", dir.display())?;
+            match &self.pins {
+                Some(p) if p == "ephemeral" => writeln!(
+                    f,
+                    "pins: {} (ephemeral: they die with fwd, and enforcement with them)",
+                    dir.display()
+                )?,
+                Some(p) => writeln!(f, "pins: {} ({p})", dir.display())?,
+                None => writeln!(f, "pins: {}", dir.display())?,
+            }
         }
         for (map, entries, capacity) in &self.maps {
             let fill = 100.0 * *entries as f64 / f64::from((*capacity).max(1));

@@ -163,6 +163,10 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Where programs, links and maps are pinned (on a bpf filesystem).
     pub pin_dir: PathBuf,
+    /// `pins = "ephemeral"`: accept a bpf filesystem that dies with fwd (a private mount
+    /// namespace); by default such a `pin_dir` is refused, since a crash would end
+    /// enforcement.
+    pub ephemeral_pins: bool,
     /// Where the daemon keeps what must survive a restart (rule ids).
     pub state_dir: PathBuf,
     pub on_exit: OnExit,

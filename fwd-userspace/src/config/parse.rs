@@ -32,6 +32,7 @@ pub(super) struct RawConfig {
     pub(super) metrics: Option<RawMetrics>,
     pub(super) control_socket: Option<String>,
     pub(super) pin_dir: Option<String>,
+    pub(super) pins: Option<Spanned<String>>,
     pub(super) state_dir: Option<String>,
     pub(super) on_exit: Option<Spanned<String>>,
     pub(super) reload: Option<RawReload>,
@@ -226,6 +227,25 @@ impl Config {
                 ],
             )?,
         };
+        let ephemeral_pins = match &raw.pins {
+            None => false,
+            Some(s) => map.keyword(
+                s,
+                "pins",
+                &[
+                    (
+                        "persistent",
+                        false,
+                        "they must outlive fwd; a bpf filesystem of a private mount namespace is refused",
+                    ),
+                    (
+                        "ephemeral",
+                        true,
+                        "accept pins that die with fwd, and with them enforcement",
+                    ),
+                ],
+            )?,
+        };
         let mut watch = Watch {
             enabled: true,
             debounce_ms: DEFAULT_DEBOUNCE_MS,
@@ -266,6 +286,7 @@ impl Config {
             pin_dir: raw
                 .pin_dir
                 .map_or_else(|| PathBuf::from(DEFAULT_PIN_DIR), relative),
+            ephemeral_pins,
             state_dir: raw
                 .state_dir
                 .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), relative),

@@ -70,6 +70,17 @@ fn lifecycle_keys() {
     assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/fwd-lab"));
     assert_eq!(c.state_dir, PathBuf::from("/etc/fwd/state"));
     assert_eq!(c.on_exit, OnExit::Detach);
+    assert!(
+        !c.ephemeral_pins,
+        "pins are persistent unless the config says otherwise"
+    );
+    assert!(parse("pins = \"ephemeral\"\n").unwrap().ephemeral_pins);
+    let err = parse("pins = \"tmp\"\n").unwrap_err();
+    assert!(
+        err.starts_with("/etc/fwd/fwd.toml:1:8: unknown pins `tmp`; use \"persistent\"")
+            && err.contains("\"ephemeral\""),
+        "{err}"
+    );
     assert_eq!(
         c.watch,
         Watch {

@@ -174,6 +174,7 @@ impl Daemon {
                 })
                 .collect(),
             pin_dir: self.datapath.pin_dir().map(Path::to_path_buf),
+            pins: self.datapath.persistence().map(|p| p.name().to_string()),
             maps: image
                 .map(|_| {
                     self.datapath

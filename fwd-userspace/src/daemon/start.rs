@@ -46,6 +46,7 @@ pub(super) fn start(
         udp_timeout_s: config.flows.udp_timeout_s,
         other_timeout_s: config.flows.other_timeout_s,
         pin_dir: Some(config.pin_dir.clone()),
+        ephemeral_pins: config.ephemeral_pins,
         ..DatapathOptions::default()
     })?;
     let adoption = datapath.adoption().clone();

@@ -31,7 +31,7 @@ use aya::{
 };
 use fwd_common::{Counter, FLOWS_CAPACITY, FwdConfig};
 use ipnet::IpNet;
-pub use pins::Adoption;
+pub use pins::{Adoption, Persistence};
 pub use slots::TableCapacity;
 use slots::{SlotMaps, SlotState};
 use tracing::{debug, info};
@@ -137,6 +137,9 @@ pub struct DatapathOptions {
     /// Pin maps, programs and links here (on a bpf filesystem) and adopt what an earlier
     /// run pinned; `None` keeps everything private to this process (tests, benchmarks).
     pub pin_dir: Option<PathBuf>,
+    /// Accept pins on a bpf filesystem that dies with this process (a private mount
+    /// namespace): `pins = "ephemeral"`. Otherwise such a `pin_dir` is refused.
+    pub ephemeral_pins: bool,
 }
 
 impl Default for DatapathOptions {
@@ -150,6 +153,7 @@ impl Default for DatapathOptions {
             samples_per_second: config.samples_per_second,
             tables: TableCapacity::default(),
             pin_dir: None,
+            ephemeral_pins: false,
         }
     }
 }
@@ -178,6 +182,8 @@ pub struct Datapath {
     /// The programs' own log records (aya-log), for the daemon to pass to its log.
     logger: Option<ProgramLog>,
     adoption: Adoption,
+    /// Whether the pins outlive this process (`None`: nothing is pinned).
+    persistence: Option<Persistence>,
     /// The rules an adopted policy had (from the daemon's state), so the first install
     /// keeps their counters.
     adopted_rules: Option<Vec<(u32, RuleRef)>>,
@@ -224,9 +230,10 @@ impl Datapath {
         // generation carries on (the new tables are filled before the links move to the
         // new programs, so the old ones enforce until then).
         let mut earlier_generation = None;
+        let mut persistence = None;
         let (pinned_maps, adoption) = match &options.pin_dir {
             Some(dir) => {
-                pins::prepare(dir)?;
+                persistence = Some(pins::prepare(dir, options.ephemeral_pins)?);
                 earlier_generation = pins::pinned_generation(dir);
                 pins::plan_maps(dir, EBPF_OBJECT, &max_entries)?
             }
@@ -263,6 +270,7 @@ impl Datapath {
             pin_dir: options.pin_dir.clone(),
             logger,
             adoption,
+            persistence,
             adopted_rules: None,
         };
         let prog_err = |name| move |source| DatapathError::Program { name, source };
@@ -337,6 +345,11 @@ impl Datapath {
     /// Where this datapath pins, if it does.
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()
+    }
+
+    /// Whether the pins outlive this process, if it pins.
+    pub fn persistence(&self) -> Option<Persistence> {
+        self.persistence
     }
 
     /// Tells an adopting datapath which rules the policy in force has, so the first

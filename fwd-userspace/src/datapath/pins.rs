@@ -37,33 +37,79 @@ fn on_bpffs(path: &Path) -> bool {
     statfs(path).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC)
 }
 
-/// Makes `dir` (and its `maps`, `programs`, `links`) exist on a bpf filesystem, mounting
-/// one at `/sys/fs/bpf` when `dir` is below it and nothing is mounted there yet.
-pub(super) fn prepare(dir: &Path) -> Result<(), DatapathError> {
+/// Whether pins outlive the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// On a bpf filesystem the initial mount namespace has too: a crash leaves them, and
+    /// the programs keep enforcing.
+    Persistent,
+    /// On a bpf filesystem only this process's mount namespace has (`pins = "ephemeral"`):
+    /// when the process goes, the filesystem goes, the links are released and nothing is
+    /// enforced until the next start.
+    Ephemeral,
+}
+
+impl Persistence {
+    pub fn name(self) -> &'static str {
+        match self {
+            Persistence::Persistent => "persistent",
+            Persistence::Ephemeral => "ephemeral",
+        }
+    }
+}
+
+/// What to do about a bpf filesystem that would not outlive the daemon.
+fn not_lasting(dir: &Path, why: &str) -> DatapathError {
+    pin_error(
+        dir,
+        format!(
+            "{why}: pins there die with this process, and with them enforcement. Run fwd in the host's mount namespace (systemd does; `ip netns exec` makes a private one and hides {BPFFS}: use `nsenter --net=/run/netns/NAME` instead), give a container the host's {BPFFS} (a hostPath volume, mount propagation Bidirectional or HostToContainer), or accept it with `pins = \"ephemeral\"` in the config"
+        ),
+    )
+}
+
+/// The devices (major, minor) of the bpf filesystems mounted in the mount namespace whose
+/// `mountinfo` this is.
+pub(super) fn bpf_devices(mountinfo: &str) -> Vec<(u64, u64)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "bpf").then_some(())?;
+            let (major, minor) = left.split_whitespace().nth(2)?.split_once(':')?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether the bpf filesystem holding `path` is one the initial mount namespace (PID 1's)
+/// has too, so it outlives this process. In PID 1's own namespace it is, whatever it is.
+fn outlives_us(path: &Path) -> bool {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    if ns("self").is_some() && ns("self") == ns("1") {
+        return true;
+    }
+    let Ok(st) = nix::sys::stat::stat(path) else {
+        return false;
+    };
+    let dev = (
+        nix::sys::stat::major(st.st_dev),
+        nix::sys::stat::minor(st.st_dev),
+    );
+    std::fs::read_to_string("/proc/1/mountinfo").is_ok_and(|m| bpf_devices(&m).contains(&dev))
+}
+
+/// Makes `dir` (and its `maps`, `programs`, `links`) exist on a bpf filesystem that
+/// outlives the daemon, or, with `ephemeral`, on any bpf filesystem, mounting one at
+/// `/sys/fs/bpf` when `dir` is below it and nothing is mounted there yet.
+pub(super) fn prepare(dir: &Path, ephemeral: bool) -> Result<Persistence, DatapathError> {
     let mut existing = dir;
     while !existing.exists() {
         existing = existing.parent().unwrap_or(Path::new("/"));
     }
     if !on_bpffs(existing) {
         let bpffs = Path::new(BPFFS);
-        if dir.starts_with(bpffs) && bpffs.is_dir() && !on_bpffs(bpffs) {
-            nix::mount::mount(
-                Some("bpf"),
-                bpffs,
-                Some("bpf"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("mode=0700"),
-            )
-            .map_err(|e| {
-                pin_error(
-                    bpffs,
-                    format!(
-                        "no bpf filesystem is mounted here and mounting one failed ({e}); mount it with `mount -t bpf bpf {BPFFS}` (systemd does at boot), or run fwd with CAP_SYS_ADMIN"
-                    ),
-                )
-            })?;
-            info!("mounted the bpf filesystem at {BPFFS}");
-        } else {
+        if !(dir.starts_with(bpffs) && bpffs.is_dir() && !on_bpffs(bpffs)) {
             return Err(pin_error(
                 dir,
                 format!(
@@ -71,12 +117,58 @@ pub(super) fn prepare(dir: &Path) -> Result<(), DatapathError> {
                 ),
             ));
         }
+        // A bpf filesystem fwd mounts itself lives in fwd's mount namespace: in the
+        // initial one it stays, in a private one it goes with the process.
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+        let private = ns("self").is_none() || ns("self") != ns("1");
+        if private && !ephemeral {
+            return Err(not_lasting(
+                bpffs,
+                "no bpf filesystem is mounted here, and fwd runs in a private mount namespace where one it mounted would be its own",
+            ));
+        }
+        nix::mount::mount(
+            Some("bpf"),
+            bpffs,
+            Some("bpf"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=0700"),
+        )
+        .map_err(|e| {
+            pin_error(
+                bpffs,
+                format!(
+                    "no bpf filesystem is mounted here and mounting one failed ({e}); mount it with `mount -t bpf bpf {BPFFS}` (systemd does at boot), or run fwd with CAP_SYS_ADMIN"
+                ),
+            )
+        })?;
+        info!("mounted the bpf filesystem at {BPFFS}");
+    }
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    let persistence = if outlives_us(existing) {
+        Persistence::Persistent
+    } else if ephemeral {
+        Persistence::Ephemeral
+    } else {
+        return Err(not_lasting(
+            dir,
+            "the bpf filesystem under pin_dir is mounted only in this private mount namespace",
+        ));
+    };
+    if persistence == Persistence::Ephemeral {
+        warn!(
+            pins = %dir.display(),
+            "pins = \"ephemeral\": the pins live on a bpf filesystem of this mount namespace only; if fwd dies, enforcement ends with it"
+        );
     }
     for sub in [MAPS, PROGRAMS, LINKS] {
         let path = dir.join(sub);
         std::fs::create_dir_all(&path).map_err(|e| pin_error(&path, e))?;
     }
-    Ok(())
+    Ok(persistence)
 }
 
 /// What the pins held when the datapath loaded.
@@ -230,4 +322,32 @@ pub(super) fn program_tag(id: u32) -> Option<u64> {
         .filter_map(Result::ok)
         .find(|p| p.id() == id)
         .map(|p| p.tag())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpf_mounts_are_read_from_mountinfo() {
+        let mountinfo = "\
+22 27 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+35 22 0:30 / /sys/fs/bpf rw,nosuid,nodev,noexec,relatime shared:13 - bpf bpf rw,mode=700
+90 35 0:30 /fwd /srv/pins rw,relatime shared:13 - bpf bpf rw,mode=700
+41 27 0:35 / /tmp rw,nosuid,nodev shared:19 - tmpfs tmpfs rw
+";
+        assert_eq!(bpf_devices(mountinfo), [(0, 30), (0, 30)]);
+        assert!(bpf_devices("garbage\n- bpf\n").is_empty());
+    }
+
+    #[test]
+    fn this_namespace_outlives_itself() {
+        // The tests run in PID 1's mount namespace here, or in a container's whose init is
+        // PID 1: a path there is on a filesystem PID 1 has.
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+        if ns("self").is_some() && ns("self") == ns("1") {
+            assert!(outlives_us(Path::new("/")));
+        }
+        assert_eq!(Persistence::Ephemeral.name(), "ephemeral");
+    }
 }
