@@ -63,7 +63,7 @@ fn not_lasting(dir: &Path, why: &str) -> DatapathError {
     pin_error(
         dir,
         format!(
-            "{why}: pins there die with this process, and with them enforcement. Run fwd in the host's mount namespace (systemd does; `ip netns exec` makes a private one and hides {BPFFS}: use `nsenter --net=/run/netns/NAME` instead), give a container the host's {BPFFS} (a hostPath volume, mount propagation Bidirectional or HostToContainer), or accept it with `pins = \"ephemeral\"` in the config"
+            "{why}: pins there die with this process, and with them enforcement. Run fwd in the host's mount namespace (systemd does; `ip netns exec` makes a private one and hides {BPFFS}: use `nsenter --net=/run/netns/NAME` instead), give a container the host's {BPFFS} (a hostPath volume), or accept it with `pins = \"ephemeral\"` in the config"
         ),
     )
 }
