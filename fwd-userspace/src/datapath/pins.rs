@@ -82,11 +82,28 @@ pub(super) fn bpf_devices(mountinfo: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Whether the bpf filesystem holding `path` is one the initial mount namespace (PID 1's)
-/// has too, so it outlives this process. In PID 1's own namespace it is, whatever it is.
-fn outlives_us(path: &Path) -> bool {
+/// The inode number Linux 6.18 and later give the initial mount namespace
+/// (`PROC_MNT_INIT_INO`); older kernels number it like any other.
+const INITIAL_MOUNT_NS: &str = "mnt:[4026531832]";
+
+/// Whether this process runs in the initial mount namespace: PID 1's, or, where PID 1's
+/// namespace cannot be read (a sandbox that hides it even from root), the one with the
+/// initial namespace's fixed number. `false` when neither tells.
+pub(super) fn in_initial_mount_namespace() -> bool {
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    if ns("self").is_some() && ns("self") == ns("1") {
+    let Some(own) = ns("self") else {
+        return false;
+    };
+    match ns("1") {
+        Some(init) => own == init,
+        None => own.as_os_str() == INITIAL_MOUNT_NS,
+    }
+}
+
+/// Whether the bpf filesystem holding `path` is one the initial mount namespace (PID 1's)
+/// has too, so it outlives this process. In that namespace it is, whatever it is.
+fn outlives_us(path: &Path) -> bool {
+    if in_initial_mount_namespace() {
         return true;
     }
     let Ok(st) = nix::sys::stat::stat(path) else {
@@ -119,9 +136,7 @@ pub(super) fn prepare(dir: &Path, ephemeral: bool) -> Result<Persistence, Datapa
         }
         // A bpf filesystem fwd mounts itself lives in fwd's mount namespace: in the
         // initial one it stays, in a private one it goes with the process.
-        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-        let private = ns("self").is_none() || ns("self") != ns("1");
-        if private && !ephemeral {
+        if !in_initial_mount_namespace() && !ephemeral {
             return Err(not_lasting(
                 bpffs,
                 "no bpf filesystem is mounted here, and fwd runs in a private mount namespace where one it mounted would be its own",
@@ -344,8 +359,7 @@ mod tests {
     fn this_namespace_outlives_itself() {
         // The tests run in PID 1's mount namespace here, or in a container's whose init is
         // PID 1: a path there is on a filesystem PID 1 has.
-        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-        if ns("self").is_some() && ns("self") == ns("1") {
+        if in_initial_mount_namespace() {
             assert!(outlives_us(Path::new("/")));
         }
         assert_eq!(Persistence::Ephemeral.name(), "ephemeral");
