@@ -79,6 +79,32 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Adds `cidr` to `dev` in `ns` (IPv6 without duplicate address detection).
+fn addr(ns: &Netns, dev: &str, cidr: &str) -> anyhow::Result<()> {
+    if cidr.contains(':') {
+        ns.ip(&["-6", "addr", "add", cidr, "dev", dev, "nodad"])
+    } else {
+        ns.ip(&["addr", "add", cidr, "dev", dev])
+    }
+}
+
+/// A veth pair from `name` in `ns` to `eth0` in `peer` (created inside the namespaces,
+/// never in the root one).
+fn veth(ns: &Netns, name: &str, peer: &Netns) -> anyhow::Result<()> {
+    ns.ip(&[
+        "link",
+        "add",
+        name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        peer.name(),
+    ])
+}
+
 /// A named network namespace, deleted on drop.
 pub struct Netns {
     name: String,
@@ -183,45 +209,12 @@ impl Lab {
             ns.sysctl("net/ipv6/conf/all/accept_dad", "0")?;
         }
         // veth pairs are created inside the namespaces, never in the root one.
-        lab.gateway.ip(&[
-            "link",
-            "add",
-            GATEWAY_LAN_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            lab.client.name(),
-        ])?;
-        lab.gateway.ip(&[
-            "link",
-            "add",
-            "wan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            lab.vendor.name(),
-        ])?;
-        let addr = |ns: &Netns, dev: &str, cidr: String| -> anyhow::Result<()> {
-            if cidr.contains(':') {
-                ns.ip(&["-6", "addr", "add", &cidr, "dev", dev, "nodad"])
-            } else {
-                ns.ip(&["addr", "add", &cidr, "dev", dev])
-            }
-        };
-        addr(&lab.client, "eth0", format!("{CLIENT_V4}/24"))?;
-        addr(&lab.client, "eth0", format!("{CLIENT_V6}/64"))?;
-        addr(&lab.gateway, GATEWAY_LAN_IF, format!("{GATEWAY_LAN_V4}/24"))?;
-        addr(&lab.gateway, GATEWAY_LAN_IF, format!("{GATEWAY_LAN_V6}/64"))?;
-        addr(&lab.gateway, "wan0", format!("{GATEWAY_WAN_V4}/24"))?;
-        addr(&lab.gateway, "wan0", format!("{GATEWAY_WAN_V6}/64"))?;
-        addr(&lab.vendor, "eth0", format!("{VENDOR_WAN_V4}/24"))?;
-        addr(&lab.vendor, "eth0", format!("{VENDOR_WAN_V6}/64"))?;
+        lab.add_lan()?;
+        veth(&lab.gateway, "wan0", &lab.vendor)?;
+        addr(&lab.gateway, "wan0", &format!("{GATEWAY_WAN_V4}/24"))?;
+        addr(&lab.gateway, "wan0", &format!("{GATEWAY_WAN_V6}/64"))?;
+        addr(&lab.vendor, "eth0", &format!("{VENDOR_WAN_V4}/24"))?;
+        addr(&lab.vendor, "eth0", &format!("{VENDOR_WAN_V6}/64"))?;
         for a in vendor_addrs {
             match a {
                 IpAddr::V4(_) => {
@@ -239,30 +232,9 @@ impl Lab {
                 ])?,
             }
         }
-        for (ns, dev) in [
-            (&lab.client, "eth0"),
-            (&lab.gateway, GATEWAY_LAN_IF),
-            (&lab.gateway, "wan0"),
-            (&lab.vendor, "eth0"),
-        ] {
+        for (ns, dev) in [(&lab.gateway, "wan0"), (&lab.vendor, "eth0")] {
             ns.ip(&["link", "set", dev, "up"])?;
         }
-        // Every "internet" address of the client is behind the gateway, and behind it the vendor.
-        lab.client.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &GATEWAY_LAN_V4.to_string(),
-        ])?;
-        lab.client.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &GATEWAY_LAN_V6.to_string(),
-        ])?;
         lab.gateway
             .ip(&["route", "add", "default", "via", &VENDOR_WAN_V4.to_string()])?;
         lab.gateway.ip(&[
@@ -294,9 +266,64 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Creates the LAN link (the gateway's `lan0`, the client's `eth0`) with its addresses
+    /// and the client's routes: what `create` does, and what recreates it after
+    /// `remove_lan` (a veth or VLAN deleted and created again).
+    pub fn add_lan(&self) -> anyhow::Result<()> {
+        veth(&self.gateway, GATEWAY_LAN_IF, &self.client)?;
+        addr(&self.client, "eth0", &format!("{CLIENT_V4}/24"))?;
+        addr(&self.client, "eth0", &format!("{CLIENT_V6}/64"))?;
+        addr(
+            &self.gateway,
+            GATEWAY_LAN_IF,
+            &format!("{GATEWAY_LAN_V4}/24"),
+        )?;
+        addr(
+            &self.gateway,
+            GATEWAY_LAN_IF,
+            &format!("{GATEWAY_LAN_V6}/64"),
+        )?;
+        self.client.ip(&["link", "set", "eth0", "up"])?;
+        self.gateway.ip(&["link", "set", GATEWAY_LAN_IF, "up"])?;
+        // Every "internet" address of the client is behind the gateway.
+        self.client.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &GATEWAY_LAN_V4.to_string(),
+        ])?;
+        self.client.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &GATEWAY_LAN_V6.to_string(),
+        ])
+    }
+
+    /// Starts `fwd run --config DIR/fwd.toml` on the gateway, logging to `DIR/LOG`, and
+    /// waits until its metrics at `metrics` answer (panics with its log otherwise).
+    pub fn start_fwd(&self, dir: &std::path::Path, log: &str, metrics: &str) -> FwdProcess {
+        FwdProcess::start(
+            &self.gateway,
+            &fwd_bin(),
+            &dir.join("fwd.toml"),
+            &dir.join(log),
+            metrics.parse().expect("a metrics address"),
+        )
+        .unwrap()
+    }
+
+    /// Deletes the LAN link (both ends go; the client is cut off until `add_lan`).
+    pub fn remove_lan(&self) -> anyhow::Result<()> {
+        self.gateway.ip(&["link", "delete", GATEWAY_LAN_IF])
+    }
+
     /// Waits (at most 10 s) until the client reaches the vendor host over IPv4 and IPv6: a
     /// TCP connection to a closed port is refused once neighbours and routes are in place.
-    fn wait_until_routed(&self) -> anyhow::Result<()> {
+    pub fn wait_until_routed(&self) -> anyhow::Result<()> {
         for addr in [IpAddr::V4(VENDOR_WAN_V4), IpAddr::V6(VENDOR_WAN_V6)] {
             let dst = SocketAddr::new(addr, 9);
             let ready = wait_for(Duration::from_secs(10), || {
@@ -566,6 +593,25 @@ impl FwdProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// Runs `cmd` (stderr captured) for at most `timeout`, killing it if it is still running
+/// then. Whether it exited by itself, and its output.
+pub fn run_bounded(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> anyhow::Result<(bool, std::process::Output)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting a command")?;
+    let exited = wait_for(timeout, || child.try_wait().ok().flatten()).is_some();
+    if !exited {
+        let _ = child.kill();
+    }
+    Ok((exited, child.wait_with_output()?))
 }
 
 /// A test daemon's own pin directory on the bpf filesystem, removed (which detaches what

@@ -5,8 +5,8 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use fwd_lab::{
-    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, SiteConfig, Stream, fwd_bin,
-    fwd_json, scrape, scratch, udp_probe, wait_for,
+    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, SiteConfig, Stream, fwd_json, scrape,
+    scratch, udp_probe, wait_for,
 };
 
 const METRICS: &str = "127.0.0.1:9469";
@@ -60,14 +60,7 @@ fn write_config(dir: &Path, pins: &Pins, top: &str, tables: &str) {
 }
 
 fn start(lab: &Lab, dir: &Path, log: &str) -> FwdProcess {
-    FwdProcess::start(
-        &lab.gateway,
-        &fwd_bin(),
-        &dir.join("fwd.toml"),
-        &dir.join(log),
-        METRICS.parse().unwrap(),
-    )
-    .unwrap()
+    lab.start_fwd(dir, log, METRICS)
 }
 
 /// The media rule's outbound packets in `fwd stats --json` (read from the pins).

@@ -37,6 +37,14 @@ pub struct StatusReply {
     pub generation: u32,
     pub rules: usize,
     pub attached: Vec<AttachedStatus>,
+    /// Configured interfaces that do not exist (or could not take the programs): nothing
+    /// is enforced on them until they appear.
+    #[serde(default)]
+    pub missing: Vec<String>,
+    /// `[gateway] hold_forwarding` holds IP forwarding off (a gateway interface lacks
+    /// fwd's programs).
+    #[serde(default)]
+    pub forwarding_held: bool,
     /// Where programs, links and maps are pinned.
     pub pin_dir: Option<PathBuf>,
     /// `persistent` (the pins outlive the daemon) or `ephemeral` (they die with it).
@@ -81,6 +89,18 @@ impl std::fmt::Display for StatusReply {
                 a.program,
                 a.origin,
                 if a.pinned { ", pinned" } else { "" }
+            )?;
+        }
+        for iface in &self.missing {
+            writeln!(
+                f,
+                "missing:  {iface:<10} configured but not there: nothing enforced on it until it appears"
+            )?;
+        }
+        if self.forwarding_held {
+            writeln!(
+                f,
+                "forwarding: held off until every gateway interface has fwd's programs"
             )?;
         }
         if let Some(dir) = &self.pin_dir {

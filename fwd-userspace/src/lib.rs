@@ -12,5 +12,6 @@ pub mod daemon;
 pub mod datapath;
 pub mod export;
 pub mod import;
+pub mod lock;
 pub mod net;
 pub mod policy;

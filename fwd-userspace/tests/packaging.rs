@@ -21,6 +21,11 @@ fn systemd_unit_verifies() {
         "ProtectSystem=strict",
         "ProtectHome=yes",
         "WatchdogSec=",
+        // A firewall: before any network is configured, after the sysctls and the bpffs.
+        "Before=network-pre.target",
+        "DefaultDependencies=no",
+        "After=local-fs.target sys-fs-bpf.mount systemd-sysctl.service",
+        "Conflicts=shutdown.target",
     ] {
         assert!(unit.contains(needed), "fwd.service lacks {needed}");
     }
@@ -75,6 +80,8 @@ const METRICS_CONTRACT: &[&str] = &[
     "fwd_map_capacity",
     "fwd_flows_active",
     "fwd_dns_names_active",
+    "fwd_interface_attached",
+    "fwd_interface_changes_total",
 ];
 
 const DASHBOARD: &str = include_str!("../../packaging/grafana/fwd.json");
@@ -98,6 +105,7 @@ fn exported_metrics() -> BTreeSet<String> {
         .collect();
     let stats = fwd::daemon::dns::DnsStats::default();
     let audit = |_: &str| false;
+    let changes = std::collections::BTreeMap::from([(("lan0".to_string(), "appeared"), 1)]);
     let scrape = fwd::daemon::metrics::render(&fwd::daemon::metrics::Snapshot {
         rules,
         rule_counters: &counters,
@@ -114,6 +122,8 @@ fn exported_metrics() -> BTreeSet<String> {
             names_active: 0,
             addresses_active: 0,
         }),
+        interfaces: &[("lan0", true)],
+        interface_changes: &changes,
     })
     .unwrap();
     let names: BTreeSet<String> = scrape

@@ -172,6 +172,9 @@ pub struct Config {
     pub on_exit: OnExit,
     pub watch: Watch,
     pub dns: Option<Dns>,
+    /// `[gateway] hold_forwarding`: IP forwarding stays off while a gateway interface
+    /// lacks fwd's programs (at boot, and while one is recreated).
+    pub hold_forwarding: bool,
     pub interfaces: Vec<Interface>,
     /// What `[select]` picks; `None` fields select everything.
     pub vendors: Option<Vec<String>>,

@@ -37,6 +37,7 @@ pub(super) struct RawConfig {
     pub(super) on_exit: Option<Spanned<String>>,
     pub(super) reload: Option<RawReload>,
     pub(super) dns: Option<Spanned<RawDns>>,
+    pub(super) gateway: Option<Spanned<RawGateway>>,
     #[serde(default, rename = "interface")]
     pub(super) interfaces: Vec<RawInterface>,
     pub(super) select: Option<RawSelect>,
@@ -82,6 +83,12 @@ pub(super) struct RawDns {
     pub(super) max_addresses: Option<Spanned<i64>>,
     pub(super) timeout_ms: Option<Spanned<i64>>,
     pub(super) steer: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGateway {
+    pub(super) hold_forwarding: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -271,6 +278,18 @@ impl Config {
                 "[dns] steer redirects a LAN's DNS on a gateway; it needs an [[interface]] with mode = \"gateway\"",
             ));
         }
+        let hold_forwarding = match &raw.gateway {
+            Some(g) if g.get_ref().hold_forwarding == Some(true) => {
+                if !interfaces.iter().any(|i| i.mode == InterfaceMode::Gateway) {
+                    return Err(map.error(
+                        g.span().start,
+                        "[gateway] hold_forwarding keeps a gateway from forwarding until fwd's programs are on its LAN interfaces; it needs an [[interface]] with mode = \"gateway\"",
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
         // Like policy_dir, a relative path is relative to the config file.
         let relative = |s: String| path.parent().unwrap_or(Path::new(".")).join(s);
         Ok(Config {
@@ -293,6 +312,7 @@ impl Config {
             on_exit,
             watch,
             dns,
+            hold_forwarding,
             interfaces,
             vendors: select.vendors,
             levels,

@@ -251,3 +251,24 @@ fn errors_are_located() {
         "{e}"
     );
 }
+
+#[test]
+fn hold_forwarding_is_for_gateways() {
+    let gateway = "[[interface]]\nname = \"lan0\"\nmode = \"gateway\"\n";
+    assert!(!parse(gateway).unwrap().hold_forwarding, "off by default");
+    let c = parse(&format!("{gateway}[gateway]\nhold_forwarding = true\n")).unwrap();
+    assert!(c.hold_forwarding);
+    let c = parse(&format!("{gateway}[gateway]\nhold_forwarding = false\n")).unwrap();
+    assert!(!c.hold_forwarding);
+    let e = parse(
+        "[[interface]]\nname = \"eth0\"\nmode = \"host\"\n[gateway]\nhold_forwarding = true\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.starts_with("/etc/fwd/fwd.toml:4:1: [gateway] hold_forwarding")
+            && e.contains("mode = \"gateway\""),
+        "{e}"
+    );
+    let e = parse(&format!("{gateway}[gateway]\nhold = true\n")).unwrap_err();
+    assert!(e.contains("unknown field `hold`"), "{e}");
+}

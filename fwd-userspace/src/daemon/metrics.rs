@@ -29,6 +29,10 @@ pub struct Snapshot<'a> {
     pub maps: &'a [(&'static str, usize, u32)],
     /// When the DNS proxy runs.
     pub dns: Option<DnsSnapshot<'a>>,
+    /// Each configured interface and whether fwd's programs are on it.
+    pub interfaces: &'a [(&'a str, bool)],
+    /// (interface, change) -> times it appeared, was recreated, went or failed to attach.
+    pub interface_changes: &'a std::collections::BTreeMap<(String, &'static str), u64>,
 }
 
 /// Renders the Prometheus text format.
@@ -133,6 +137,30 @@ pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
     registry.register(Box::new(last_reload))?;
     registry.register(Box::new(entries))?;
     registry.register(Box::new(capacity))?;
+    let attached = IntGaugeVec::new(
+        Opts::new(
+            "fwd_interface_attached",
+            "1 if fwd's programs are on this configured interface, 0 if it is missing.",
+        ),
+        &["interface"],
+    )?;
+    for (iface, on) in s.interfaces {
+        attached.with_label_values(&[*iface]).set(i64::from(*on));
+    }
+    let changes = IntCounterVec::new(
+        Opts::new(
+            "fwd_interface_changes_total",
+            "Configured interfaces that appeared, were recreated, went, or failed to take the programs.",
+        ),
+        &["interface", "change"],
+    )?;
+    for ((iface, change), n) in s.interface_changes {
+        changes
+            .with_label_values(&[iface.as_str(), change])
+            .inc_by(*n);
+    }
+    registry.register(Box::new(attached))?;
+    registry.register(Box::new(changes))?;
     if let Some(dns) = &s.dns {
         register_dns(&registry, dns)?;
     }

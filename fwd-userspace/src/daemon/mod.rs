@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod dns;
+mod interfaces;
 pub mod metrics;
 mod start;
 pub mod state;
@@ -48,6 +49,10 @@ struct Daemon {
     dns_stats: Option<Arc<dns::DnsStats>>,
     /// Where the proxy listens, when it runs.
     dns_listen: Vec<std::net::SocketAddr>,
+    /// Configured interfaces missing, and how often they changed.
+    interfaces: interfaces::Interfaces,
+    /// The lock on `state_dir`, held while the daemon runs.
+    _state_lock: crate::lock::Lock,
 }
 
 type Shared = Arc<Mutex<Daemon>>;
@@ -173,6 +178,8 @@ impl Daemon {
                     pinned: a.pinned,
                 })
                 .collect(),
+            missing: self.interfaces.missing.clone(),
+            forwarding_held: self.interfaces.forwarding_held,
             pin_dir: self.datapath.pin_dir().map(Path::to_path_buf),
             pins: self.datapath.persistence().map(|p| p.name().to_string()),
             maps: image
@@ -296,6 +303,13 @@ impl Daemon {
             reloads_error: self.reloads_error,
             last_reload_unix: self.last_reload_unix,
             maps: &maps,
+            interfaces: &self
+                .config
+                .interfaces
+                .iter()
+                .map(|i| (i.name.as_str(), !self.interfaces.missing.contains(&i.name)))
+                .collect::<Vec<_>>(),
+            interface_changes: &self.interfaces.changes,
         })?)
     }
 }
@@ -458,6 +472,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let (request_tx, mut request_rx) = tokio::sync::mpsc::channel::<control::Request>(8);
     tokio::spawn(control::serve(control, samples.clone(), request_tx));
     tokio::spawn(read_denied_samples(denied, shared.clone(), samples));
+    tokio::spawn(interfaces::follow(shared.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
@@ -572,6 +587,10 @@ fn stop(shared: &Shared) -> anyhow::Result<()> {
             );
         }
         OnExit::Detach => {
+            if daemon.config.hold_forwarding {
+                // Nothing forwards unfiltered: the next start turns it on once attached.
+                interfaces::set_forwarding(&mut daemon.interfaces, false);
+            }
             daemon.datapath.unpin_all()?;
             if daemon.config.dns.as_ref().is_some_and(|d| d.steer)
                 && let Err(err) = dns::steer::remove()

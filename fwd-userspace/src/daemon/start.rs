@@ -8,11 +8,11 @@ use tracing::{info, warn};
 use crate::{
     compile::{Compiled, RuleIds, tables::SlotTables},
     config::{Action, Config, InterfaceMode},
-    datapath::{Datapath, DatapathOptions, InstallTimings, TableCapacity},
+    datapath::{Datapath, DatapathOptions, Hook, InstallTimings, TableCapacity},
     net::own_addresses,
 };
 
-use super::{Daemon, compile_config, dns, state, tasks::forward_program_log, unix_now};
+use super::{Daemon, compile_config, dns, interfaces, state, tasks::forward_program_log, unix_now};
 
 /// Start-up: reads the config, compiles, loads the datapath (adopting an earlier run's
 /// pins), puts the policy in force with the names the proxy learned last time, attaches
@@ -23,6 +23,9 @@ pub(super) fn start(
     // The rule ids of the last run, so counters keep their meaning across a restart.
     let config = Config::load(config_path)?;
     let state_dir = config.state_dir.clone();
+    // One daemon at a time, before anything is read or changed (the datapath locks the
+    // pin directory as it opens it).
+    let state_lock = crate::lock::state_dir(&state_dir)?;
     let recorded = state::load(&state_dir);
     let previous_ids = recorded
         .as_ref()
@@ -81,6 +84,17 @@ pub(super) fn start(
     {
         table.restore(saved);
     }
+    let mut ifaces = interfaces::Interfaces::default();
+    // A gateway whose LAN interfaces have no pinned programs to adopt forwards nothing
+    // until they are attached (a restart that adopts them never stops forwarding).
+    if config.hold_forwarding
+        && !config
+            .gateway_interfaces()
+            .iter()
+            .all(|i| datapath.has_pinned_link(i, Hook::Xdp))
+    {
+        interfaces::set_forwarding(&mut ifaces, false);
+    }
     apply(&mut datapath, &config, &compiled, &mut table, generation)?;
     let restored = table.addresses_active();
     if restored > 0 {
@@ -90,12 +104,8 @@ pub(super) fn start(
             "learned DNS names restored"
         );
     }
-    for iface in &config.interfaces {
-        match iface.mode {
-            InterfaceMode::Gateway => datapath.attach_gateway(&iface.name)?,
-            InterfaceMode::Host => datapath.attach_host(&iface.name)?,
-        }
-    }
+    // Interfaces that do not exist yet get their programs when they appear.
+    interfaces::reconcile(&mut datapath, &config, &mut ifaces, true)?;
     datapath.prune_stale_links()?;
     info!(
         rules = compiled.image.rules.len(),
@@ -129,6 +139,8 @@ pub(super) fn start(
         dns_dirty: false,
         dns_stats: None,
         dns_listen: Vec::new(),
+        interfaces: ifaces,
+        _state_lock: state_lock,
     };
     daemon.record(&compiled);
     Ok((daemon, denied, status))

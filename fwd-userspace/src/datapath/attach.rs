@@ -6,14 +6,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::{
-    programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
-        tc::{self, SchedClassifierLink, SchedClassifierLinkId},
-        xdp::{XdpLink, XdpLinkId},
-    },
-    util::KernelVersion,
+use aya::programs::{
+    ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    links::{FdLink, PinnedLink},
+    tc::{self, SchedClassifierLink, SchedClassifierLinkId},
+    xdp::{XdpLink, XdpLinkId},
 };
 use tracing::{debug, info, warn};
 
@@ -78,6 +75,9 @@ pub(super) enum LinkHandle {
 /// One attached program.
 pub(super) struct Attachment {
     pub(super) iface: String,
+    /// The interface's index when the program was attached: a new interface of the same
+    /// name has another.
+    pub(super) ifindex: u32,
     pub(super) program: &'static str,
     pub(super) hook: Hook,
     pub(super) origin: Origin,
@@ -108,9 +108,10 @@ pub(super) fn pin_link(
     })
 }
 
-/// TC programs get links (TCX, which can be pinned) from Linux 6.6.
+/// Whether TC programs get links (TCX, which can be pinned): probed (Linux 6.6+ or a
+/// backport).
 pub(super) fn has_tcx() -> bool {
-    !KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0))
+    Datapath::features().is_ok_and(|f| f.tcx)
 }
 
 impl Datapath {
@@ -187,10 +188,24 @@ impl Datapath {
                 return Ok(None);
             }
         };
-        let old_tag = fd
-            .info()
-            .ok()
-            .and_then(|info| pins::program_tag(info.program_id()));
+        let info = fd.info().ok();
+        if !info
+            .as_ref()
+            .is_some_and(|info| self.runs_here(hook, iface, info.program_id()))
+        {
+            // The link outlived the interface it was made for (deleted, or its namespace
+            // gone) and this one only has its name and index; or it holds a program on an
+            // interface of another network namespace. Either way it enforces nothing here.
+            warn!(
+                path = %path.display(),
+                %iface,
+                hook = hook.name(),
+                "the pinned link is not on this interface (the interface it was made for is gone, or it is in another network namespace): unpinned, attaching afresh"
+            );
+            pins::remove(path)?;
+            return Ok(None);
+        }
+        let old_tag = info.and_then(|info| pins::program_tag(info.program_id()));
         let new_tag = self
             .program_mut(name)?
             .info()
@@ -223,6 +238,70 @@ impl Datapath {
         Ok(Some((fd, origin)))
     }
 
+    /// Whether program `id` runs on `hook` of `iface` in this network namespace.
+    fn runs_here(&self, hook: Hook, iface: &str, id: u32) -> bool {
+        self.programs_on(hook, iface).iter().any(|p| p.0 == id)
+    }
+
+    /// The programs on `hook` of `iface` in this network namespace, in the order they run:
+    /// (id, name). Empty when the interface is missing or the kernel cannot say.
+    fn programs_on(&self, hook: Hook, iface: &str) -> Vec<(u32, String)> {
+        let ids: Vec<u32> = match hook {
+            Hook::Xdp => nix::net::if_::if_nametoindex(iface)
+                .ok()
+                .and_then(|index| crate::net::links::xdp_programs(index).ok())
+                .unwrap_or_default(),
+            Hook::TcIngress | Hook::TcEgress if has_tcx() => {
+                let side = if hook == Hook::TcIngress {
+                    TcAttachType::Ingress
+                } else {
+                    TcAttachType::Egress
+                };
+                match SchedClassifier::query_tcx(iface, side) {
+                    Ok((_, programs)) => {
+                        return programs
+                            .iter()
+                            .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_string()))
+                            .collect();
+                    }
+                    Err(err) => {
+                        debug!(%iface, %err, "querying the TCX programs");
+                        Vec::new()
+                    }
+                }
+            }
+            Hook::TcIngress | Hook::TcEgress => Vec::new(),
+        };
+        ids.into_iter()
+            .map(|id| (id, pins::program_name(id).unwrap_or_else(|| "?".into())))
+            .collect()
+    }
+
+    /// Programs of other tools that run before fwd's on `hook` of `iface`: they can pass
+    /// packets fwd never sees. Logged with what to do.
+    fn warn_of_others(&mut self, hook: Hook, iface: &str, ours: &'static str) {
+        let Ok(own) = self.program_mut(ours).and_then(|p| {
+            p.info()
+                .map_err(|source| DatapathError::Program { name: ours, source })
+        }) else {
+            return;
+        };
+        let own = own.id();
+        for (id, name) in self
+            .programs_on(hook, iface)
+            .into_iter()
+            .take_while(|(id, _)| *id != own)
+        {
+            warn!(
+                %iface,
+                hook = hook.name(),
+                program = %name,
+                id,
+                "another tool's program runs before fwd's on this hook and can pass packets fwd never judges; remove it or order it after fwd (`bpftool net show dev {iface}` lists them)"
+            );
+        }
+    }
+
     pub(super) fn record(
         &mut self,
         iface: &str,
@@ -234,6 +313,7 @@ impl Datapath {
         info!(%iface, program, hook = hook.name(), origin = origin.name(), "program in place");
         self.attachments.push(Attachment {
             iface: iface.to_string(),
+            ifindex: nix::net::if_::if_nametoindex(iface).unwrap_or(0),
             program,
             hook,
             origin,
@@ -272,6 +352,7 @@ impl Datapath {
             None => LinkHandle::Tc(id),
         };
         self.record(iface, name, hook, Origin::Attached, handle);
+        self.warn_of_others(hook, iface, name);
         Ok(())
     }
 
@@ -295,6 +376,19 @@ impl Datapath {
         let pin = self.link_pin(iface, Hook::Xdp);
         if self.try_adopt(pin.as_deref(), name, Hook::Xdp, iface)? {
             return Ok(());
+        }
+        // Another tool's XDP program holds the hook: fwd does not take it over.
+        let others = self.programs_on(Hook::Xdp, iface);
+        if !others.is_empty() {
+            return Err(DatapathError::Occupied {
+                iface: iface.to_string(),
+                hook: Hook::Xdp.name(),
+                programs: others
+                    .iter()
+                    .map(|(id, name)| format!("`{name}` (id {id})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
         let err = |source| Self::attach_error(name, iface, source);
         let program = self.xdp();
@@ -347,6 +441,46 @@ impl Datapath {
             info!(map = %path.display(), "map pin of an earlier fwd version removed");
         }
         Ok(pruned)
+    }
+
+    /// Whether a link an earlier run pinned for `hook` on `iface` (as it is now) is there
+    /// to adopt.
+    pub fn has_pinned_link(&self, iface: &str, hook: Hook) -> bool {
+        self.link_pin(iface, hook).is_some_and(|p| p.exists())
+    }
+
+    /// The index `iface` had when its programs were attached; `None` if none are.
+    pub fn attached_index(&self, iface: &str) -> Option<u32> {
+        self.attachments
+            .iter()
+            .find(|a| a.iface == iface)
+            .map(|a| a.ifindex)
+    }
+
+    /// Lets go of the programs on `iface` (gone, or deleted and created again): their
+    /// links are released and their pins removed. The names of the hooks let go of.
+    pub fn forget_interface(&mut self, iface: &str) -> Vec<&'static str> {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.attachments)
+            .into_iter()
+            .partition(|a| a.iface == iface);
+        self.attachments = kept;
+        let mut hooks = Vec::new();
+        for attachment in gone {
+            hooks.push(attachment.hook.name());
+            let result = match attachment.handle {
+                LinkHandle::Xdp(id) => self.xdp().detach(id).map_err(|e| e.to_string()),
+                LinkHandle::Tc(id) => self
+                    .classifier(attachment.program)
+                    .detach(id)
+                    .map_err(|e| e.to_string()),
+                LinkHandle::Pinned { path, .. } => pins::remove(&path).map_err(|e| e.to_string()),
+            };
+            // The interface is usually gone, and the link with it: nothing to undo.
+            if let Err(err) = result {
+                debug!(%iface, program = attachment.program, %err, "letting go of a link");
+            }
+        }
+        hooks
     }
 
     /// Detaches every program this datapath attached or adopted, the last first, and

@@ -4,6 +4,7 @@
 
 mod attach;
 mod counters;
+mod features;
 mod mmap;
 mod pinned;
 mod pins;
@@ -16,6 +17,7 @@ use attach::Attachment;
 pub use attach::{Attached, Hook, Origin};
 pub use counters::RuleCounters;
 use counters::{count_live_flows, read_reason_counters, read_rule_counters};
+pub use features::Features;
 pub use pinned::PinnedState;
 
 use std::{
@@ -27,7 +29,6 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, SchedClassifier, Xdp},
-    util::KernelVersion,
 };
 use fwd_common::{Counter, FLOWS_CAPACITY, FwdConfig};
 use ipnet::IpNet;
@@ -76,10 +77,8 @@ pub enum DatapathError {
         #[source]
         source: ProgramError,
     },
-    #[error(
-        "Linux {found} is too old: fwd needs {MIN_KERNEL} or newer (LPM tries, ring buffers, BPF-to-BPF calls)"
-    )]
-    KernelTooOld { found: String },
+    #[error("{0}")]
+    Features(String),
     #[error("{}: {what}", path.display())]
     Pin { path: PathBuf, what: String },
     #[error(
@@ -92,22 +91,21 @@ pub enum DatapathError {
     },
     #[error("class {0} is neither compiled nor learned (learn_class first)")]
     UnknownClass(u32),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(
+        "interface `{iface}` already runs an {hook} program this fwd did not attach: {programs}. fwd does not take over a program it did not put there (another tool's, or another fwd's with other pins): detach it with the tool that attached it (`bpftool net show dev {iface}` lists it; `ip link set dev {iface} xdp off` removes one no link holds), then start fwd again"
+    )]
+    Occupied {
+        iface: String,
+        hook: &'static str,
+        programs: String,
+    },
 }
 
-/// The oldest kernel fwd supports (stated in the README).
-pub const MIN_KERNEL: &str = "5.15";
-
-/// Checks the running kernel against `MIN_KERNEL`.
-pub fn check_kernel() -> Result<(), DatapathError> {
-    match KernelVersion::current() {
-        Ok(v) if v < KernelVersion::new(5, 15, 0) => Err(DatapathError::KernelTooOld {
-            found: format!("{v:?}"),
-        }),
-        // A kernel whose version cannot be read is given the benefit of the doubt; loading
-        // will say what is missing.
-        _ => Ok(()),
-    }
-}
+/// The oldest kernel fwd is tested on (stated in the README). Older ones are not refused
+/// for their number: `features` probes what fwd uses.
+pub const TESTED_KERNEL: &str = "5.15";
 
 /// The programs in the eBPF object.
 pub mod program {
@@ -187,6 +185,8 @@ pub struct Datapath {
     /// The rules an adopted policy had (from the daemon's state), so the first install
     /// keeps their counters.
     adopted_rules: Option<Vec<(u32, RuleRef)>>,
+    /// The lock on `pin_dir`, held while this datapath lives.
+    _pin_lock: Option<crate::lock::Lock>,
 }
 
 /// The reader of the programs' log records; they go to the `log` crate, which the
@@ -221,7 +221,8 @@ impl Datapath {
         if EBPF_OBJECT.is_empty() {
             return Err(DatapathError::NoPrograms);
         }
-        check_kernel()?;
+        let features = features::check(EBPF_OBJECT)?;
+        debug!(?features, "kernel features");
         raise_memlock_limit();
         let flow_capacity = options.flow_capacity.max(1);
         let mut max_entries = options.tables.max_entries();
@@ -231,9 +232,12 @@ impl Datapath {
         // new programs, so the old ones enforce until then).
         let mut earlier_generation = None;
         let mut persistence = None;
+        let mut pin_lock = None;
         let (pinned_maps, adoption) = match &options.pin_dir {
             Some(dir) => {
                 persistence = Some(pins::prepare(dir, options.ephemeral_pins)?);
+                // Before anything pinned is read or changed: one datapath per pin_dir.
+                pin_lock = Some(crate::lock::directory(dir)?);
                 earlier_generation = pins::pinned_generation(dir);
                 pins::plan_maps(dir, EBPF_OBJECT, &max_entries)?
             }
@@ -272,6 +276,7 @@ impl Datapath {
             adoption,
             persistence,
             adopted_rules: None,
+            _pin_lock: pin_lock,
         };
         let prog_err = |name| move |source| DatapathError::Program { name, source };
         let xdp: &mut Xdp = datapath
@@ -345,6 +350,11 @@ impl Datapath {
     /// Where this datapath pins, if it does.
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()
+    }
+
+    /// What the kernel offers (probed once per process).
+    pub fn features() -> Result<&'static Features, DatapathError> {
+        features::probe(EBPF_OBJECT)
     }
 
     /// Whether the pins outlive this process, if it pins.

@@ -331,6 +331,14 @@ pub(super) fn links(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The name of the loaded program `id`.
+pub(super) fn program_name(id: u32) -> Option<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .map(|p| p.name_as_str().unwrap_or("?").to_string())
+}
+
 /// The kernel's tag (a hash of the instructions) of the loaded program `id`.
 pub(super) fn program_tag(id: u32) -> Option<u64> {
     aya::programs::loaded_programs()

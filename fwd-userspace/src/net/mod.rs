@@ -1,4 +1,7 @@
-//! This host's interface addresses (getifaddrs): the gateway's own addresses are exempt.
+//! This host's interfaces: their addresses (getifaddrs; a gateway's own are exempt), and
+//! what rtnetlink says of them (`links`).
+
+pub mod links;
 
 use std::net::IpAddr;
 

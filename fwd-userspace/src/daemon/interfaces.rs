@@ -1,0 +1,186 @@
+//! Interfaces that come and go. fwd's programs go on every configured interface that
+//! exists, at start and whenever rtnetlink says links changed (a periodic look backs the
+//! events up); an interface deleted and created again gets them again. With
+//! `[gateway] hold_forwarding`, IP forwarding is on only while every gateway interface has
+//! its programs.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{Config, InterfaceMode},
+    datapath::{Datapath, DatapathError},
+    net::links::LinkEvents,
+};
+
+use super::{Shared, blocking};
+
+/// How often the interfaces are looked at even without a link event.
+const BACKSTOP: Duration = Duration::from_secs(5);
+
+/// The forwarding switches `hold_forwarding` turns.
+const FORWARDING: [&str; 2] = [
+    "/proc/sys/net/ipv4/ip_forward",
+    "/proc/sys/net/ipv6/conf/all/forwarding",
+];
+
+/// What happened to the configured interfaces.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Interfaces {
+    /// Configured interfaces that do not exist now, or whose programs failed to attach.
+    pub(super) missing: Vec<String>,
+    /// (interface, change) -> times: `appeared`, `recreated`, `gone`, `failed`.
+    pub(super) changes: BTreeMap<(String, &'static str), u64>,
+    /// Forwarding is held off (`hold_forwarding`).
+    pub(super) forwarding_held: bool,
+}
+
+impl Interfaces {
+    fn count(&mut self, iface: &str, change: &'static str) {
+        *self.changes.entry((iface.to_string(), change)).or_default() += 1;
+    }
+}
+
+fn attach(datapath: &mut Datapath, name: &str, mode: InterfaceMode) -> Result<(), DatapathError> {
+    match mode {
+        InterfaceMode::Gateway => datapath.attach_gateway(name),
+        InterfaceMode::Host => datapath.attach_host(name),
+    }
+}
+
+/// Puts the programs on each configured interface that exists and lacks them, and lets go
+/// of those of interfaces gone or created again. At start (`strict`), an interface that
+/// exists but cannot take the programs is an error; later it is logged, counted and
+/// tried again at the next change.
+pub(super) fn reconcile(
+    datapath: &mut Datapath,
+    config: &Config,
+    state: &mut Interfaces,
+    strict: bool,
+) -> Result<(), DatapathError> {
+    let mut missing = Vec::new();
+    for iface in &config.interfaces {
+        let name = iface.name.as_str();
+        let now = nix::net::if_::if_nametoindex(name).ok();
+        let had = datapath.attached_index(name);
+        if had.is_some() && had == now {
+            continue;
+        }
+        if had.is_some() {
+            let hooks = datapath.forget_interface(name);
+            let change = if now.is_some() { "recreated" } else { "gone" };
+            info!(
+                interface = name,
+                ?hooks,
+                change,
+                "interface changed; its programs are let go"
+            );
+            state.count(name, change);
+        }
+        let Some(index) = now else {
+            if !state.missing.iter().any(|m| m == name) {
+                warn!(
+                    interface = name,
+                    "configured interface does not exist (yet): nothing is enforced on it until it appears, and then at once"
+                );
+            }
+            missing.push(iface.name.clone());
+            continue;
+        };
+        match attach(datapath, name, iface.mode) {
+            Ok(()) => {
+                if had.is_none() && !strict {
+                    info!(
+                        interface = name,
+                        index, "interface appeared; programs attached"
+                    );
+                    state.count(name, "appeared");
+                }
+            }
+            Err(err) if strict => return Err(err),
+            Err(err) => {
+                // Half an attachment is let go too: the next change tries it whole.
+                datapath.forget_interface(name);
+                error!(
+                    interface = name,
+                    "attaching to an interface that appeared: {err}"
+                );
+                state.count(name, "failed");
+                missing.push(iface.name.clone());
+            }
+        }
+    }
+    state.missing = missing;
+    if config.hold_forwarding {
+        let gateway_missing = config
+            .interfaces
+            .iter()
+            .any(|i| i.mode == InterfaceMode::Gateway && state.missing.contains(&i.name));
+        set_forwarding(state, !gateway_missing);
+    }
+    Ok(())
+}
+
+/// Turns IP forwarding (IPv4 and IPv6) on or off, if it is not so already.
+pub(super) fn set_forwarding(state: &mut Interfaces, on: bool) {
+    let value = if on { "1" } else { "0" };
+    for path in FORWARDING {
+        let current = std::fs::read_to_string(path).unwrap_or_default();
+        if current.trim() == value {
+            continue;
+        }
+        if let Err(err) = std::fs::write(path, value) {
+            // Without IPv6 (disabled at boot) its switch does not exist.
+            if err.kind() != std::io::ErrorKind::NotFound {
+                error!(path, %err, "setting IP forwarding");
+            }
+        }
+    }
+    match (state.forwarding_held, on) {
+        (true, true) => info!("every gateway interface has fwd's programs: IP forwarding on"),
+        (false, false) => {
+            warn!("a gateway interface lacks fwd's programs: IP forwarding held off");
+        }
+        _ => {}
+    }
+    state.forwarding_held = !on;
+}
+
+/// Follows link events (and looks every few seconds anyway), attaching as interfaces
+/// appear. Runs until the daemon stops.
+pub(super) async fn follow(shared: Shared) {
+    let mut events = match LinkEvents::open() {
+        Ok(events) => Some(events),
+        Err(err) => {
+            warn!(%err, "cannot follow link events; interfaces are looked at every {}s", BACKSTOP.as_secs());
+            None
+        }
+    };
+    loop {
+        match &mut events {
+            Some(e) => {
+                tokio::select! {
+                    changed = e.changed() => if let Err(err) = changed {
+                        warn!(%err, "reading link events");
+                        tokio::time::sleep(BACKSTOP).await;
+                    },
+                    () = tokio::time::sleep(BACKSTOP) => {}
+                }
+            }
+            None => tokio::time::sleep(BACKSTOP).await,
+        }
+        blocking(&shared, |s| {
+            let mut daemon = s.lock().expect("daemon state lock");
+            let super::Daemon {
+                datapath,
+                config,
+                interfaces,
+                ..
+            } = &mut *daemon;
+            // Not strict: nothing here is fatal; failures are counted and retried.
+            let _ = reconcile(datapath, config, interfaces, false);
+        })
+        .await;
+    }
+}
