@@ -11,8 +11,8 @@ use std::{
 };
 
 use fwd_lab::{
-    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, SiteConfig, Stream, fwd_bin,
-    fwd_json, run_bounded, scrape, scratch, udp_probe, wait_for,
+    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, GATEWAY_LAN_V4, Lab, Pins, Sink, SiteConfig, Stream,
+    fwd_bin, fwd_json, run_bounded, scrape, scratch, tcp_probe, udp_probe, wait_for,
 };
 
 const METRICS: &str = "127.0.0.1:9471";
@@ -169,10 +169,28 @@ fn an_interface_that_appears_late_or_is_recreated_is_enforced_and_nothing_forwar
     };
     assert_eq!(attached(), 0.0);
 
+    // A service on the gateway itself (TCP on every address, those to come too).
+    let gateway_service = Sink::start(&s.lab.gateway, &[7000]).unwrap();
+
     // It appears: enforced within a second, and nothing denied passed meanwhile.
     s.lab.add_lan().unwrap();
     let appeared = Instant::now();
     stream_from_appearance(&s, appeared, Duration::from_millis(500));
+    // The gateway's own LAN address came with the interface; it is exempt like the others
+    // (a reload after the appearance puts it in).
+    let own = SocketAddr::new(GATEWAY_LAN_V4.into(), 7000);
+    let reached = wait_for(Duration::from_secs(3), || {
+        tcp_probe(&s.lab.client, own, Duration::from_millis(300))
+            .unwrap()
+            .then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "the gateway's new own address is not exempt"
+    );
+    assert!(gateway_service.tcp_connections(7000) > 0);
+    let generation = fwd_json(&s.dir, &["status"])["generation"].as_u64().unwrap();
+    assert!(generation > 1, "no reload for the new addresses");
     assert_eq!(lan_hooks(&s.dir), ["xdp", "tc_egress"]);
     let status = fwd_json(&s.dir, &["status"]);
     assert_eq!(status["missing"], serde_json::json!([]), "{status}");

@@ -1,6 +1,7 @@
 //! Interfaces that come and go. fwd's programs go on every configured interface that
 //! exists, at start and whenever rtnetlink says links changed (a periodic look backs the
-//! events up); an interface deleted and created again gets them again. With
+//! events up); an interface deleted and created again gets them again. A gateway's own
+//! addresses, which always pass, are followed too: a change reloads. With
 //! `[gateway] hold_forwarding`, IP forwarding is on only while every gateway interface has
 //! its programs.
 
@@ -34,6 +35,8 @@ pub(super) struct Interfaces {
     pub(super) changes: BTreeMap<(String, &'static str), u64>,
     /// Forwarding is held off (`hold_forwarding`).
     pub(super) forwarding_held: bool,
+    /// A gateway's own addresses when the exemptions in force were made.
+    pub(super) own_addresses: Vec<ipnet::IpNet>,
 }
 
 impl Interfaces {
@@ -170,7 +173,7 @@ pub(super) async fn follow(shared: Shared) {
             }
             None => tokio::time::sleep(BACKSTOP).await,
         }
-        blocking(&shared, |s| {
+        let addresses_changed = blocking(&shared, |s| {
             let mut daemon = s.lock().expect("daemon state lock");
             let super::Daemon {
                 datapath,
@@ -180,7 +183,20 @@ pub(super) async fn follow(shared: Shared) {
             } = &mut *daemon;
             // Not strict: nothing here is fatal; failures are counted and retried.
             let _ = reconcile(datapath, config, interfaces, false);
+            if config.gateway_interfaces().is_empty() {
+                return false;
+            }
+            let own = crate::net::own_addresses();
+            let changed = own != interfaces.own_addresses;
+            interfaces.own_addresses = own;
+            changed
         })
         .await;
+        if addresses_changed == Some(true) {
+            // A gateway's own addresses pass (`exemptions`): new ones (an interface that
+            // appeared, DHCP) go in with a reload; if it fails, the policy in force stays.
+            info!("the gateway's own addresses changed: reloading so they are exempt");
+            blocking(&shared, super::reload_and_report).await;
+        }
     }
 }

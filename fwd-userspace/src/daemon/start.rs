@@ -84,7 +84,10 @@ pub(super) fn start(
     {
         table.restore(saved);
     }
-    let mut ifaces = interfaces::Interfaces::default();
+    let mut ifaces = interfaces::Interfaces {
+        own_addresses: crate::net::own_addresses(),
+        ..interfaces::Interfaces::default()
+    };
     // A gateway whose LAN interfaces have no pinned programs to adopt forwards nothing
     // until they are attached (a restart that adopts them never stops forwarding).
     if config.hold_forwarding

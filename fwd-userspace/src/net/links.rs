@@ -1,5 +1,5 @@
-//! Interfaces as rtnetlink tells: which XDP program one runs, and when interfaces appear,
-//! change or go (the link multicast group).
+//! Interfaces as rtnetlink tells: which XDP program one runs, and when interfaces or
+//! their addresses appear, change or go (the link and address multicast groups).
 
 use std::io;
 
@@ -59,7 +59,8 @@ pub fn xdp_programs(index: u32) -> io::Result<Vec<u32>> {
     }
 }
 
-/// Link events of this network namespace: interfaces created, deleted, renamed, moved.
+/// Link and address events of this network namespace: interfaces created, deleted,
+/// renamed or moved; addresses added or removed.
 pub struct LinkEvents {
     socket: TokioSocket,
 }
@@ -68,9 +69,10 @@ impl LinkEvents {
     /// Subscribes; events from then on are delivered (call from within the runtime).
     pub fn open() -> io::Result<LinkEvents> {
         let mut socket = TokioSocket::new(netlink_sys::protocols::NETLINK_ROUTE)?;
-        socket
-            .socket_mut()
-            .bind(&SocketAddr::new(0, libc::RTMGRP_LINK as u32))?;
+        socket.socket_mut().bind(&SocketAddr::new(
+            0,
+            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32,
+        ))?;
         Ok(LinkEvents { socket })
     }
 
