@@ -189,7 +189,9 @@ fn an_interface_that_appears_late_or_is_recreated_is_enforced_and_nothing_forwar
         "the gateway's new own address is not exempt"
     );
     assert!(gateway_service.tcp_connections(7000) > 0);
-    let generation = fwd_json(&s.dir, &["status"])["generation"].as_u64().unwrap();
+    let generation = fwd_json(&s.dir, &["status"])["generation"]
+        .as_u64()
+        .unwrap();
     assert!(generation > 1, "no reload for the new addresses");
     assert_eq!(lan_hooks(&s.dir), ["xdp", "tc_egress"]);
     let status = fwd_json(&s.dir, &["status"]);

@@ -502,7 +502,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut changes = if config.watch.enabled {
-        watch::spawn(&config, Duration::from_millis(config.watch.debounce_ms))
+        watch::spawn(
+            &config,
+            Duration::from_millis(config.watch.debounce_ms),
+            watch::HASH_CHECK,
+        )
     } else {
         watch::disabled()
     };
