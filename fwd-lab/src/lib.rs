@@ -9,6 +9,7 @@
 //! ```
 //! The gateway forwards; its `lan0` is where fwd's XDP program sits.
 
+pub mod https;
 pub mod packet;
 mod site;
 pub use site::{SiteConfig, toml_str};

@@ -11,6 +11,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod export;
+pub mod feeds;
 pub mod import;
 pub mod lock;
 pub mod net;

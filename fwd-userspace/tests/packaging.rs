@@ -82,6 +82,9 @@ const METRICS_CONTRACT: &[&str] = &[
     "fwd_dns_names_active",
     "fwd_interface_attached",
     "fwd_interface_changes_total",
+    "fwd_feed_last_success_timestamp_seconds",
+    "fwd_feed_entries",
+    "fwd_feed_updates_total",
 ];
 
 const DASHBOARD: &str = include_str!("../../packaging/grafana/fwd.json");
@@ -124,6 +127,7 @@ fn exported_metrics() -> BTreeSet<String> {
         }),
         interfaces: &[("lan0", true)],
         interface_changes: &changes,
+        feeds: &[("zoom", fwd::feeds::FeedState::default())],
     })
     .unwrap();
     let names: BTreeSet<String> = scrape

@@ -133,7 +133,7 @@ fn ask<T: serde::de::DeserializeOwned>(socket: &Path, command: &str) -> anyhow::
 }
 
 /// `fwd reload`: asks the daemon to reload; the reply says whether it was rejected.
-fn ask_reload(socket: &Path) -> anyhow::Result<ReloadReply> {
+pub(crate) fn ask_reload(socket: &Path) -> anyhow::Result<ReloadReply> {
     ask(socket, "reload")
 }
 

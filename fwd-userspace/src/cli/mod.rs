@@ -8,6 +8,7 @@ mod check;
 mod client;
 mod explain;
 mod export;
+mod feeds;
 pub mod lab;
 pub mod stats;
 
@@ -64,6 +65,9 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
     /// Turn a vendor-published address list (one prefix per line, or AWS ip-ranges.json) into
     /// a policy file that records where it came from.
     Import(Box<crate::import::ImportArgs>),
+    /// Vendor lists fetched over HTTPS on a schedule ([[feed]] in the config).
+    #[command(subcommand)]
+    Feeds(feeds::FeedsCommand),
     /// Run the daemon: load, attach, serve metrics; SIGHUP reloads, SIGINT/SIGTERM detach.
     Run {
         /// The site config.
@@ -179,6 +183,7 @@ pub fn main(cli: Cli) -> ExitCode {
         } => explain::explain(&policy, json, &packet),
         Command::Export(ExportFormat::Nftables(args)) => export::export_nftables(&args),
         Command::Import(args) => crate::import::run(&args),
+        Command::Feeds(command) => feeds::run(&command),
         Command::Run { config } => run(&config),
         Command::Reload { daemon, json } => client::request_reload(&daemon, json),
         Command::Status { daemon, json } => client::status(&daemon, json),

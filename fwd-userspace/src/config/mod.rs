@@ -20,8 +20,10 @@ use crate::{
     },
 };
 
+mod feed;
 mod parse;
 mod site;
+pub use feed::{Feed, FeedMode};
 #[cfg(test)]
 mod tests;
 use site::steer_policy;
@@ -175,6 +177,8 @@ pub struct Config {
     /// `[gateway] hold_forwarding`: IP forwarding stays off while a gateway interface
     /// lacks fwd's programs (at boot, and while one is recreated).
     pub hold_forwarding: bool,
+    /// `[[feed]]`s: vendor lists fetched on a schedule into generated vendor files.
+    pub feeds: Vec<Feed>,
     pub interfaces: Vec<Interface>,
     /// What `[select]` picks; `None` fields select everything.
     pub vendors: Option<Vec<String>>,
@@ -251,9 +255,48 @@ impl Config {
         Ok((set, compiled))
     }
 
+    /// Compiles the policies of `dir` with `candidate` in place of the vendor of its id: a
+    /// feed's new file, checked before it is written.
+    pub fn compile_with_candidate(
+        &self,
+        dir: &Path,
+        candidate: VendorPolicy,
+        today: Date,
+    ) -> anyhow::Result<Compiled> {
+        let files = match load_dir(dir) {
+            Ok(set) => set,
+            // The feed's file may be the first one.
+            Err(LoadError::Empty { .. }) => PolicySet::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut set = self.with_site_rules(files)?;
+        set.vendors.retain(|v| v.file != candidate.file);
+        if let Some(other) = set
+            .vendors
+            .iter()
+            .find(|v| v.vendor.id == candidate.vendor.id)
+        {
+            anyhow::bail!(
+                "vendor id `{}` is also used by {}: give the feed another id",
+                candidate.vendor.id,
+                other.file.display()
+            );
+        }
+        set.vendors.push(candidate);
+        Ok(compile_with_ids(
+            &set,
+            &self.selection(today),
+            &RuleIds::default(),
+        )?)
+    }
+
     /// The vendor files of `dir` plus the site's local rules (and the DNS steering rule).
     fn policy_set_from(&self, dir: &Path) -> Result<PolicySet, LoadError> {
-        let mut set = load_dir(dir)?;
+        self.with_site_rules(load_dir(dir)?)
+    }
+
+    /// `set` plus the site's local rules (and the DNS steering rule).
+    fn with_site_rules(&self, mut set: PolicySet) -> Result<PolicySet, LoadError> {
         if let Some(d) = self.dns.as_ref().filter(|d| d.steer) {
             set.vendors.push(steer_policy(d, &self.file));
         }

@@ -38,6 +38,8 @@ pub(super) struct RawConfig {
     pub(super) reload: Option<RawReload>,
     pub(super) dns: Option<Spanned<RawDns>>,
     pub(super) gateway: Option<Spanned<RawGateway>>,
+    #[serde(default, rename = "feed")]
+    pub(super) feeds: Vec<Spanned<super::feed::RawFeed>>,
     #[serde(default, rename = "interface")]
     pub(super) interfaces: Vec<RawInterface>,
     pub(super) select: Option<RawSelect>,
@@ -290,6 +292,21 @@ impl Config {
             }
             _ => false,
         };
+        let config_dir = path.parent().unwrap_or(Path::new("."));
+        let mut feeds: Vec<super::Feed> = Vec::new();
+        for raw_feed in &raw.feeds {
+            let feed = super::feed::parse_feed(&map, raw_feed, config_dir)?;
+            if feeds.iter().any(|f| f.id == feed.id) {
+                return Err(map.error(
+                    raw_feed.span().start,
+                    format!(
+                        "[[feed]] id `{}` is used twice; each feed writes its own vendor file",
+                        feed.id
+                    ),
+                ));
+            }
+            feeds.push(feed);
+        }
         // Like policy_dir, a relative path is relative to the config file.
         let relative = |s: String| path.parent().unwrap_or(Path::new(".")).join(s);
         Ok(Config {
@@ -313,6 +330,7 @@ impl Config {
             watch,
             dns,
             hold_forwarding,
+            feeds,
             interfaces,
             vendors: select.vendors,
             levels,

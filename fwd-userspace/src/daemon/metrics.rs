@@ -33,6 +33,8 @@ pub struct Snapshot<'a> {
     pub interfaces: &'a [(&'a str, bool)],
     /// (interface, change) -> times it appeared, was recreated, went or failed to attach.
     pub interface_changes: &'a std::collections::BTreeMap<(String, &'static str), u64>,
+    /// Each configured feed's state (`state_dir/feeds.json`).
+    pub feeds: &'a [(&'a str, crate::feeds::FeedState)],
 }
 
 /// Renders the Prometheus text format.
@@ -161,12 +163,59 @@ pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
     }
     registry.register(Box::new(attached))?;
     registry.register(Box::new(changes))?;
+    if !s.feeds.is_empty() {
+        register_feeds(&registry, s.feeds)?;
+    }
     if let Some(dns) = &s.dns {
         register_dns(&registry, dns)?;
     }
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out)?;
     Ok(String::from_utf8(out).expect("the text encoder writes UTF-8"))
+}
+
+/// The feeds' series, from what their updates recorded.
+fn register_feeds(
+    registry: &Registry,
+    feeds: &[(&str, crate::feeds::FeedState)],
+) -> Result<(), prometheus::Error> {
+    let success = IntGaugeVec::new(
+        Opts::new(
+            "fwd_feed_last_success_timestamp_seconds",
+            "Unix time of the feed's last fetch that ended well (updated, unchanged, proposed); 0 if none.",
+        ),
+        &["feed"],
+    )?;
+    let entries = IntGaugeVec::new(
+        Opts::new(
+            "fwd_feed_entries",
+            "Distinct prefixes of the feed's list in force.",
+        ),
+        &["feed"],
+    )?;
+    let updates = IntCounterVec::new(
+        Opts::new(
+            "fwd_feed_updates_total",
+            "Feed fetches by result: updated, proposed, unchanged, failed, malformed, refused.",
+        ),
+        &["feed", "result"],
+    )?;
+    for (feed, state) in feeds {
+        success
+            .with_label_values(&[*feed])
+            .set(state.last_success_unix);
+        entries
+            .with_label_values(&[*feed])
+            .set(state.entries as i64);
+        for result in crate::feeds::Result::ALL {
+            let n = state.results.get(result.name()).copied().unwrap_or(0);
+            updates.with_label_values(&[*feed, result.name()]).inc_by(n);
+        }
+    }
+    registry.register(Box::new(success))?;
+    registry.register(Box::new(entries))?;
+    registry.register(Box::new(updates))?;
+    Ok(())
 }
 
 /// The DNS proxy's series: its counters (kept by the proxy) and the table's gauges.

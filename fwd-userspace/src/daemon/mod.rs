@@ -310,6 +310,7 @@ impl Daemon {
                 .map(|i| (i.name.as_str(), !self.interfaces.missing.contains(&i.name)))
                 .collect::<Vec<_>>(),
             interface_changes: &self.interfaces.changes,
+            feeds: &crate::feeds::states(&self.config),
         })?)
     }
 }
@@ -473,6 +474,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     tokio::spawn(control::serve(control, samples.clone(), request_tx));
     tokio::spawn(read_denied_samples(denied, shared.clone(), samples));
     tokio::spawn(interfaces::follow(shared.clone()));
+    if !config.feeds.is_empty() {
+        tokio::spawn(tasks::refresh_feeds(shared.clone()));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await

@@ -148,3 +148,35 @@ pub(super) fn notify(state: &[sd_notify::NotifyState<'_>]) {
         warn!(%err, "notifying systemd");
     }
 }
+
+/// How often the daemon looks for feeds due for a fetch.
+const FEED_CHECK: Duration = Duration::from_secs(60);
+
+/// Fetches each `[[feed]]` when its `refresh_s` is due (off the daemon lock: a fetch may
+/// take seconds), and reloads after an update when the policy watch is off (with the
+/// watch on, it sees the new file and reloads).
+pub(super) async fn refresh_feeds(shared: Shared) {
+    loop {
+        let config = shared.lock().expect("daemon state lock").config.clone();
+        let due = crate::feeds::due(&config, crate::feeds::unix_now());
+        if !due.is_empty() {
+            let cfg = config.clone();
+            let outcomes = tokio::task::spawn_blocking(move || {
+                due.iter()
+                    .flat_map(|id| {
+                        crate::feeds::update(&cfg, Some(id), crate::policy::Date::today())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            let updated = outcomes
+                .iter()
+                .any(|o| o.result == crate::feeds::Result::Updated);
+            if updated && !config.watch.enabled {
+                super::blocking(&shared, super::reload_and_report).await;
+            }
+        }
+        tokio::time::sleep(FEED_CHECK).await;
+    }
+}

@@ -24,7 +24,7 @@ new list with --force: the file header records the command.";
 
 /// Turn a vendor-published address list into a policy file: one `[vendor]` and one rule whose
 /// `remote` is the list, sorted, deduplicated and merged, with the import recorded in the notes.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 #[command(after_help = AFTER_HELP)]
 pub struct ImportArgs {
     /// The published list: a file, or `-` to read standard input.
@@ -49,6 +49,21 @@ pub struct ImportArgs {
     /// with commas; without it every region is kept.
     #[arg(long = "aws-region", value_name = "REGION", value_delimiter = ',')]
     pub aws_regions: Vec<String>,
+
+    /// With --format google: keep only the prefixes of this scope (cloud.json's regions,
+    /// e.g. europe-west1); without it every prefix is kept.
+    #[arg(long = "google-scope", value_name = "SCOPE", value_delimiter = ',')]
+    pub google_scopes: Vec<String>,
+
+    /// With --format m365: keep only the endpoint sets of this serviceArea (Exchange,
+    /// Skype, SharePoint, Common); without it every area is kept.
+    #[arg(long = "m365-area", value_name = "AREA", value_delimiter = ',')]
+    pub m365_areas: Vec<String>,
+
+    /// With --format m365: keep only the endpoint sets of this category (Optimize, Allow,
+    /// Default); without it every category is kept.
+    #[arg(long = "m365-category", value_name = "CATEGORY", value_delimiter = ',')]
+    pub m365_categories: Vec<String>,
 
     /// The vendor id ([vendor] id): lowercase letters, digits, `-` and `_`. It is the
     /// `vendor` label of the metrics and must be unique in the policy directory.
@@ -117,6 +132,10 @@ pub enum Format {
     Text,
     /// AWS ip-ranges.json.
     Aws,
+    /// Google's goog.json or cloud.json.
+    Google,
+    /// Microsoft 365's endpoints web service JSON.
+    M365,
 }
 
 impl Format {
@@ -124,6 +143,8 @@ impl Format {
         match self {
             Format::Text => "text",
             Format::Aws => "aws",
+            Format::Google => "google",
+            Format::M365 => "m365",
         }
     }
 }
@@ -193,9 +214,21 @@ impl RuleSettings {
                 "--format aws needs --aws-service: which AWS service's prefixes to keep \
                  (e.g. --aws-service CLOUDFRONT; AMAZON is every AWS address)"
             ),
-            Format::Text if !args.aws_services.is_empty() || !args.aws_regions.is_empty() => {
+            f if f != Format::Aws
+                && (!args.aws_services.is_empty() || !args.aws_regions.is_empty()) =>
+            {
                 bail!(
                     "--aws-service and --aws-region filter AWS ip-ranges.json; use them with --format aws"
+                )
+            }
+            f if f != Format::Google && !args.google_scopes.is_empty() => {
+                bail!("--google-scope filters Google's cloud.json; use it with --format google")
+            }
+            f if f != Format::M365
+                && (!args.m365_areas.is_empty() || !args.m365_categories.is_empty()) =>
+            {
+                bail!(
+                    "--m365-area and --m365-category filter Microsoft 365's endpoints; use them with --format m365"
                 )
             }
             _ => {}

@@ -28,9 +28,9 @@ mod file;
 mod read;
 #[cfg(test)]
 mod tests;
-use args::Format;
-pub use args::ImportArgs;
 use args::RuleSettings;
+pub use args::{Format, ImportArgs, LevelArg, ProtocolArg};
+pub use file::FeedOrigin;
 use file::render;
 use read::Input;
 use read::read_aws;
@@ -119,9 +119,43 @@ impl Summary {
 
 /// A generated policy file.
 #[derive(Debug)]
-struct Imported {
-    text: String,
+pub struct Imported {
+    pub text: String,
     summary: Summary,
+    /// The distinct prefixes the list named, before merging.
+    pub distinct: Vec<ipnet::IpNet>,
+}
+
+impl Imported {
+    /// The one-line summary (entries, prefixes, merged).
+    pub fn describe(&self) -> String {
+        self.summary.describe()
+    }
+}
+
+/// `fwd import`'s checks of the rule arguments, for a `[[feed]]` that carries them.
+pub fn check_args(args: &ImportArgs) -> anyhow::Result<()> {
+    RuleSettings::from_args(args).map(|_| ())
+}
+
+/// A feed's list as a policy file: `args` describe the rule (as `fwd import`'s would),
+/// `bytes` are what the server sent. Refused like `fwd import` refuses a file: located,
+/// and nothing is written here.
+pub fn generate(
+    args: &ImportArgs,
+    bytes: &[u8],
+    today: Date,
+    feed: &FeedOrigin,
+) -> anyhow::Result<(Imported, Option<String>)> {
+    let rule = RuleSettings::from_args(args)?;
+    let input = Input {
+        path: std::path::PathBuf::from(&feed.url),
+        label: feed.url.clone(),
+    };
+    let list = read_list(args, &input, bytes)?;
+    let version = list.version.clone();
+    let imported = render(args, &rule, &input, bytes, &list, today, Some(feed));
+    Ok((imported, version))
 }
 
 /// Reads the list in `bytes` and renders the policy file.
@@ -132,10 +166,20 @@ fn import(
     bytes: &[u8],
     today: Date,
 ) -> anyhow::Result<Imported> {
+    let list = read_list(args, input, bytes)?;
+    Ok(render(args, rule, input, bytes, &list, today, None))
+}
+
+/// Reads the list in `bytes` as `args.format` says; an empty list is an error.
+fn read_list(args: &ImportArgs, input: &Input, bytes: &[u8]) -> anyhow::Result<read::ReadList> {
     let text = utf8(&input.path, bytes)?;
     let list = match args.format {
         Format::Text => read_text(&input.path, text)?,
         Format::Aws => read_aws(&input.path, text, &args.aws_services, &args.aws_regions)?,
+        Format::Google => read::read_google(&input.path, text, &args.google_scopes)?,
+        Format::M365 => {
+            read::read_m365(&input.path, text, &args.m365_areas, &args.m365_categories)?
+        }
     };
     if list.entries.is_empty() {
         bail!(
@@ -148,7 +192,7 @@ fn import(
             }
         );
     }
-    Ok(render(args, rule, input, bytes, &list, today))
+    Ok(list)
 }
 
 /// Writes `dest` whole or not at all (`atomic_file`): replacing it with `force`, else

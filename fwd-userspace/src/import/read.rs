@@ -1,5 +1,6 @@
-//! Reading a vendor's list: one prefix, range or netmask per line, or AWS ip-ranges.json,
-//! each entry with where it came from.
+//! Reading a vendor's list: one prefix, range or netmask per line, AWS ip-ranges.json,
+//! Google's goog.json/cloud.json, or Microsoft 365's endpoints JSON, each entry with where
+//! it came from.
 
 use std::{
     collections::BTreeSet,
@@ -55,6 +56,8 @@ pub(super) struct ReadList {
     pub(super) entries: Vec<ListEntry>,
     /// Format-specific provenance (AWS syncToken, filters), empty for text.
     pub(super) details: String,
+    /// The publisher's version marker (AWS and Google `syncToken`), if the format has one.
+    pub(super) version: Option<String>,
 }
 
 /// The input as text; a byte that is not UTF-8 is reported where it is.
@@ -123,6 +126,7 @@ pub(super) fn read_text(file: &Path, text: &str) -> Result<ReadList, PolicyError
     Ok(ReadList {
         entries,
         details: String::new(),
+        version: None,
     })
 }
 
@@ -174,26 +178,14 @@ pub(super) fn read_aws(
         ));
     }
     let ranges: AwsRanges = serde_json::from_str(text).map_err(|e| {
-        let message = e.to_string();
-        // serde_json appends " at line L column C"; the location leads instead.
-        let message = message
-            .rfind(" at line ")
-            .map_or(message.as_str(), |i| &message[..i]);
-        let what = match e.classify() {
-            serde_json::error::Category::Data => "not AWS ip-ranges.json",
-            _ => "not JSON",
-        };
-        PolicyError {
-            location: Location {
-                file: file.to_path_buf(),
-                line: e.line().max(1),
-                col: e.column().max(1),
-            },
-            message: format!(
-                "{what} ({message}); --format aws reads the file published at {AWS_URL}; \
-                 for one prefix per line use --format text"
+        json_error(
+            file,
+            &e,
+            "AWS ip-ranges.json",
+            &format!(
+                "--format aws reads the file published at {AWS_URL}; for one prefix per line use --format text"
             ),
-        }
+        )
     })?;
     let all: Vec<&AwsPrefix> = ranges
         .prefixes
@@ -257,20 +249,8 @@ pub(super) fn read_aws(
 
     let mut entries = Vec::new();
     for p in all.iter().filter(|p| wanted_service(p) && wanted_region(p)) {
-        // Locate a bad prefix by its first occurrence in the text (JSON has no spans here).
-        let at = || {
-            text.find(&format!("\"{}\"", p.ip_prefix))
-                .map_or(0, |i| i + 1)
-        };
-        let nets = match parse_remote(&p.ip_prefix) {
-            Ok(Remote::Nets(nets)) => nets,
-            Ok(_) => {
-                return Err(map.error(at(), format!("`{}` is not an address prefix", p.ip_prefix)));
-            }
-            Err(m) => return Err(map.error(at(), m)),
-        };
         entries.push(ListEntry {
-            nets,
+            nets: json_prefix(&map, text, &p.ip_prefix)?,
             origin: ListOrigin::Label(format!("{} {}", p.service, p.region)),
         });
     }
@@ -287,7 +267,205 @@ pub(super) fn read_aws(
         entries.len(),
         all.len()
     );
-    Ok(ReadList { entries, details })
+    Ok(ReadList {
+        entries,
+        details,
+        version: Some(ranges.sync_token),
+    })
+}
+
+/// A JSON reader's error, located where serde_json stopped.
+fn json_error(file: &Path, e: &serde_json::Error, format: &str, hint: &str) -> PolicyError {
+    let message = e.to_string();
+    // serde_json appends " at line L column C"; the location leads instead.
+    let message = message
+        .rfind(" at line ")
+        .map_or(message.as_str(), |i| &message[..i]);
+    let what = match e.classify() {
+        serde_json::error::Category::Data => format!("not {format}"),
+        _ => "not JSON".to_string(),
+    };
+    PolicyError {
+        location: Location {
+            file: file.to_path_buf(),
+            line: e.line().max(1),
+            col: e.column().max(1),
+        },
+        message: format!("{what} ({message}); {hint}"),
+    }
+}
+
+/// One prefix of a JSON list as networks, located by its first occurrence in the text
+/// (JSON has no spans here).
+fn json_prefix(map: &SourceMap, text: &str, prefix: &str) -> Result<Vec<IpNet>, PolicyError> {
+    let at = || text.find(&format!("\"{prefix}\"")).map_or(0, |i| i + 1);
+    match parse_remote(prefix) {
+        Ok(Remote::Nets(nets)) => Ok(nets),
+        Ok(_) => Err(map.error(at(), format!("`{prefix}` is not an address prefix"))),
+        Err(m) => Err(map.error(at(), m)),
+    }
+}
+
+/// Google's `goog.json` (every Google address) or `cloud.json` (Google Cloud, with a
+/// `scope` per prefix), as published at https://www.gstatic.com/ipranges/.
+#[derive(Deserialize)]
+struct GoogleRanges {
+    #[serde(rename = "syncToken")]
+    sync_token: String,
+    #[serde(rename = "creationTime")]
+    creation_time: String,
+    prefixes: Vec<GooglePrefix>,
+}
+
+#[derive(Deserialize)]
+struct GooglePrefix {
+    #[serde(rename = "ipv4Prefix")]
+    ipv4: Option<String>,
+    #[serde(rename = "ipv6Prefix")]
+    ipv6: Option<String>,
+    scope: Option<String>,
+}
+
+/// Google's lists, keeping the prefixes of `scopes` (cloud.json's regions; every prefix
+/// when empty).
+pub(super) fn read_google(
+    file: &Path,
+    text: &str,
+    scopes: &[String],
+) -> Result<ReadList, PolicyError> {
+    let map = SourceMap::new(file, text);
+    let hint = "google reads goog.json or cloud.json from https://www.gstatic.com/ipranges/";
+    let ranges: GoogleRanges =
+        serde_json::from_str(text).map_err(|e| json_error(file, &e, "Google's JSON", hint))?;
+    let known: BTreeSet<&str> = ranges
+        .prefixes
+        .iter()
+        .filter_map(|p| p.scope.as_deref())
+        .collect();
+    for s in scopes {
+        if !known.iter().any(|k| k.eq_ignore_ascii_case(s)) {
+            return Err(map.error(
+                0,
+                format!(
+                    "no prefix has scope `{s}`; this file's scopes are {}",
+                    join(&known)
+                ),
+            ));
+        }
+    }
+    let mut entries = Vec::new();
+    for p in &ranges.prefixes {
+        let scope = p.scope.as_deref().unwrap_or("");
+        if !scopes.is_empty() && !scopes.iter().any(|s| s.eq_ignore_ascii_case(scope)) {
+            continue;
+        }
+        for prefix in p.ipv4.iter().chain(&p.ipv6) {
+            entries.push(ListEntry {
+                nets: json_prefix(&map, text, prefix)?,
+                origin: ListOrigin::Label(if scope.is_empty() {
+                    "google".to_string()
+                } else {
+                    scope.to_string()
+                }),
+            });
+        }
+    }
+    let details = format!(
+        "syncToken {}, creationTime {}; kept {}: {} of the file's {} prefixes",
+        ranges.sync_token,
+        ranges.creation_time,
+        if scopes.is_empty() {
+            "every scope".to_string()
+        } else {
+            format!("scope {}", scopes.join(", "))
+        },
+        entries.len(),
+        ranges.prefixes.len()
+    );
+    Ok(ReadList {
+        entries,
+        details,
+        version: Some(ranges.sync_token),
+    })
+}
+
+/// One endpoint set of Microsoft 365's endpoints web service
+/// (https://endpoints.office.com/endpoints/worldwide?clientrequestid=GUID).
+#[derive(Deserialize)]
+struct M365Set {
+    id: u64,
+    #[serde(rename = "serviceArea")]
+    service_area: String,
+    #[serde(default)]
+    ips: Vec<String>,
+    #[serde(default)]
+    category: String,
+}
+
+/// Microsoft 365's endpoint sets, keeping the addresses of `areas` (Exchange, Skype,
+/// SharePoint, Common; every area when empty) and `categories` (Optimize, Allow, Default;
+/// every category when empty).
+pub(super) fn read_m365(
+    file: &Path,
+    text: &str,
+    areas: &[String],
+    categories: &[String],
+) -> Result<ReadList, PolicyError> {
+    let map = SourceMap::new(file, text);
+    let hint = "m365 reads https://endpoints.office.com/endpoints/worldwide?clientrequestid=GUID";
+    let sets: Vec<M365Set> = serde_json::from_str(text)
+        .map_err(|e| json_error(file, &e, "Microsoft 365 endpoints JSON", hint))?;
+    let known: BTreeSet<&str> = sets.iter().map(|s| s.service_area.as_str()).collect();
+    for a in areas {
+        if !known.iter().any(|k| k.eq_ignore_ascii_case(a)) {
+            return Err(map.error(
+                0,
+                format!(
+                    "no endpoint set has serviceArea `{a}`; this file's are {}",
+                    join(&known)
+                ),
+            ));
+        }
+    }
+    let wanted = |set: &M365Set| {
+        (areas.is_empty()
+            || areas
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&set.service_area)))
+            && (categories.is_empty()
+                || categories
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(&set.category)))
+    };
+    let mut entries = Vec::new();
+    for set in sets.iter().filter(|s| wanted(s)) {
+        for prefix in &set.ips {
+            entries.push(ListEntry {
+                nets: json_prefix(&map, text, prefix)?,
+                origin: ListOrigin::Label(format!("{} #{}", set.service_area, set.id)),
+            });
+        }
+    }
+    let details = format!(
+        "kept serviceArea {} and category {}: {} addresses of {} endpoint sets",
+        if areas.is_empty() {
+            "any".to_string()
+        } else {
+            areas.join(", ")
+        },
+        if categories.is_empty() {
+            "any".to_string()
+        } else {
+            categories.join(", ")
+        },
+        entries.len(),
+        sets.len()
+    );
+    Ok(ReadList {
+        entries,
+        details,
+        version: None,
+    })
 }
 
 pub(super) fn join(items: &BTreeSet<&str>) -> String {

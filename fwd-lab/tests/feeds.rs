@@ -1,0 +1,121 @@
+//! End to end: a feed's list, fetched over HTTPS from a server on loopback, is what the
+//! gateway enforces; a good change is enforced after `fwd feeds update` (which asks the
+//! daemon to reload), and a failing or hostile fetch leaves the last good list in force.
+//! Asserted on traffic through the lab. Needs root; run through `cargo xtask test`.
+
+use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
+
+use fwd_lab::{
+    GATEWAY_LAN_IF, Lab, Pins, Sink, SiteConfig, fwd_bin, fwd_json, https::Server, scrape, scratch,
+    udp_probe,
+};
+
+const METRICS: &str = "127.0.0.1:9473";
+const PORT: u16 = 10000;
+
+/// `fwd feeds update` (from the test's own namespace, where the server is): its exit code.
+fn update(dir: &Path) -> i32 {
+    let out = Command::new(fwd_bin())
+        .args(["feeds", "update", "--config"])
+        .arg(dir.join("fwd.toml"))
+        .output()
+        .unwrap();
+    eprintln!(
+        "fwd feeds update: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.code().unwrap()
+}
+
+#[test]
+fn the_gateway_enforces_what_the_feed_says_and_keeps_the_last_good_list() {
+    if !fwd_lab::can_run_as_root(
+        "the_gateway_enforces_what_the_feed_says_and_keeps_the_last_good_list",
+    ) {
+        return;
+    }
+    let (prefix, dir) = scratch("feeds");
+    let pins = Pins::new(&prefix);
+    let server = Server::start();
+    std::fs::write(dir.join("ca.pem"), &server.ca_pem).unwrap();
+    let listed = "198.51.100.10".parse().unwrap();
+    let added = "192.0.2.10".parse().unwrap();
+    let hostile = "45.0.0.10".parse().unwrap();
+    let lab = Lab::create(&prefix, &[listed, added, hostile]).unwrap();
+    let sink = Sink::start(&lab.vendor, &[PORT]).unwrap();
+    SiteConfig::new("policies")
+        .pins(&pins)
+        .metrics(METRICS)
+        .watch(false)
+        .gateway(GATEWAY_LAN_IF)
+        .tables(&format!(
+            "[[feed]]\nid = \"acme\"\nurl = \"{}\"\nservice = \"Media\"\nprotocol = [\"udp\"]\nports = \"{PORT}\"\nca_file = \"ca.pem\"\n",
+            server.url("/acme.txt")
+        ))
+        .write(&dir.join("fwd.toml"))
+        .unwrap();
+    let passes = |addr| {
+        udp_probe(
+            &lab.client,
+            SocketAddr::new(addr, PORT),
+            Duration::from_millis(500),
+        )
+        .unwrap()
+    };
+
+    // The first good list, then the daemon.
+    server.serve("/acme.txt", 200, "198.51.100.0/24\n", Some("\"1\""));
+    assert_eq!(update(&dir), 0);
+    let fwd = lab.start_fwd(&dir, "fwd.log", METRICS);
+    assert!(passes(listed), "the feed's address is not open");
+    assert!(!passes(added) && !passes(hostile));
+
+    // A good change: enforced once the update asks the daemon to reload.
+    server.serve(
+        "/acme.txt",
+        200,
+        "198.51.100.0/24\n192.0.2.0/24\n",
+        Some("\"2\""),
+    );
+    assert_eq!(update(&dir), 0);
+    assert_eq!(fwd_json(&dir, &["status"])["generation"], 2);
+    assert!(passes(listed) && passes(added));
+
+    // A failing and a hostile fetch: the last good list stays in force.
+    server.serve("/acme.txt", 503, "down", None);
+    assert_eq!(update(&dir), 1);
+    server.serve(
+        "/acme.txt",
+        200,
+        "198.51.100.0/24\n192.0.2.0/24\n0.0.0.0/1\n",
+        Some("\"3\""),
+    );
+    assert_eq!(update(&dir), 1);
+    assert_eq!(fwd_json(&dir, &["status"])["generation"], 2, "no reload");
+    assert!(passes(listed) && passes(added));
+    assert!(!passes(hostile), "the hostile list's /1 was put in force");
+    let count = |result: &str| {
+        scrape(
+            &lab.gateway,
+            METRICS,
+            "fwd_feed_updates_total",
+            &[("feed", "acme"), ("result", result)],
+        )
+    };
+    assert_eq!(
+        (count("updated"), count("failed"), count("refused")),
+        (2.0, 1.0, 1.0)
+    );
+    assert_eq!(
+        scrape(
+            &lab.gateway,
+            METRICS,
+            "fwd_feed_entries",
+            &[("feed", "acme")]
+        ),
+        2.0
+    );
+    assert!(sink.udp_datagrams(PORT) > 0);
+    drop(fwd);
+}
