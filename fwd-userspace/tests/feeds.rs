@@ -203,6 +203,12 @@ fn json_feeds_keep_their_version_and_propose_mode_writes_beside() {
     server.serve("/ip-ranges.json", 200, aws, None);
     server.serve("/goog.json", 200, google, None);
     server.serve("/m365.json", 200, m365, None);
+    server.serve(
+        "/m365-version",
+        200,
+        r#"{"instance": "Worldwide", "latest": "2026110100"}"#,
+        None,
+    );
     let feeds = [
         feed(
             &server,
@@ -220,7 +226,10 @@ fn json_feeds_keep_their_version_and_propose_mode_writes_beside() {
             &server,
             "m365",
             "/m365.json",
-            "format = \"m365\"\nm365_categories = [\"Optimize\"]\n",
+            &format!(
+                "format = \"m365\"\nm365_categories = [\"Optimize\"]\nversion_url = \"{}\"\n",
+                server.url("/m365-version")
+            ),
         ),
     ]
     .concat();
@@ -256,6 +265,24 @@ fn json_feeds_keep_their_version_and_propose_mode_writes_beside() {
             .contains("1700000000")
     );
     assert_eq!(site.file("aws-ec2.feed.toml").unwrap(), before);
+
+    // Microsoft 365: the version service says whether to fetch the list at all.
+    assert_eq!(site.state()["m365"]["version"], "2026110100");
+    let m365_moved = m365.replace("198.18.0.0/24", "198.18.1.0/24");
+    server.serve("/m365.json", 200, &m365_moved, None);
+    let (_, out) = site.update();
+    assert_eq!(out["m365"]["result"], "unchanged", "{out:?}");
+    assert!(site.allows("198.18.0.1"), "the list in force stays");
+    server.serve(
+        "/m365-version",
+        200,
+        r#"{"instance": "Worldwide", "latest": "2026120100"}"#,
+        None,
+    );
+    let (_, out) = site.update();
+    assert_eq!(out["m365"]["result"], "updated", "{out:?}");
+    assert!(site.allows("198.18.1.1") && !site.allows("198.18.0.1"));
+    assert_eq!(site.state()["m365"]["version"], "2026120100");
 }
 
 #[test]

@@ -43,6 +43,7 @@ pub(super) struct RawFeed {
     max_bytes: Option<Spanned<i64>>,
     mode: Option<Spanned<String>>,
     ca_file: Option<String>,
+    version_url: Option<Spanned<String>>,
 }
 
 /// What a good fetch does.
@@ -76,6 +77,9 @@ pub struct Feed {
     pub mode: FeedMode,
     /// Trust this CA (PEM) instead of the usual roots: an internal mirror.
     pub ca_file: Option<PathBuf>,
+    /// Microsoft 365's version service for this list (`{"latest": "..."}`): asked first, and
+    /// the list is fetched only when the version moved.
+    pub version_url: Option<String>,
     pub location: Location,
 }
 
@@ -241,6 +245,22 @@ pub(super) fn parse_feed(
             ],
         )?,
     };
+    let version_url = match &f.version_url {
+        None => None,
+        Some(v) if format != Format::M365 => {
+            return Err(map.error(
+                v.span().start,
+                format!("[[feed]] `{id}`: version_url is Microsoft 365's version service; it goes with format = \"m365\""),
+            ));
+        }
+        Some(v) if !v.get_ref().starts_with("https://") => {
+            return Err(map.error(
+                v.span().start,
+                format!("[[feed]] `{id}`: version_url must be https://"),
+            ));
+        }
+        Some(v) => Some(v.get_ref().clone()),
+    };
     Ok(Feed {
         id,
         url,
@@ -253,6 +273,7 @@ pub(super) fn parse_feed(
         max_bytes: max_bytes as u64,
         mode,
         ca_file: f.ca_file.as_ref().map(|p| config_dir.join(p)),
+        version_url,
         location: map.location(at),
     })
 }

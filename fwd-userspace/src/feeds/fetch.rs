@@ -26,6 +26,29 @@ pub fn fetch(
     etag: Option<&str>,
     last_modified: Option<&str>,
 ) -> Result<Fetched, String> {
+    get(feed, &feed.url, etag, last_modified)
+}
+
+/// Microsoft 365's version service: the `latest` of `{"instance": ..., "latest": ...}`.
+pub fn m365_version(feed: &Feed, url: &str) -> Result<String, String> {
+    let Fetched::Body { bytes, .. } = get(feed, url, None, None)? else {
+        return Err(format!("{url} answered 304 to an unconditional request"));
+    };
+    #[derive(serde::Deserialize)]
+    struct Version {
+        latest: String,
+    }
+    serde_json::from_slice::<Version>(&bytes)
+        .map(|v| v.latest)
+        .map_err(|e| format!("{url}: not Microsoft 365's version answer ({e})"))
+}
+
+fn get(
+    feed: &Feed,
+    url: &str,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+) -> Result<Fetched, String> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(ca) = &feed.ca_file {
         let pem =
@@ -48,7 +71,7 @@ pub fn fetch(
         .build()
         .into();
     let mut request = agent
-        .get(&feed.url)
+        .get(url)
         .header("User-Agent", concat!("fwd/", env!("CARGO_PKG_VERSION")));
     if let Some(e) = etag {
         request = request.header("If-None-Match", e);
@@ -86,6 +109,6 @@ pub fn fetch(
                 last_modified,
             })
         }
-        status => Err(format!("HTTP {status} from {}", feed.url)),
+        status => Err(format!("HTTP {status} from {url}")),
     }
 }

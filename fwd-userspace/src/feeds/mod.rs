@@ -151,6 +151,21 @@ fn update_one(config: &Config, feed: &Feed, state: &mut FeedState, today: Date) 
     } else {
         (None, None)
     };
+    // Microsoft 365 says whether its list moved: ask that first.
+    let m365_version = match &feed.version_url {
+        None => None,
+        Some(url) => match fetch::m365_version(feed, url) {
+            Ok(v) if in_place && state.version.as_ref() == Some(&v) => {
+                return outcome(
+                    Result::Unchanged,
+                    format!("Microsoft 365's version {v} is the one in force"),
+                    state.entries,
+                );
+            }
+            Ok(v) => Some(v),
+            Err(e) => return outcome(Result::Failed, e, state.entries),
+        },
+    };
     let fetched = match fetch::fetch(feed, etag, modified) {
         Ok(f) => f,
         Err(e) => return outcome(Result::Failed, e, state.entries),
@@ -185,7 +200,7 @@ fn update_one(config: &Config, feed: &Feed, state: &mut FeedState, today: Date) 
         version: etag.clone(),
     };
     let (imported, version) = match crate::import::generate(&feed.import, &bytes, today, &origin) {
-        Ok(g) => g,
+        Ok((imported, version)) => (imported, version.or(m365_version)),
         Err(e) => return outcome(Result::Malformed, format!("{e:#}"), state.entries),
     };
     if in_place && version.is_some() && version == state.version {
