@@ -1,9 +1,12 @@
 //! One install for start-up and reload: a change of both the policy and the mode (audit or
 //! enforce) reaches the programs in one `CONFIG` write. A reader polls the pinned config
 //! map while the policy and the mode change together forty times; every config it sees must
-//! pair each generation with that generation's mode. The same reader, run over the old way
-//! (install, then a separate mode write), must catch the moment in between, so the check
-//! can fail. Needs root and /sys/fs/bpf.
+//! pair the slot in force with that slot's policy's mode. (The programs read the slot and
+//! the mode from one 8-byte word; a reader of the whole value through the syscall may see
+//! the generation, in another word, torn from the next write, so the generation only says
+//! which changes were seen.) The same reader, run over the old way (install, then a
+//! separate mode write), must catch the moment in between, so the check can fail. Needs
+//! root and /sys/fs/bpf.
 
 use std::{
     path::{Path, PathBuf},
@@ -42,6 +45,17 @@ fn audit(generation: u32) -> bool {
     generation.is_multiple_of(2)
 }
 
+/// Every install goes to the other slot, the first (generation 1) to slot 0: generation
+/// `g` is in slot `(g + 1) % 2`, so slot 0 holds the odd (enforce) generations and slot 1
+/// the even (audit) ones.
+fn mode_of_slot(slot: u32) -> u32 {
+    if audit(slot + 1) {
+        FwdConfig::MODE_AUDIT
+    } else {
+        FwdConfig::MODE_ENFORCE
+    }
+}
+
 /// Polls the pinned `CONFIG` until `stop`; returns (configs read, generations seen, the
 /// configs whose mode was not their generation's).
 fn watch(dir: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<(u64, usize, Vec<FwdConfig>)> {
@@ -57,12 +71,7 @@ fn watch(dir: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<(u64, usize, V
                 continue;
             }
             seen.insert(c.generation);
-            let want = if audit(c.generation) {
-                FwdConfig::MODE_AUDIT
-            } else {
-                FwdConfig::MODE_ENFORCE
-            };
-            if c.mode != want && wrong.len() < 10 {
+            if c.mode != mode_of_slot(c.active_slot) && wrong.len() < 10 {
                 wrong.push(c);
             }
         }
@@ -99,7 +108,7 @@ fn a_change_of_policy_and_mode_is_one_config_write() {
     let (reads, generations, wrong) = reader.join().unwrap();
     assert!(
         wrong.is_empty(),
-        "the programs could see a policy with another generation's mode: {wrong:?}"
+        "the programs could see a policy with another policy's mode: {wrong:?}"
     );
     // The reader watched the changes happen (each install waits out a grace period).
     assert!(reads > 1000, "{reads} reads");
