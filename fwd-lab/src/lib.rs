@@ -596,6 +596,19 @@ impl FwdProcess {
     }
 }
 
+/// Runs `cmd` to its end: its exit code and its stdout then stderr as text.
+pub fn code_and_output(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().expect("running a command");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// Runs `cmd` (stderr captured) for at most `timeout`, killing it if it is still running
 /// then. Whether it exited by itself, and its output.
 pub fn run_bounded(

@@ -1,7 +1,8 @@
 //! End to end: a feed's list, fetched over HTTPS from a server on loopback, is what the
 //! gateway enforces; a good change is enforced after `fwd feeds update` (which asks the
 //! daemon to reload), and a failing or hostile fetch leaves the last good list in force.
-//! Asserted on traffic through the lab. Needs root; run through `cargo xtask test`.
+//! Asserted on traffic through the lab. `fwd diff` against the running daemon is checked
+//! on the way. Needs root; run through `cargo xtask test`.
 
 use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
 
@@ -26,6 +27,15 @@ fn update(dir: &Path) -> i32 {
         String::from_utf8_lossy(&out.stderr)
     );
     out.status.code().unwrap()
+}
+
+/// `fwd diff` (against the running daemon): exit code and output.
+fn diff(dir: &Path) -> (i32, String) {
+    fwd_lab::code_and_output(
+        Command::new(fwd_bin())
+            .args(["diff", "--config"])
+            .arg(dir.join("fwd.toml")),
+    )
 }
 
 #[test]
@@ -70,6 +80,22 @@ fn the_gateway_enforces_what_the_feed_says_and_keeps_the_last_good_list() {
     let fwd = lab.start_fwd(&dir, "fwd.log", METRICS);
     assert!(passes(listed), "the feed's address is not open");
     assert!(!passes(added) && !passes(hostile));
+
+    // `fwd diff` against what the daemon enforces: nothing, then a staged vendor file.
+    assert_eq!(diff(&dir).0, 0);
+    std::fs::write(
+        dir.join("policies/extra.toml"),
+        "[vendor]\nid = \"extra\"\nname = \"Extra\"\n[[rule]]\nid = \"web\"\nservice = \"Web\"\nprotocol = \"tcp\"\nports = [443]\nremote = \"192.0.2.99\"\n",
+    )
+    .unwrap();
+    let (code, out) = diff(&dir);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("+ extra/web (added)") && out.contains("192.0.2.99/32"),
+        "{out}"
+    );
+    std::fs::remove_file(dir.join("policies/extra.toml")).unwrap();
+    assert_eq!(diff(&dir).0, 0);
 
     // A good change: enforced once the update asks the daemon to reload.
     server.serve(

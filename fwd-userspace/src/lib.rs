@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod diff;
 pub mod export;
 pub mod feeds;
 pub mod import;

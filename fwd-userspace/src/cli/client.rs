@@ -117,7 +117,10 @@ fn follow_samples(socket: &Path, json: bool, count: Option<u64>) -> anyhow::Resu
 }
 
 /// Sends one command and reads the one-line JSON answer.
-fn ask<T: serde::de::DeserializeOwned>(socket: &Path, command: &str) -> anyhow::Result<T> {
+pub(crate) fn ask<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    command: &str,
+) -> anyhow::Result<T> {
     use std::io::{BufRead as _, Write as _};
     let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
         format!(

@@ -6,6 +6,7 @@
 mod args;
 mod check;
 mod client;
+mod diff;
 mod explain;
 mod export;
 mod feeds;
@@ -58,6 +59,11 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         #[command(subcommand)]
         packet: ExplainPacket,
     },
+    /// Say what a policy change adds and removes, per vendor and rule (networks as merged
+    /// ranges, names, ports, protocols, levels, dates), before it is applied: against what
+    /// the daemon enforces, another directory or one file. Exit 0 no change, 1 changes, 2
+    /// error.
+    Diff(diff::DiffArgs),
     /// Write the compiled policy in another firewall's language (nftables), for machines that
     /// enforce without fwd's programs.
     #[command(subcommand)]
@@ -184,6 +190,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Export(ExportFormat::Nftables(args)) => export::export_nftables(&args),
         Command::Import(args) => crate::import::run(&args),
         Command::Feeds(command) => feeds::run(&command),
+        Command::Diff(args) => diff::run(&args),
         Command::Run { config } => run(&config),
         Command::Reload { daemon, json } => client::request_reload(&daemon, json),
         Command::Status { daemon, json } => client::status(&daemon, json),

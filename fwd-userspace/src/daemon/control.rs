@@ -33,6 +33,8 @@ pub enum Request {
     Reload(tokio::sync::oneshot::Sender<ReloadReply>),
     Status(tokio::sync::oneshot::Sender<StatusReply>),
     Dns(tokio::sync::oneshot::Sender<super::dns::DnsReply>),
+    /// The rules in force (`fwd diff --against running`).
+    Rules(tokio::sync::oneshot::Sender<Vec<crate::diff::RuleView>>),
 }
 
 fn addr(family: u8, bytes: [u8; 16]) -> Option<IpAddr> {
@@ -156,6 +158,14 @@ async fn handle(
         "status" => {
             let (tx, rx) = tokio::sync::oneshot::channel();
             requests.send(Request::Status(tx)).await?;
+            let mut line = serde_json::to_string(&rx.await?)?;
+            line.push('\n');
+            write.write_all(line.as_bytes()).await?;
+            Ok(())
+        }
+        "rules" => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            requests.send(Request::Rules(tx)).await?;
             let mut line = serde_json::to_string(&rx.await?)?;
             line.push('\n');
             write.write_all(line.as_bytes()).await?;

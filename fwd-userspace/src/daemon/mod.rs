@@ -49,6 +49,8 @@ struct Daemon {
     dns_stats: Option<Arc<dns::DnsStats>>,
     /// Where the proxy listens, when it runs.
     dns_listen: Vec<std::net::SocketAddr>,
+    /// The rules in force, as `fwd diff --against running` compares them.
+    rules_in_force: Vec<crate::diff::RuleView>,
     /// Configured interfaces missing, and how often they changed.
     interfaces: interfaces::Interfaces,
     /// The lock on `state_dir`, held while the daemon runs.
@@ -59,17 +61,24 @@ type Shared = Arc<Mutex<Daemon>>;
 
 /// Loads the config and compiles its policies, keeping the rule ids of `previous`; nothing
 /// touches the kernel.
-pub fn load_policy(config_path: &Path, previous: &RuleIds) -> anyhow::Result<(Config, Compiled)> {
+pub fn load_policy(
+    config_path: &Path,
+    previous: &RuleIds,
+) -> anyhow::Result<(Config, Compiled, Vec<crate::diff::RuleView>)> {
     let config = Config::load(config_path)?;
-    let compiled = compile_config(&config, previous)?;
-    Ok((config, compiled))
+    let (compiled, views) = compile_config(&config, previous)?;
+    Ok((config, compiled, views))
 }
 
-/// Compiles the policies `config` selects, keeping the rule ids of `previous`.
-fn compile_config(config: &Config, previous: &RuleIds) -> anyhow::Result<Compiled> {
-    let (_, compiled) =
+/// Compiles the policies `config` selects, keeping the rule ids of `previous`; with the
+/// rules as `fwd diff` compares them.
+fn compile_config(
+    config: &Config,
+    previous: &RuleIds,
+) -> anyhow::Result<(Compiled, Vec<crate::diff::RuleView>)> {
+    let (set, compiled) =
         config.compile_policies(&config.policy_dir, policy::Date::today(), previous)?;
-    Ok(compiled)
+    Ok((compiled, crate::diff::views(&set)))
 }
 
 fn unix_ms() -> u64 {
@@ -88,7 +97,7 @@ impl Daemon {
     /// Recompiles and installs atomically; on any error the running policy stays.
     fn reload(&mut self) -> anyhow::Result<(Compiled, Duration, InstallTimings)> {
         let started = Instant::now();
-        let (config, compiled) = load_policy(&self.config_path, &self.rule_ids)?;
+        let (config, compiled, views) = load_policy(&self.config_path, &self.rule_ids)?;
         let compile_time = started.elapsed();
         let restart_needed = [
             (config.interfaces != self.config.interfaces, "[[interface]]"),
@@ -134,6 +143,7 @@ impl Daemon {
         self.dns = table;
         self.dns_dirty = true;
         self.config = config;
+        self.rules_in_force = views;
         self.generation = generation;
         self.rule_ids = compiled.ids.clone();
         self.last_reload_unix = unix_now();
@@ -568,6 +578,15 @@ async fn answer(shared: &Shared, request: control::Request) {
             .await
             {
                 let _ = reply.send(status);
+            }
+        }
+        control::Request::Rules(reply) => {
+            if let Some(rules) = blocking(shared, |s| {
+                s.lock().expect("daemon state lock").rules_in_force.clone()
+            })
+            .await
+            {
+                let _ = reply.send(rules);
             }
         }
         control::Request::Status(reply) => {

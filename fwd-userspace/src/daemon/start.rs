@@ -30,7 +30,7 @@ pub(super) fn start(
     let previous_ids = recorded
         .as_ref()
         .map_or_else(RuleIds::default, state::Recorded::rule_ids);
-    let compiled = compile_config(&config, &previous_ids)?;
+    let (compiled, views) = compile_config(&config, &previous_ids)?;
     for warning in &compiled.warnings {
         warn!("{warning}");
     }
@@ -143,6 +143,7 @@ pub(super) fn start(
         dns_stats: None,
         dns_listen: Vec::new(),
         interfaces: ifaces,
+        rules_in_force: views,
         _state_lock: state_lock,
     };
     daemon.record(&compiled);

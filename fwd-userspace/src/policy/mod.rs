@@ -339,6 +339,22 @@ impl Date {
         Date { year, month, day }
     }
 
+    /// Days since 1970-01-01 (the inverse of `from_days_since_epoch`).
+    pub fn days_since_epoch(self) -> i64 {
+        let (m, d) = (i64::from(self.month), i64::from(self.day));
+        let y = i64::from(self.year) - i64::from(m <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// The day `days` after this one.
+    pub fn plus_days(self, days: u32) -> Date {
+        Date::from_days_since_epoch(self.days_since_epoch() + i64::from(days))
+    }
+
     pub fn parse(text: &str) -> Option<Date> {
         let mut parts = text.trim().splitn(3, '-');
         let year = parts.next()?.parse().ok()?;
