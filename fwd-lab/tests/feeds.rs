@@ -94,6 +94,22 @@ fn the_gateway_enforces_what_the_feed_says_and_keeps_the_last_good_list() {
         out.contains("+ extra/web (added)") && out.contains("192.0.2.99/32"),
         "{out}"
     );
+    // `fwd reload --dry-run` says the same and changes nothing.
+    let (code, out) = fwd_lab::code_and_output(
+        Command::new(fwd_bin())
+            .args(["reload", "--dry-run", "--json", "--config"])
+            .arg(dir.join("fwd.toml")),
+    );
+    assert_eq!(code, 1, "{out}");
+    let reply: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["changes"][0]["rule"], "web", "{reply}");
+    assert_eq!(reply["changes"][0]["vendor"], "extra", "{reply}");
+    assert_eq!(
+        fwd_json(&dir, &["status"])["generation"],
+        1,
+        "the dry run reloaded"
+    );
     std::fs::remove_file(dir.join("policies/extra.toml")).unwrap();
     assert_eq!(diff(&dir).0, 0);
 

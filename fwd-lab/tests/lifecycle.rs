@@ -1,12 +1,13 @@
 //! End to end: the daemon's life cycle on the gateway lab — reloads under traffic, a crash
 //! (SIGKILL) and a restart that adopts the pinned datapath, the policy-directory watch,
-//! and what a clean stop does with `on_exit`. Needs root; run through `cargo xtask test`.
+//! what a clean stop does with `on_exit`, and reloads that roll back unless confirmed.
+//! Needs root; run through `cargo xtask test`.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use fwd_lab::{
-    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, SiteConfig, Stream, fwd_json, scrape,
-    scratch, udp_probe, wait_for,
+    ACME_POLICY, FwdProcess, GATEWAY_LAN_IF, Lab, Pins, Sink, SiteConfig, Stream, fwd_bin,
+    fwd_json, scrape, scratch, udp_probe, wait_for,
 };
 
 const METRICS: &str = "127.0.0.1:9469";
@@ -334,5 +335,111 @@ fn a_restart_that_puts_another_program_on_a_hook_replaces_it_in_place_and_prunes
     assert!(links.iter().all(|l| !l.contains("tc_ingress")), "{links:?}");
     assert!(udp_probe(&s.lab.client, s.targets[0], timeout).unwrap());
     assert!(!udp_probe(&s.lab.client, s.targets[2], timeout).unwrap());
+    drop(fwd);
+}
+
+/// POLICY_A with the closed port opened too: the change a `--confirm` reload tries.
+fn opens_closed() -> String {
+    format!(
+        "{POLICY_A}\n[[rule]]\nid = \"extra\"\nservice = \"Extra\"\nprotocol = \"udp\"\nports = [{CLOSED}]\nremote = \"{ALLOWED}\"\n"
+    )
+}
+
+/// `fwd reload --confirm 2s` without `fwd confirm` goes back by itself; with it, it stays.
+/// Under a steady stream to the open port, which both policies allow: nothing is lost.
+#[test]
+fn an_unconfirmed_reload_rolls_back_by_itself_and_a_confirmed_one_stays() {
+    if !fwd_lab::can_run_as_root(
+        "an_unconfirmed_reload_rolls_back_by_itself_and_a_confirmed_one_stays",
+    ) {
+        return;
+    }
+    let s = setup("confirm", "[reload]\nwatch = false\n");
+    let fwd = start(&s.lab, &s.dir, "fwd.log");
+    let stream = Stream::start(
+        &s.lab.client,
+        &s.targets[..1],
+        Duration::from_millis(3),
+        20_000,
+    )
+    .unwrap();
+    let timeout = Duration::from_millis(500);
+    let closed = s.targets[1];
+    let reload_confirm = |time: &str| {
+        let out = std::process::Command::new(fwd_bin())
+            .args(["reload", "--json", "--confirm", time, "--config"])
+            .arg(s.dir.join("fwd.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert!(!udp_probe(&s.lab.client, closed, timeout).unwrap());
+
+    // Not confirmed: the extra rule is in force for two seconds, then gone again.
+    std::fs::write(s.dir.join("policies/acme.toml"), opens_closed()).unwrap();
+    let reply = reload_confirm("2s");
+    assert_eq!(
+        (reply["ok"].as_bool(), reply["generation"].as_u64()),
+        (Some(true), Some(2))
+    );
+    assert!(reply["confirm_by_unix"].as_i64().is_some(), "{reply}");
+    assert!(
+        udp_probe(&s.lab.client, closed, timeout).unwrap(),
+        "the new rule"
+    );
+    assert!(fwd_json(&s.dir, &["status"])["confirm_by_unix"].is_i64());
+    let back = wait_for(Duration::from_secs(5), || {
+        let status = fwd_json(&s.dir, &["status"]);
+        (status["generation"] == 3).then_some(status)
+    })
+    .expect("the unconfirmed reload did not roll back");
+    assert_eq!(back["rollbacks"], 1, "{back}");
+    assert!(back["confirm_by_unix"].is_null(), "{back}");
+    assert!(
+        !udp_probe(&s.lab.client, closed, timeout).unwrap(),
+        "the rolled-back rule still passes"
+    );
+    // What the daemon says it enforces is the old policy again (`fwd diff` sees the file).
+    let (code, out) = fwd_lab::code_and_output(
+        std::process::Command::new(fwd_bin())
+            .args(["diff", "--config"])
+            .arg(s.dir.join("fwd.toml")),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("+ acme/extra (added)"), "{out}");
+
+    // Confirmed: it stays past its deadline.
+    let reply = reload_confirm("2s");
+    assert_eq!(reply["generation"], 4);
+    let confirmed = fwd_json(&s.dir, &["confirm"]);
+    assert_eq!(confirmed["ok"], true, "{confirmed}");
+    std::thread::sleep(Duration::from_secs(3));
+    let status = fwd_json(&s.dir, &["status"]);
+    assert_eq!(
+        (status["generation"].as_u64(), status["rollbacks"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert!(udp_probe(&s.lab.client, closed, timeout).unwrap());
+    // Nothing is waiting now: exit 1, and it says so.
+    let (code, out) = fwd_lab::code_and_output(
+        std::process::Command::new(fwd_bin())
+            .args(["confirm", "--config"])
+            .arg(s.dir.join("fwd.toml")),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no reload is waiting"), "{out}");
+
+    let results = stream.finish();
+    let (sent, echoed) = results[0];
+    assert!(sent > 500, "the stream ran ({sent} sent)");
+    assert_eq!(
+        echoed, sent,
+        "allowed traffic was lost across the reloads and the rollback"
+    );
     drop(fwd);
 }

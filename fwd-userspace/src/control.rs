@@ -29,6 +29,19 @@ pub struct ReloadReply {
     pub fill_ms: f64,
     #[serde(default)]
     pub swap_ms: f64,
+    /// `fwd reload --confirm`: the unix time by which `fwd confirm` must come, or the policy
+    /// before this reload comes back.
+    #[serde(default)]
+    pub confirm_by_unix: Option<i64>,
+}
+
+/// The answer to `fwd confirm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmReply {
+    /// A reload was waiting, and is now kept.
+    pub ok: bool,
+    pub generation: u32,
+    pub message: String,
 }
 
 /// The answer to `status`.
@@ -57,6 +70,27 @@ pub struct StatusReply {
     pub reloads_error: u64,
     pub last_reload_unix: i64,
     pub action: String,
+    /// A `--confirm` reload is in force: it rolls back at this unix time unless confirmed.
+    #[serde(default)]
+    pub confirm_by_unix: Option<i64>,
+    /// Unconfirmed reloads rolled back since the daemon started.
+    #[serde(default)]
+    pub rollbacks: u64,
+}
+
+/// What `fwd reload --dry-run` says: whether the policy on disk would be accepted, and what
+/// it would change against the one in force. Nothing is changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DryRunReply {
+    /// The reload would succeed (compiles and fits the tables).
+    pub ok: bool,
+    /// The generation in force (it stays).
+    pub generation: u32,
+    /// Rules of the policy on disk.
+    pub rules: usize,
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+    pub changes: Vec<crate::diff::RuleDiff>,
 }
 
 /// One program in place, as `fwd status` shows it.
@@ -119,6 +153,14 @@ impl std::fmt::Display for StatusReply {
             writeln!(
                 f,
                 "map {map:<6} {entries:>9} / {capacity:<9} ({fill:.1}% full)"
+            )?;
+        }
+        if let Some(by) = self.confirm_by_unix {
+            writeln!(
+                f,
+                "unconfirmed: generation {} goes back unless `fwd confirm` comes within {} s",
+                self.generation,
+                (by - unix_now()).max(0)
             )?;
         }
         match self.flows_active {
@@ -279,6 +321,12 @@ impl std::fmt::Display for DnsReply {
         }
         Ok(())
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -168,6 +168,13 @@ fn a_failed_apply_changes_no_setting() {
     dp.apply(&image(0), 1, Learned::default(), &[], false)
         .unwrap();
     let exempt: Vec<ipnet::IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+    // The dry run's check says what the install will, and writes nothing.
+    let check = dp
+        .check_capacity(&too_large(), &exempt)
+        .expect_err("the check of an install larger than the tables");
+    assert!(check.to_string().contains("RNG4"), "{check}");
+    dp.check_capacity(&image(1), &exempt).unwrap();
+    assert_eq!(pinned.config().unwrap().generation, 1);
     let err = dp
         .apply(&too_large(), 2, Learned::default(), &exempt, true)
         .expect_err("an install larger than the tables");

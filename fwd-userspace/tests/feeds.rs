@@ -252,6 +252,19 @@ fn json_feeds_keep_their_version_and_propose_mode_writes_beside() {
     assert!(site.file("google.feed.toml").is_none());
     assert!(!site.allows("192.0.2.1"));
     assert_eq!(site.state()["aws-ec2"]["version"], "1700000000");
+    // `fwd diff --proposed` shows what moving the proposal into place would open.
+    let (code, out) = fwd_lab::code_and_output(
+        Command::new(env!("CARGO_BIN_EXE_fwd"))
+            .args(["diff", "--proposed", "--against"])
+            .arg(site.dir.join("policies"))
+            .arg("--config")
+            .arg(site.dir.join("fwd.toml")),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("+ google/feed (added)") && out.contains("+ 192.0.2.0/24"),
+        "{out}"
+    );
 
     // The same syncToken with other bytes (whitespace): unchanged, not rewritten.
     server.serve("/ip-ranges.json", 200, &format!("{aws}\n\n"), None);

@@ -36,9 +36,99 @@ where
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn request_reload(daemon: &DaemonArgs, json: bool) -> anyhow::Result<ExitCode> {
+/// `fwd reload --dry-run`: what a reload would do; exit 0 no change, 1 changes, 2 rejected.
+pub(crate) fn dry_run(daemon: &DaemonArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let reply: crate::control::DryRunReply = ask(&daemon.socket(), "dry-run")?;
+    let code = match (&reply.error, reply.changes.is_empty()) {
+        (Some(_), _) => ExitCode::from(EXIT_BAD_INPUT),
+        (None, true) => ExitCode::SUCCESS,
+        (None, false) => ExitCode::from(1),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&reply)?);
+        return Ok(code);
+    }
+    for warning in &reply.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(error) = &reply.error {
+        eprintln!("{error}");
+        eprintln!(
+            "fwd: a reload would be rejected; generation {} stays in force",
+            reply.generation
+        );
+        return Ok(code);
+    }
+    for c in &reply.changes {
+        println!("{} {}/{}", c.change, c.vendor, c.rule);
+        for f in &c.fields {
+            for v in &f.added {
+                println!("    {:<11} + {v}", f.field);
+            }
+            for v in &f.removed {
+                println!("    {:<11} - {v}", f.field);
+            }
+        }
+    }
+    println!(
+        "dry run: the policy on disk compiles ({} rules) and fits the tables; {} rules would change; generation {} stays in force",
+        reply.rules,
+        reply.changes.len(),
+        reply.generation
+    );
+    Ok(code)
+}
+
+/// `60s`, `5m`, `1h` or plain seconds, at least 1.
+pub(crate) fn parse_seconds(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a time such as 60s, 5m or 1h"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("`{text}`: the unit is s, m or h (60s, 5m, 1h)")),
+    };
+    let seconds = n.saturating_mul(scale);
+    if seconds == 0 {
+        return Err("the time to confirm must be at least 1s".into());
+    }
+    Ok(seconds)
+}
+
+/// `fwd confirm`: keeps a `--confirm` reload.
+pub(crate) fn confirm(daemon: &DaemonArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let reply: crate::control::ConfirmReply = ask(&daemon.socket(), "confirm")?;
+    if json {
+        println!("{}", serde_json::to_string(&reply)?);
+    } else if reply.ok {
+        println!("{}", reply.message);
+    } else {
+        eprintln!("fwd: {}", reply.message);
+    }
+    Ok(if reply.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub(crate) fn request_reload(
+    daemon: &DaemonArgs,
+    json: bool,
+    confirm: Option<u64>,
+) -> anyhow::Result<ExitCode> {
     let socket = daemon.socket();
-    let reply = ask_reload(&socket)?;
+    let reply: ReloadReply = match confirm {
+        Some(seconds) => ask(&socket, &format!("reload-confirm {seconds}"))?,
+        None => ask_reload(&socket)?,
+    };
     if json {
         println!("{}", serde_json::to_string(&reply)?);
         return Ok(if reply.ok {
@@ -56,6 +146,11 @@ pub(crate) fn request_reload(daemon: &DaemonArgs, json: bool) -> anyhow::Result<
                 "reloaded: generation {} in force, {} rules (compile {:.1} ms, fill {:.1} ms, swap {:.1} ms)",
                 reply.generation, reply.rules, reply.compile_ms, reply.fill_ms, reply.swap_ms
             );
+            if let Some(seconds) = confirm {
+                println!(
+                    "not confirmed yet: run `fwd confirm` within {seconds} s to keep it; otherwise the policy before comes back by itself"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(error) => {

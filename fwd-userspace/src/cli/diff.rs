@@ -20,7 +20,8 @@ use crate::{
 fwd diff                                  # the config's policy_dir against what the daemon enforces\n  \
 fwd diff --against /srv/fwd/policies.old  # against another policy directory\n  \
 fwd diff --policies staged/ --json        # a staged directory, as JSON\n  \
-fwd diff --against policies/zoom.toml --policies staged/   # one vendor file\n\n\
+fwd diff --against policies/zoom.toml --policies staged/   # one vendor file\n  \
+fwd diff --proposed                       # what the feeds' proposals would change\n\n\
 Exit status: 0 no change, 1 changes (listed), 2 bad input or no daemon to ask.")]
 pub(crate) struct DiffArgs {
     /// The site config: its policy_dir (unless --policies), selection and site rules.
@@ -39,11 +40,44 @@ pub(crate) struct DiffArgs {
     /// Print one JSON object: {"changes": [...], "upcoming": [...]}.
     #[arg(long)]
     json: bool,
+    /// The new policy with each feed's proposal (`<id>.feed.toml.proposed`, mode =
+    /// "propose") in place of its file: what moving the proposals into place would change.
+    #[arg(long)]
+    proposed: bool,
 }
 
 fn views_of_dir(config: &Config, dir: &Path, today: Date) -> anyhow::Result<Vec<RuleView>> {
     let (set, _) = config.compile_policies(dir, today, &RuleIds::default())?;
     Ok(diff::views(&set))
+}
+
+/// The policy of `dir` with every `*.proposed` file there in place of the file it proposes.
+fn views_with_proposals(config: &Config, dir: &Path, today: Date) -> anyhow::Result<Vec<RuleView>> {
+    let mut views = views_of_dir(config, dir, today)?;
+    let mut proposals: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot read", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".toml.proposed"))
+        .collect();
+    if proposals.is_empty() {
+        anyhow::bail!(
+            "{}: no proposals (*.toml.proposed; a [[feed]] with mode = \"propose\" writes them)",
+            dir.display()
+        );
+    }
+    proposals.sort();
+    for path in proposals {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let vendor = policy::parse_vendor_file(&path, &text)?;
+        let id = vendor.vendor.id.clone();
+        views.retain(|r| r.vendor != id);
+        views.extend(diff::views(&PolicySet {
+            vendors: vec![vendor],
+        }));
+    }
+    views.sort_by(|a, b| (&a.vendor, &a.rule).cmp(&(&b.vendor, &b.rule)));
+    Ok(views)
 }
 
 pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
@@ -53,7 +87,11 @@ pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
         .policies
         .clone()
         .unwrap_or_else(|| config.policy_dir.clone());
-    let mut new = views_of_dir(&config, &new_dir, today)?;
+    let mut new = if args.proposed {
+        views_with_proposals(&config, &new_dir, today)?
+    } else {
+        views_of_dir(&config, &new_dir, today)?
+    };
     let against = Path::new(&args.against);
     let old = if args.against == "running" {
         super::client::ask::<Vec<RuleView>>(&config.control_socket, "rules").context(

@@ -89,6 +89,23 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         /// times); the exit code is the same.
         #[arg(long)]
         json: bool,
+        /// Change nothing: the daemon compiles the policy on disk, checks that it fits the
+        /// tables, and says what it would change against the one in force (exit 0 no
+        /// change, 1 changes, 2 it would be rejected).
+        #[arg(long, conflicts_with = "confirm")]
+        dry_run: bool,
+        /// Apply, and go back to the policy before by itself unless `fwd confirm` comes
+        /// within this time (`60s`, `5m`, or seconds): for a change that might cut you off.
+        #[arg(long, value_name = "TIME", value_parser = client::parse_seconds)]
+        confirm: Option<u64>,
+    },
+    /// Keep a reload made with `fwd reload --confirm` (else it rolls back at its deadline).
+    Confirm {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Print the daemon's reply as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Say what the running daemon has attached where, which policy generation is in
     /// force, how full the maps are, and how many flows are live.
@@ -192,7 +209,19 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Feeds(command) => feeds::run(&command),
         Command::Diff(args) => diff::run(&args),
         Command::Run { config } => run(&config),
-        Command::Reload { daemon, json } => client::request_reload(&daemon, json),
+        Command::Reload {
+            daemon,
+            json,
+            dry_run: true,
+            ..
+        } => client::dry_run(&daemon, json),
+        Command::Reload {
+            daemon,
+            json,
+            confirm,
+            ..
+        } => client::request_reload(&daemon, json, confirm),
+        Command::Confirm { daemon, json } => client::confirm(&daemon, json),
         Command::Status { daemon, json } => client::status(&daemon, json),
         Command::Dns { daemon, json } => client::dns(&daemon, json),
         Command::Monitor {

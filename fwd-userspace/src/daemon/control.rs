@@ -26,7 +26,9 @@ use tracing::{debug, info, warn};
 
 use crate::compile::MapImage;
 use crate::control::protocol_name;
-pub use crate::control::{AttachedStatus, DeniedSample, ReloadReply, StatusReply};
+pub use crate::control::{
+    AttachedStatus, ConfirmReply, DeniedSample, DryRunReply, ReloadReply, StatusReply,
+};
 
 /// What a control client asks the daemon, with the channel for the answer.
 pub enum Request {
@@ -35,6 +37,12 @@ pub enum Request {
     Dns(tokio::sync::oneshot::Sender<super::dns::DnsReply>),
     /// The rules in force (`fwd diff --against running`).
     Rules(tokio::sync::oneshot::Sender<Vec<crate::diff::RuleView>>),
+    /// `fwd reload --dry-run`.
+    DryRun(tokio::sync::oneshot::Sender<DryRunReply>),
+    /// `fwd reload --confirm SECS`.
+    ReloadToConfirm(u64, tokio::sync::oneshot::Sender<ReloadReply>),
+    /// `fwd confirm`.
+    Confirm(tokio::sync::oneshot::Sender<ConfirmReply>),
 }
 
 fn addr(family: u8, bytes: [u8; 16]) -> Option<IpAddr> {
@@ -138,6 +146,20 @@ pub async fn serve(
     }
 }
 
+/// Passes one request to the daemon and writes its answer as a JSON line.
+async fn forward<T: serde::Serialize>(
+    requests: &tokio::sync::mpsc::Sender<Request>,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    request: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Request,
+) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    requests.send(request(tx)).await?;
+    let mut line = serde_json::to_string(&rx.await?)?;
+    line.push('\n');
+    write.write_all(line.as_bytes()).await?;
+    Ok(())
+}
+
 async fn handle(
     stream: UnixStream,
     mut samples: broadcast::Receiver<DeniedSample>,
@@ -146,39 +168,20 @@ async fn handle(
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let command = lines.next_line().await?.unwrap_or_default();
+    if let Some(seconds) = command.trim().strip_prefix("reload-confirm ") {
+        let seconds: u64 = seconds.trim().parse()?;
+        return forward(&requests, &mut write, |tx| {
+            Request::ReloadToConfirm(seconds, tx)
+        })
+        .await;
+    }
     match command.trim() {
-        "reload" => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            requests.send(Request::Reload(tx)).await?;
-            let mut line = serde_json::to_string(&rx.await?)?;
-            line.push('\n');
-            write.write_all(line.as_bytes()).await?;
-            Ok(())
-        }
-        "status" => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            requests.send(Request::Status(tx)).await?;
-            let mut line = serde_json::to_string(&rx.await?)?;
-            line.push('\n');
-            write.write_all(line.as_bytes()).await?;
-            Ok(())
-        }
-        "rules" => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            requests.send(Request::Rules(tx)).await?;
-            let mut line = serde_json::to_string(&rx.await?)?;
-            line.push('\n');
-            write.write_all(line.as_bytes()).await?;
-            Ok(())
-        }
-        "dns" => {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            requests.send(Request::Dns(tx)).await?;
-            let mut line = serde_json::to_string(&rx.await?)?;
-            line.push('\n');
-            write.write_all(line.as_bytes()).await?;
-            Ok(())
-        }
+        "confirm" => forward(&requests, &mut write, Request::Confirm).await,
+        "reload" => forward(&requests, &mut write, Request::Reload).await,
+        "status" => forward(&requests, &mut write, Request::Status).await,
+        "dry-run" => forward(&requests, &mut write, Request::DryRun).await,
+        "rules" => forward(&requests, &mut write, Request::Rules).await,
+        "dns" => forward(&requests, &mut write, Request::Dns).await,
         "monitor" => loop {
             match samples.recv().await {
                 Ok(sample) => {
@@ -195,7 +198,7 @@ async fn handle(
         },
         other => {
             let reply = serde_json::json!({
-                "error": format!("unknown command `{other}`; this daemon knows: dns, monitor, reload, status")
+                "error": format!("unknown command `{other}`; this daemon knows: confirm, dns, dry-run, monitor, reload, reload-confirm SECONDS, rules, status")
             });
             write.write_all(format!("{reply}\n").as_bytes()).await?;
             Ok(())

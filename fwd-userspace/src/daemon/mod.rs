@@ -1,5 +1,6 @@
 //! `fwd run`: load, attach, serve metrics, reload on SIGHUP, detach on SIGINT/SIGTERM.
 
+mod confirm;
 pub mod control;
 pub mod dns;
 mod interfaces;
@@ -49,6 +50,10 @@ struct Daemon {
     dns_stats: Option<Arc<dns::DnsStats>>,
     /// Where the proxy listens, when it runs.
     dns_listen: Vec<std::net::SocketAddr>,
+    /// A `--confirm` reload's way back, until `fwd confirm` or the deadline.
+    confirm: Option<confirm::Pending>,
+    /// Unconfirmed reloads rolled back.
+    rollbacks: u64,
     /// The rules in force, as `fwd diff --against running` compares them.
     rules_in_force: Vec<crate::diff::RuleView>,
     /// Configured interfaces missing, and how often they changed.
@@ -159,6 +164,35 @@ impl Daemon {
         Ok((compiled, compile_time, timings))
     }
 
+    /// What a reload would do, without doing it: compile, check the tables' room, and
+    /// compare with the rules in force.
+    fn dry_run(&self) -> control::DryRunReply {
+        let checked =
+            load_policy(&self.config_path, &self.rule_ids).and_then(|(config, compiled, views)| {
+                self.datapath
+                    .check_capacity(&compiled.image, &start::exemptions(&config))?;
+                Ok((compiled, views))
+            });
+        match checked {
+            Ok((compiled, views)) => control::DryRunReply {
+                ok: true,
+                generation: self.generation,
+                rules: compiled.image.rules.len(),
+                error: None,
+                warnings: compiled.warnings.iter().map(ToString::to_string).collect(),
+                changes: crate::diff::diff(&self.rules_in_force, &views),
+            },
+            Err(err) => control::DryRunReply {
+                ok: false,
+                generation: self.generation,
+                rules: 0,
+                error: Some(format!("{err:#}")),
+                warnings: Vec::new(),
+                changes: Vec::new(),
+            },
+        }
+    }
+
     /// Records the rule ids in force, for the next start and for `fwd stats`.
     fn record(&self, compiled: &Compiled) {
         let recorded = state::Recorded::of(&compiled.image, self.generation);
@@ -209,6 +243,8 @@ impl Daemon {
                 Action::Enforce => "enforce".into(),
                 Action::Audit => "audit".into(),
             },
+            confirm_by_unix: self.confirm.as_ref().map(|p| p.deadline_unix),
+            rollbacks: self.rollbacks,
         }
     }
 
@@ -365,6 +401,7 @@ fn reload_reply(daemon: &mut Daemon) -> control::ReloadReply {
                 compile_ms: compile_time.as_secs_f64() * 1e3,
                 fill_ms: timings.fill.as_secs_f64() * 1e3,
                 swap_ms: timings.swap.as_secs_f64() * 1e3,
+                confirm_by_unix: None,
             }
         }
         Err(err) => {
@@ -379,6 +416,7 @@ fn reload_reply(daemon: &mut Daemon) -> control::ReloadReply {
                 compile_ms: 0.0,
                 fill_ms: 0.0,
                 swap_ms: 0.0,
+                confirm_by_unix: None,
             }
         }
     }
@@ -578,6 +616,34 @@ async fn answer(shared: &Shared, request: control::Request) {
             .await
             {
                 let _ = reply.send(status);
+            }
+        }
+        control::Request::ReloadToConfirm(seconds, reply) => {
+            if let Some((report, token)) = blocking(shared, move |s| {
+                s.lock()
+                    .expect("daemon state lock")
+                    .reload_to_confirm(seconds)
+            })
+            .await
+            {
+                if report.confirm_by_unix.is_some() {
+                    tokio::spawn(confirm::watch(shared.clone(), token, seconds));
+                }
+                let _ = reply.send(report);
+            }
+        }
+        control::Request::Confirm(reply) => {
+            if let Some(r) =
+                blocking(shared, |s| s.lock().expect("daemon state lock").confirm()).await
+            {
+                let _ = reply.send(r);
+            }
+        }
+        control::Request::DryRun(reply) => {
+            if let Some(r) =
+                blocking(shared, |s| s.lock().expect("daemon state lock").dry_run()).await
+            {
+                let _ = reply.send(r);
             }
         }
         control::Request::Rules(reply) => {

@@ -144,6 +144,8 @@ pub(super) fn start(
         dns_listen: Vec::new(),
         interfaces: ifaces,
         rules_in_force: views,
+        confirm: None,
+        rollbacks: 0,
         _state_lock: state_lock,
     };
     daemon.record(&compiled);

@@ -292,6 +292,34 @@ impl Datapath {
         result
     }
 
+    /// Whether `image` (with `exemptions`) fits the tables this datapath was loaded with,
+    /// without writing anything: the error an install would give, or `Ok`.
+    pub fn check_capacity(
+        &self,
+        image: &MapImage,
+        exemptions: &[IpNet],
+    ) -> Result<(), DatapathError> {
+        let sizes = SlotTables::build(image, exemptions).sizes();
+        let c = &self.capacity;
+        for (map, needed, capacity) in [
+            (RNG4[0], sizes.ranges4, c.ranges4),
+            (RNG6[0], sizes.ranges6, c.ranges6),
+            (NODES4[0], sizes.nodes4, c.nodes),
+            (NODES6[0], sizes.nodes6, c.nodes),
+            (CLASSES[0], sizes.classes, c.classes),
+            (PORT_RANGES[0], sizes.port_ranges, c.port_ranges),
+        ] {
+            if needed > capacity as usize {
+                return Err(DatapathError::Capacity {
+                    map,
+                    needed,
+                    capacity: capacity as usize,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Installs `image` together with the learned entries that go with it, atomically.
     pub fn install_with_learned(
         &mut self,
