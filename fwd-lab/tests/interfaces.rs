@@ -168,6 +168,9 @@ fn an_interface_that_appears_late_or_is_recreated_is_enforced_and_nothing_forwar
         )
     };
     assert_eq!(attached(), 0.0);
+    let readyz = || fwd_lab::http_get(&s.lab.gateway, METRICS.parse().unwrap(), "/readyz");
+    let not_ready = readyz().expect_err("ready without its interface");
+    assert!(not_ready.to_string().contains("503"), "{not_ready}");
 
     // A service on the gateway itself (TCP on every address, those to come too).
     let gateway_service = Sink::start(&s.lab.gateway, &[7000]).unwrap();
@@ -199,6 +202,11 @@ fn an_interface_that_appears_late_or_is_recreated_is_enforced_and_nothing_forwar
     assert_eq!(status["forwarding_held"], false, "{status}");
     assert_eq!(forwarding(&s.lab), "1");
     assert_eq!(attached(), 1.0);
+    let ready = readyz().expect("ready once the interface has its programs");
+    assert!(
+        ready.starts_with("ready: generation") && ready.contains("lan0"),
+        "{ready}"
+    );
     assert_enforced(&s, "after the interface appeared");
 
     // Deleted while fwd runs: forwarding is held off again, and status says it is missing.
@@ -360,4 +368,75 @@ fn a_second_daemon_changes_nothing_and_names_the_first() {
     let stats = fwd_json(&s.dir, &["stats"]);
     assert_eq!(stats["generation"], status_before["generation"], "{stats}");
     drop(first);
+}
+
+/// `fwd detach` refuses while a daemon runs; after the daemon died (its pins enforcing), it
+/// takes the programs off and removes the pins. The daemon here binds its endpoints where
+/// FWD_METRICS_LISTEN says, not where the config does, and answers /healthz there.
+#[test]
+fn detach_refuses_beside_a_daemon_and_removes_what_a_dead_one_left() {
+    if !fwd_lab::can_run_as_root("detach_refuses_beside_a_daemon_and_removes_what_a_dead_one_left")
+    {
+        return;
+    }
+    let s = setup("detach", "", "");
+    let elsewhere: SocketAddr = "127.0.0.1:9476".parse().unwrap();
+    let mut child = s
+        .lab
+        .gateway
+        .command(fwd_bin())
+        .unwrap()
+        .args(["run", "--config"])
+        .arg(s.dir.join("fwd.toml"))
+        .env("FWD_METRICS_LISTEN", elsewhere.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = wait_for(Duration::from_secs(20), || {
+        fwd_lab::http_get(&s.lab.gateway, elsewhere, "/healthz").ok()
+    });
+    let Some(health) = health else {
+        let _ = child.kill();
+        panic!("fwd did not answer on FWD_METRICS_LISTEN");
+    };
+    assert_eq!(health, "ok\n");
+    assert!(
+        fwd_lab::http_get(&s.lab.gateway, METRICS.parse().unwrap(), "/healthz").is_err(),
+        "the config's address is not the one bound"
+    );
+    assert_enforced(&s, "with the daemon");
+
+    let detach = || {
+        fwd_lab::code_and_output(
+            std::process::Command::new(fwd_bin())
+                .args(["detach", "--config"])
+                .arg(s.dir.join("fwd.toml")),
+        )
+    };
+    let (code, out) = detach();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("a daemon is running") && out.contains(&format!("pid {}", child.id())),
+        "{out}"
+    );
+    assert!(s.pins.dir.join("links").exists());
+    assert_enforced(&s, "after a refused detach");
+
+    // Killed: the pins go on enforcing until `fwd detach`.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_enforced(&s, "with the daemon dead");
+    let (code, out) = detach();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("detached: 2 links removed"), "{out}");
+    assert!(!s.pins.dir.exists());
+    // The kernel frees a link whose last pin went a moment later.
+    let open = wait_for(Duration::from_secs(5), || {
+        udp_probe(&s.lab.client, s.closed, Duration::from_millis(300))
+            .unwrap()
+            .then_some(())
+    });
+    assert!(open.is_some(), "after detach something still filters");
 }

@@ -6,6 +6,7 @@
 mod args;
 mod check;
 mod client;
+mod detach;
 mod diff;
 mod explain;
 mod export;
@@ -79,6 +80,11 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         /// The site config.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Serve /metrics, /healthz and /readyz here instead of the config's [metrics]
+        /// listen: one config for a fleet, each node binding its own address (in a
+        /// DaemonSet, `--metrics-listen $(NODE_IP):9469`).
+        #[arg(long, env = "FWD_METRICS_LISTEN", value_name = "ADDR:PORT")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Ask the running daemon to reload its config and policies; print the result. A bad
     /// policy is rejected whole (the running one stays) and the exit code is 2.
@@ -99,6 +105,9 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         #[arg(long, value_name = "TIME", value_parser = client::parse_seconds)]
         confirm: Option<u64>,
     },
+    /// Take fwd's programs off every hook and remove the pins, with the daemon stopped (what
+    /// removing the package does): traffic is no longer filtered.
+    Detach(detach::DetachArgs),
     /// Keep a reload made with `fwd reload --confirm` (else it rolls back at its deadline).
     Confirm {
         #[command(flatten)]
@@ -208,7 +217,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Import(args) => crate::import::run(&args),
         Command::Feeds(command) => feeds::run(&command),
         Command::Diff(args) => diff::run(&args),
-        Command::Run { config } => run(&config),
+        Command::Detach(args) => detach::run(&args),
+        Command::Run {
+            config,
+            metrics_listen,
+        } => run(&config, metrics_listen),
         Command::Reload {
             daemon,
             json,
@@ -238,11 +251,11 @@ pub fn main(cli: Cli) -> ExitCode {
     })
 }
 
-fn run(config: &Path) -> anyhow::Result<ExitCode> {
+fn run(config: &Path, metrics_listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(daemon::run(config))?;
+    runtime.block_on(daemon::run(config, metrics_listen))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -20,12 +20,6 @@ use super::{Shared, blocking};
 /// How often the interfaces are looked at even without a link event.
 const BACKSTOP: Duration = Duration::from_secs(5);
 
-/// The forwarding switches `hold_forwarding` turns.
-const FORWARDING: [&str; 2] = [
-    "/proc/sys/net/ipv4/ip_forward",
-    "/proc/sys/net/ipv6/conf/all/forwarding",
-];
-
 /// What happened to the configured interfaces.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Interfaces {
@@ -127,18 +121,8 @@ pub(super) fn reconcile(
 
 /// Turns IP forwarding (IPv4 and IPv6) on or off, if it is not so already.
 pub(super) fn set_forwarding(state: &mut Interfaces, on: bool) {
-    let value = if on { "1" } else { "0" };
-    for path in FORWARDING {
-        let current = std::fs::read_to_string(path).unwrap_or_default();
-        if current.trim() == value {
-            continue;
-        }
-        if let Err(err) = std::fs::write(path, value) {
-            // Without IPv6 (disabled at boot) its switch does not exist.
-            if err.kind() != std::io::ErrorKind::NotFound {
-                error!(path, %err, "setting IP forwarding");
-            }
-        }
+    if let Err(err) = crate::net::set_ip_forwarding(on) {
+        error!(%err, "setting IP forwarding");
     }
     match (state.forwarding_held, on) {
         (true, true) => info!("every gateway interface has fwd's programs: IP forwarding on"),

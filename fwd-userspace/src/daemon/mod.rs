@@ -54,6 +54,8 @@ struct Daemon {
     confirm: Option<confirm::Pending>,
     /// Unconfirmed reloads rolled back.
     rollbacks: u64,
+    /// `fwd run --metrics-listen`: in place of every config's `[metrics] listen`.
+    metrics_override: Option<std::net::SocketAddr>,
     /// The rules in force, as `fwd diff --against running` compares them.
     rules_in_force: Vec<crate::diff::RuleView>,
     /// Configured interfaces missing, and how often they changed.
@@ -102,7 +104,10 @@ impl Daemon {
     /// Recompiles and installs atomically; on any error the running policy stays.
     fn reload(&mut self) -> anyhow::Result<(Compiled, Duration, InstallTimings)> {
         let started = Instant::now();
-        let (config, compiled, views) = load_policy(&self.config_path, &self.rule_ids)?;
+        let (mut config, compiled, views) = load_policy(&self.config_path, &self.rule_ids)?;
+        if let Some(listen) = self.metrics_override {
+            config.metrics_listen = listen;
+        }
         let compile_time = started.elapsed();
         let restart_needed = [
             (config.interfaces != self.config.interfaces, "[[interface]]"),
@@ -506,9 +511,12 @@ async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow:
     Ok(())
 }
 
-/// Runs the daemon until SIGINT or SIGTERM.
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let (daemon, denied, status) = start(config_path)?;
+/// Runs the daemon until SIGINT or SIGTERM; `metrics_listen` overrides the config's.
+pub async fn run(
+    config_path: &Path,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let (daemon, denied, status) = start(config_path, metrics_listen)?;
     let config = daemon.config.clone();
     let shared: Shared = Arc::new(Mutex::new(daemon));
 
@@ -532,6 +540,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     info!("metrics at http://{}/metrics", config.metrics_listen);
     let app = Router::new()
         .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(tasks::healthz))
+        .route("/readyz", get(tasks::readyz))
         .with_state(shared.clone());
 
     notify(&[

@@ -19,9 +19,13 @@ use super::{Daemon, compile_config, dns, interfaces, state, tasks::forward_progr
 /// the programs. The daemon state, the denied-sample ring and the generation in force.
 pub(super) fn start(
     config_path: &Path,
+    metrics_listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<(Daemon, aya::maps::RingBuf<aya::maps::MapData>, String)> {
     // The rule ids of the last run, so counters keep their meaning across a restart.
-    let config = Config::load(config_path)?;
+    let mut config = Config::load(config_path)?;
+    if let Some(listen) = metrics_listen {
+        config.metrics_listen = listen;
+    }
     let state_dir = config.state_dir.clone();
     // One daemon at a time, before anything is read or changed (the datapath locks the
     // pin directory as it opens it).
@@ -146,6 +150,7 @@ pub(super) fn start(
         rules_in_force: views,
         confirm: None,
         rollbacks: 0,
+        metrics_override: metrics_listen,
         _state_lock: state_lock,
     };
     daemon.record(&compiled);

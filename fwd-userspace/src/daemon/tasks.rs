@@ -32,6 +32,49 @@ pub(super) async fn serve_metrics(State(shared): State<Shared>) -> impl IntoResp
     }
 }
 
+/// `/healthz`: the daemon answers (its runtime is alive).
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `/readyz`: 200 once a policy is in force and every configured interface has fwd's
+/// programs; 503 saying what is missing otherwise (a readiness probe).
+pub(super) async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
+    let ready = tokio::task::spawn_blocking(move || {
+        let daemon = shared.lock().expect("daemon state lock");
+        let attached: Vec<String> = daemon
+            .config
+            .interfaces
+            .iter()
+            .filter(|i| !daemon.interfaces.missing.contains(&i.name))
+            .map(|i| i.name.clone())
+            .collect();
+        if daemon.generation == 0 || daemon.datapath.active_image().is_none() {
+            Err("no policy in force".to_string())
+        } else if !daemon.interfaces.missing.is_empty() {
+            Err(format!(
+                "interfaces without fwd's programs: {}",
+                daemon.interfaces.missing.join(", ")
+            ))
+        } else {
+            Ok(format!(
+                "generation {} in force on {}",
+                daemon.generation,
+                attached.join(", ")
+            ))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match ready {
+        Ok(text) => (StatusCode::OK, format!("ready: {text}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
 /// Passes the programs' log records (aya-log) to the daemon's log as they arrive.
 pub(super) async fn forward_program_log(log: crate::datapath::ProgramLog) {
     // SAFETY: the logger owns its ring buffer's file descriptor, which stays open and the

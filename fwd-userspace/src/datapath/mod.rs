@@ -394,6 +394,21 @@ impl Datapath {
     }
 }
 
+/// Removes every pin under `dir`, links first (each removal takes its program off its
+/// hook), then the directory: what `on_exit = "detach"` does, for a daemon not running.
+/// The number of links removed.
+pub fn remove_pins(dir: &Path) -> Result<usize, DatapathError> {
+    let links = pins::links(dir);
+    for link in &links {
+        pins::remove(link)?;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(links.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(links.len()),
+        Err(e) => Err(pins::pin_error(dir, format!("removing the pins: {e}"))),
+    }
+}
+
 /// The clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {

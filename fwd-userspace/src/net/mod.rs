@@ -32,3 +32,27 @@ pub fn addresses(iface: Option<&str>) -> Vec<IpAddr> {
         })
         .collect()
 }
+
+/// The forwarding switches of this network namespace (IPv4, IPv6).
+const FORWARDING: [&str; 2] = [
+    "/proc/sys/net/ipv4/ip_forward",
+    "/proc/sys/net/ipv6/conf/all/forwarding",
+];
+
+/// Turns IP forwarding (IPv4 and IPv6) on or off where it is not so already. Without IPv6
+/// (disabled at boot) its switch does not exist, which is fine.
+pub fn set_ip_forwarding(on: bool) -> std::io::Result<()> {
+    let value = if on { "1" } else { "0" };
+    for path in FORWARDING {
+        let current = std::fs::read_to_string(path).unwrap_or_default();
+        if current.trim() == value {
+            continue;
+        }
+        match std::fs::write(path, value) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{path}: {e}"))),
+        }
+    }
+    Ok(())
+}
