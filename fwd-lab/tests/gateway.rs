@@ -55,12 +55,7 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
         METRICS.parse().unwrap(),
     )
     .unwrap();
-    let web = [
-        ("vendor", "acme"),
-        ("rule", "web"),
-        ("service", "Web app"),
-        ("direction", "egress"),
-    ];
+    let web = [("vendor", "acme"), ("rule", "web"), ("direction", "egress")];
     let web_replies = [
         ("vendor", "acme"),
         ("rule", "web"),
@@ -86,6 +81,36 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     // SYN, ACK, data, and at least the ACK of the echo went out through the gateway.
     assert!(metric(&lab, "fwd_rule_packets_total", &web) >= 3.0);
     assert!(metric(&lab, "fwd_rule_bytes_total", &web) > 0.0);
+    // What describes a rule is in fwd_rule_info, its vendor's mode in fwd_vendor_mode.
+    assert_eq!(
+        metric(
+            &lab,
+            "fwd_rule_info",
+            &[
+                ("vendor", "acme"),
+                ("rule", "web"),
+                ("service", "Web app"),
+                ("level", "mandatory")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &lab,
+            "fwd_vendor_mode",
+            &[("vendor", "acme"), ("mode", "enforce")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &lab,
+            "fwd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
     // Exactly the one datagram the client sent, and its echo counted as a reply.
     assert_eq!(metric(&lab, "fwd_rule_packets_total", &media), 1.0);
     assert_eq!(

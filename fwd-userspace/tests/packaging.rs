@@ -85,6 +85,9 @@ const METRICS_CONTRACT: &[&str] = &[
     "fwd_feed_last_success_timestamp_seconds",
     "fwd_feed_entries",
     "fwd_feed_updates_total",
+    "fwd_rule_info",
+    "fwd_vendor_mode",
+    "fwd_build_info",
 ];
 
 const DASHBOARD: &str = include_str!("../../packaging/grafana/fwd.json");

@@ -40,7 +40,10 @@ pub struct Snapshot<'a> {
 /// Renders the Prometheus text format.
 pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
     let registry = Registry::new();
-    let labels = ["vendor", "rule", "service", "direction", "action"];
+    // Only what identifies a series: a text edited in a policy (a service's name) or an
+    // audit/enforce switch must not start new series. Those are in fwd_rule_info and
+    // fwd_vendor_mode, to join on.
+    let labels = ["vendor", "rule", "direction"];
     let packets = IntCounterVec::new(
         Opts::new("fwd_rule_packets_total", "Packets that matched a rule."),
         &labels,
@@ -52,25 +55,50 @@ pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
         ),
         &labels,
     )?;
+    let info = IntGaugeVec::new(
+        Opts::new(
+            "fwd_rule_info",
+            "1 for each rule in force, with what describes it (join on vendor and rule).",
+        ),
+        &["vendor", "rule", "service", "level", "source"],
+    )?;
+    let modes = IntGaugeVec::new(
+        Opts::new(
+            "fwd_vendor_mode",
+            "1 for each vendor in force, with whether its rules enforce or audit.",
+        ),
+        &["vendor", "mode"],
+    )?;
     // `direction` is the packets' direction: an egress rule's replies count as ingress.
     for (rule, counters) in s.rules.iter().zip(s.rule_counters) {
-        let action = if (s.audit)(&rule.vendor) {
-            "audit"
-        } else {
-            "allow"
-        };
         for (direction, counter) in [("egress", counters.outbound), ("ingress", counters.inbound)] {
-            let values = [
-                rule.vendor.as_str(),
-                rule.rule.as_str(),
-                rule.service.as_str(),
-                direction,
-                action,
-            ];
+            let values = [rule.vendor.as_str(), rule.rule.as_str(), direction];
             packets.with_label_values(&values).inc_by(counter.packets);
             bytes.with_label_values(&values).inc_by(counter.bytes);
         }
+        let source = rule.source.file.display().to_string();
+        info.with_label_values(&[
+            rule.vendor.as_str(),
+            rule.rule.as_str(),
+            rule.service.as_str(),
+            rule.level.as_str(),
+            source.as_str(),
+        ])
+        .set(1);
+        let mode = if (s.audit)(&rule.vendor) {
+            "audit"
+        } else {
+            "enforce"
+        };
+        modes
+            .with_label_values(&[rule.vendor.as_str(), mode])
+            .set(1);
     }
+    let build = IntGaugeVec::new(
+        Opts::new("fwd_build_info", "1, with the version of the running fwd."),
+        &["version"],
+    )?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     let drops = IntCounterVec::new(
         Opts::new(
             "fwd_drop_packets_total",
@@ -132,6 +160,9 @@ pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
     }
     registry.register(Box::new(packets))?;
     registry.register(Box::new(bytes))?;
+    registry.register(Box::new(info))?;
+    registry.register(Box::new(modes))?;
+    registry.register(Box::new(build))?;
     registry.register(Box::new(drops))?;
     registry.register(Box::new(exempt))?;
     registry.register(Box::new(generation))?;
