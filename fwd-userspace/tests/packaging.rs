@@ -95,6 +95,19 @@ const DASHBOARD: &str = include_str!("../../packaging/grafana/fwd.json");
 /// The metric names of a scrape as the daemon renders it, with every optional part present
 /// (live flows, the DNS proxy's series): the names a dashboard may query.
 fn exported_metrics() -> BTreeSet<String> {
+    let scrape = exposition();
+    let names: BTreeSet<String> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() >= METRICS_CONTRACT.len(), "{scrape}");
+    names
+}
+
+/// A scrape as the daemon renders it, with every optional part present.
+fn exposition() -> String {
     let text = "[vendor]\nid = \"v\"\nname = \"V\"\n[[rule]]\nid = \"r\"\nservice = \"s\"\nprotocol = \"tcp\"\nports = [443]\nremote = [\"192.0.2.0/24\"]\n";
     let set = fwd::policy::PolicySet {
         vendors: vec![
@@ -110,9 +123,12 @@ fn exported_metrics() -> BTreeSet<String> {
         .map(|r| (*r, fwd_common::Counter::default()))
         .collect();
     let stats = fwd::daemon::dns::DnsStats::default();
+    // A counter vector with no sample is not exported: give the proxy's one each.
+    stats.query(fwd::daemon::dns::Transport::Udp, "answered");
+    stats.answer("opened");
     let audit = |_: &str| false;
     let changes = std::collections::BTreeMap::from([(("lan0".to_string(), "appeared"), 1)]);
-    let scrape = fwd::daemon::metrics::render(&fwd::daemon::metrics::Snapshot {
+    fwd::daemon::metrics::render(&fwd::daemon::metrics::Snapshot {
         rules,
         rule_counters: &counters,
         reasons: &reasons,
@@ -132,15 +148,93 @@ fn exported_metrics() -> BTreeSet<String> {
         interface_changes: &changes,
         feeds: &[("zoom", fwd::feeds::FeedState::default())],
     })
-    .unwrap();
-    let names: BTreeSet<String> = scrape
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect();
-    assert!(names.len() >= METRICS_CONTRACT.len(), "{scrape}");
-    names
+    .unwrap()
+}
+
+/// promtool (Debian's `prometheus` package): `cargo xtask setup` unpacks it into
+/// target/tools/; PROMTOOL or PATH otherwise. `None` (the test skips, saying so) unless
+/// `cargo xtask test` runs it, which requires everything.
+fn promtool() -> Option<PathBuf> {
+    let unpacked = repo().join("target/tools/prometheus/usr/bin/promtool");
+    let found = std::env::var_os("PROMTOOL")
+        .map(PathBuf::from)
+        .or_else(|| unpacked.exists().then_some(unpacked))
+        .or_else(|| {
+            Command::new("promtool")
+                .arg("--version")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|_| PathBuf::from("promtool"))
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("FWD_TESTS_REQUIRE_ROOT").is_none(),
+            "promtool not found: `cargo xtask setup` unpacks it into target/tools/"
+        );
+        eprintln!("skipping the promtool checks: no promtool (cargo xtask setup provides it)");
+    }
+    found
+}
+
+#[test]
+fn promtool_accepts_the_exposition_and_the_alert_rules_fire_as_tested() {
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    // The exposition: valid, and no lint (names, units, help texts).
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
+    // The alert rules load, and their unit tests pass.
+    let rules = repo().join("packaging/prometheus");
+    for args in [
+        ["check", "rules", "fwd-alerts.yml"],
+        ["test", "rules", "fwd-alerts.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&rules)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The rules name only what the daemon exports (and `up`).
+    let text = std::fs::read_to_string(rules.join("fwd-alerts.yml")).unwrap();
+    let exported = exported_metrics();
+    for name in metric_names(&text) {
+        assert!(
+            exported.contains(&name),
+            "fwd-alerts.yml uses {name}, which the daemon does not export"
+        );
+    }
 }
 
 /// `fwd_*` identifiers of a PromQL expression, outside quoted label values.

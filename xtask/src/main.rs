@@ -236,6 +236,37 @@ fn setup() -> anyhow::Result<()> {
         )?;
     }
 
+    // promtool, for the exposition and alert-rule checks: only the tool, unpacked from
+    // Debian's `prometheus` package (installing the package would set up a server).
+    let tools = workspace_root().join("target/tools");
+    if !tools.join("prometheus/usr/bin/promtool").exists() {
+        std::fs::create_dir_all(&tools)?;
+        let by_hand = "cd target/tools && apt-get download prometheus && dpkg-deb -x prometheus_*.deb prometheus";
+        run(
+            "downloading promtool (Debian's prometheus package)",
+            Command::new("apt-get")
+                .args(["download", "prometheus"])
+                .current_dir(&tools),
+            by_hand,
+        )?;
+        let deb = std::fs::read_dir(&tools)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("prometheus_"))
+            })
+            .ok_or_else(|| anyhow::anyhow!("apt-get download left no prometheus_*.deb"))?;
+        run(
+            "unpacking promtool",
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(tools.join("prometheus")),
+            by_hand,
+        )?;
+        std::fs::remove_file(&deb)?;
+    }
+
     if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
         run(
             "installing cargo-fuzz",
