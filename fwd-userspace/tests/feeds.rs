@@ -342,3 +342,35 @@ fn a_bad_feed_config_is_located() {
     assert!(e.contains("used twice"), "{e}");
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }
+
+/// FWD_LOG_FORMAT=json: every log line is one JSON object (level, fields), for fleets that
+/// ship logs.
+#[test]
+fn logs_can_be_json_lines() {
+    let server = Server::start();
+    server.serve("/acme.txt", 503, "down", None);
+    let site = Site::new(&server, &feed(&server, "acme", "/acme.txt", ""));
+    let out = Command::new(env!("CARGO_BIN_EXE_fwd"))
+        .args(["feeds", "update", "--config"])
+        .arg(site.dir.join("fwd.toml"))
+        .env("FWD_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let warn = lines
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning in {stderr}"));
+    assert_eq!(warn["fields"]["feed"], "acme", "{warn}");
+    assert!(
+        warn["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 503"),
+        "{warn}"
+    );
+}
