@@ -492,6 +492,26 @@ fn domain_rules_open_exactly_what_the_proxy_resolved() {
         ) >= 1.0
     );
 
+    // A denied sample says which name the client resolved, though no rule names it.
+    let out = std::process::Command::new(fwd_bin())
+        .args(["monitor", "--json", "--last", "50", "--remote"])
+        .arg(format!("{OUTSIDE}/32"))
+        .arg("--config")
+        .arg(s.dir.join("fwd.toml"))
+        .output()
+        .unwrap();
+    let samples: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        samples
+            .iter()
+            .any(|s| s["dns_name"] == "outside.example" && s["reason"] == "no_address_match"),
+        "{samples:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A restart keeps what was learned: the new policy slot gets the entries with the
     // rules, and traffic flows without asking again.
     assert!(

@@ -166,6 +166,64 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     // The allowed rules did not count the denied traffic.
     assert_eq!(metric(&lab, "fwd_rule_packets_total", &media), 1.0);
 
+    // `fwd monitor --last`: the daemon kept what it sampled; the filters pick from it.
+    let history = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = std::process::Command::new(fwd_bin())
+            .args(["monitor", "--json", "--socket"])
+            .arg(dir.join("control.sock"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let port_8080 = history(&["--last", "10", "--port", "8080"]);
+    assert!(
+        !port_8080.is_empty(),
+        "the no_port_match sample is not kept"
+    );
+    assert!(
+        port_8080
+            .iter()
+            .all(|s| s["dst_port"] == 8080 && s["reason"] == "no_port_match")
+    );
+    let unlisted_udp = history(&[
+        "--since",
+        "5m",
+        "--remote",
+        "203.0.113.0/24",
+        "--proto",
+        "udp",
+    ]);
+    assert!(
+        unlisted_udp
+            .iter()
+            .any(|s| s["dst"] == UNLISTED && s["dst_port"] == 10000),
+        "{unlisted_udp:?}"
+    );
+    let not_unlisted = history(&[
+        "--last",
+        "100",
+        "--not",
+        "--remote",
+        &format!("{UNLISTED}/32"),
+    ]);
+    assert!(!not_unlisted.is_empty());
+    assert!(
+        not_unlisted
+            .iter()
+            .all(|s| s["dst"] != UNLISTED && s["src"] != UNLISTED)
+    );
+    assert_eq!(history(&["--last", "2"]).len(), 2);
+    assert!(history(&["--last", "10", "--reason", "no_such_reason"]).is_empty());
+
     // `fwd reload` with a broken policy: rejected whole, located, the old policy stays.
     let reload = || {
         fwd_lab::fwd_command(&fwd_bin())

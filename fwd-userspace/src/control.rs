@@ -187,6 +187,10 @@ pub struct DeniedSample {
     /// For a remote whose address some rules cover: the rule of that address that comes
     /// closest (same protocol first), as `vendor/rule`.
     pub nearest_rule: Option<String>,
+    /// The name the DNS proxy last answered with the remote's address, whether or not a
+    /// rule names it: what the client asked for before it sent this.
+    #[serde(default)]
+    pub dns_name: Option<String>,
 }
 
 impl std::fmt::Display for DeniedSample {
@@ -210,6 +214,9 @@ impl std::fmt::Display for DeniedSample {
         )?;
         if let Some(rule) = &self.nearest_rule {
             write!(f, " (nearest rule: {rule})")?;
+        }
+        if let Some(name) = &self.dns_name {
+            write!(f, " (the client resolved {name})")?;
         }
         Ok(())
     }
@@ -346,6 +353,7 @@ mod tests {
             dst_port: 443,
             reason: "no_port_match".into(),
             nearest_rule: Some("acme/web".into()),
+            dns_name: None,
         };
         let text = sample.to_string();
         assert!(text.starts_with("2026-11-21T06:00:00.123Z lan0"), "{text}");

@@ -8,10 +8,7 @@ use std::{
 use anyhow::Context as _;
 
 use super::args::{DaemonArgs, EXIT_BAD_INPUT};
-use crate::{
-    config::DEFAULT_SOCKET,
-    control::{DeniedSample, ReloadReply},
-};
+use crate::{config::DEFAULT_SOCKET, control::ReloadReply};
 
 pub(crate) fn status(daemon: &DaemonArgs, json: bool) -> anyhow::Result<ExitCode> {
     show::<crate::control::StatusReply>(daemon, json, "status")
@@ -162,53 +159,6 @@ pub(crate) fn request_reload(
             Ok(ExitCode::from(EXIT_BAD_INPUT))
         }
     }
-}
-
-pub(crate) fn monitor(
-    daemon: &DaemonArgs,
-    json: bool,
-    count: Option<u64>,
-) -> anyhow::Result<ExitCode> {
-    let socket = daemon.socket();
-    follow_samples(&socket, json, count)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `fwd monitor`: prints denied-packet samples from the daemon's control socket.
-fn follow_samples(socket: &Path, json: bool, count: Option<u64>) -> anyhow::Result<()> {
-    use std::io::{BufRead as _, Write as _};
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
-        format!(
-            "connecting to {} (is `fwd run` running? fwd monitor needs root)",
-            socket.display()
-        )
-    })?;
-    stream.write_all(b"monitor\n")?;
-    let mut seen = 0;
-    if !json {
-        eprintln!(
-            "fwd monitor: denied packets (sampled, at most {} per second per CPU); Ctrl-C stops",
-            fwd_common::FwdConfig::DEFAULT_SAMPLES_PER_SECOND
-        );
-    }
-    let stdout = std::io::stdout();
-    for line in std::io::BufReader::new(stream).lines() {
-        let line = line?;
-        let sample = serde_json::from_str::<DeniedSample>(&line).ok();
-        let mut out = stdout.lock();
-        match &sample {
-            Some(sample) if !json => writeln!(out, "{sample}")?,
-            _ => writeln!(out, "{line}")?,
-        }
-        out.flush()?;
-        if sample.is_some() {
-            seen += 1;
-            if count.is_some_and(|c| seen >= c) {
-                break;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Sends one command and reads the one-line JSON answer.

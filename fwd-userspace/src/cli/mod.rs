@@ -12,6 +12,7 @@ mod explain;
 mod export;
 mod feeds;
 pub mod lab;
+mod monitor;
 pub mod stats;
 
 use std::{
@@ -137,22 +138,10 @@ fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sf
         #[arg(long)]
         json: bool,
     },
-    /// Show samples of denied packets as the daemon sees them: time, interface, direction,
-    /// protocol, addresses and ports, the reason, and the nearest rule.
-    #[command(
-        after_help = "The kernel sends at most 100 samples per second per CPU; counters in \
-/metrics count every packet.\n\nExamples:\n  fwd monitor\n  fwd monitor --json --count 10"
-    )]
-    Monitor {
-        #[command(flatten)]
-        daemon: DaemonArgs,
-        /// Print one JSON object per sample.
-        #[arg(long)]
-        json: bool,
-        /// Stop after this many samples.
-        #[arg(long)]
-        count: Option<u64>,
-    },
+    /// Show samples of denied packets: time, interface, direction, protocol, addresses and
+    /// ports, the reason, the nearest rule, and the name the client resolved; from the
+    /// daemon's history (--last, --since) or as they happen, filtered.
+    Monitor(monitor::MonitorArgs),
     /// Read the counters straight from the pinned maps: per rule and direction, drops by
     /// reason, live flows, the generation in force. Works with the daemon stopped or dead.
     #[command(
@@ -237,11 +226,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Confirm { daemon, json } => client::confirm(&daemon, json),
         Command::Status { daemon, json } => client::status(&daemon, json),
         Command::Dns { daemon, json } => client::dns(&daemon, json),
-        Command::Monitor {
-            daemon,
-            json,
-            count,
-        } => client::monitor(&daemon, json, count),
+        Command::Monitor(args) => monitor::run(&args),
         Command::Stats(args) => stats::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Lab(args) => lab::run(&args).map(|()| ExitCode::SUCCESS),
     };

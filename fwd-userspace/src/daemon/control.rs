@@ -43,6 +43,8 @@ pub enum Request {
     ReloadToConfirm(u64, tokio::sync::oneshot::Sender<ReloadReply>),
     /// `fwd confirm`.
     Confirm(tokio::sync::oneshot::Sender<ConfirmReply>),
+    /// The kept denied samples (`fwd monitor --last/--since`).
+    History(tokio::sync::oneshot::Sender<Vec<DeniedSample>>),
 }
 
 fn addr(family: u8, bytes: [u8; 16]) -> Option<IpAddr> {
@@ -81,6 +83,7 @@ pub fn describe(event: &DeniedEvent, image: Option<&MapImage>, mono_now_ns: u64)
             .map_or("unknown", |r| r.label())
             .into(),
         nearest_rule,
+        dns_name: None,
     }
 }
 
@@ -181,6 +184,7 @@ async fn handle(
         "status" => forward(&requests, &mut write, Request::Status).await,
         "dry-run" => forward(&requests, &mut write, Request::DryRun).await,
         "rules" => forward(&requests, &mut write, Request::Rules).await,
+        "history" => forward(&requests, &mut write, Request::History).await,
         "dns" => forward(&requests, &mut write, Request::Dns).await,
         "monitor" => loop {
             match samples.recv().await {
@@ -198,7 +202,7 @@ async fn handle(
         },
         other => {
             let reply = serde_json::json!({
-                "error": format!("unknown command `{other}`; this daemon knows: confirm, dns, dry-run, monitor, reload, reload-confirm SECONDS, rules, status")
+                "error": format!("unknown command `{other}`; this daemon knows: confirm, dns, dry-run, history, monitor, reload, reload-confirm SECONDS, rules, status")
             });
             write.write_all(format!("{reply}\n").as_bytes()).await?;
             Ok(())

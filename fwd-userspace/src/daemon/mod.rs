@@ -3,6 +3,7 @@
 mod confirm;
 pub mod control;
 pub mod dns;
+mod history;
 mod interfaces;
 pub mod metrics;
 mod start;
@@ -54,6 +55,8 @@ struct Daemon {
     confirm: Option<confirm::Pending>,
     /// Unconfirmed reloads rolled back.
     rollbacks: u64,
+    /// Denied samples kept for `fwd monitor --last/--since`, and the names answered.
+    history: history::History,
     /// `fwd run --metrics-listen`: in place of every config's `[metrics] listen`.
     metrics_override: Option<std::net::SocketAddr>,
     /// The rules in force, as `fwd diff --against running` compares them.
@@ -279,6 +282,10 @@ impl Daemon {
             .datapath
             .active_image()
             .context("no policy installed")?;
+        if let Some(name) = answer.chain.first() {
+            self.history
+                .answered(name, answer.addrs.iter().map(|(a, _)| *a));
+        }
         let observed = self.dns.observe(image, answer, unix_ms());
         self.datapath
             .apply_learned(&observed.changes)
@@ -647,6 +654,15 @@ async fn answer(shared: &Shared, request: control::Request) {
                 blocking(shared, |s| s.lock().expect("daemon state lock").confirm()).await
             {
                 let _ = reply.send(r);
+            }
+        }
+        control::Request::History(reply) => {
+            if let Some(samples) = blocking(shared, |s| {
+                s.lock().expect("daemon state lock").history.samples()
+            })
+            .await
+            {
+                let _ = reply.send(samples);
             }
         }
         control::Request::DryRun(reply) => {

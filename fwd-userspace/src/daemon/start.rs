@@ -151,6 +151,7 @@ pub(super) fn start(
         confirm: None,
         rollbacks: 0,
         metrics_override: metrics_listen,
+        history: Default::default(),
         _state_lock: state_lock,
     };
     daemon.record(&compiled);

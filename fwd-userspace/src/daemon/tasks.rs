@@ -135,16 +135,24 @@ pub(super) async fn read_denied_samples(
             }
         }
         guard.clear_ready();
-        if samples.receiver_count() == 0 || events.is_empty() {
+        if events.is_empty() {
             continue;
         }
         let now = crate::datapath::monotonic_ns();
+        // Every sample goes into the history (`fwd monitor --last`), with the name the
+        // proxy answered for its remote, and to the clients following.
         let described: Vec<_> = {
-            let daemon = shared.lock().expect("daemon state lock");
-            let image = daemon.datapath.active_image();
-            events
-                .iter()
-                .map(|e| control::describe(e, image, now))
+            let mut daemon = shared.lock().expect("daemon state lock");
+            let described: Vec<_> = {
+                let image = daemon.datapath.active_image();
+                events
+                    .iter()
+                    .map(|e| control::describe(e, image, now))
+                    .collect()
+            };
+            described
+                .into_iter()
+                .map(|s| daemon.history.record(s))
                 .collect()
         };
         for sample in described {
