@@ -106,6 +106,9 @@ pub struct Dns {
     pub timeout_ms: u64,
     /// Gateways: redirect the LAN's port-53 traffic to the proxy (nftables).
     pub steer: bool,
+    /// Answer `use-application-dns.net` with NXDOMAIN, so Firefox leaves its automatic DNS
+    /// over HTTPS off and its names go through the proxy (`doh_canary`, on by default).
+    pub doh_canary: bool,
     /// Where the `[dns]` table is (the steering rule's source).
     pub location: crate::policy::Location,
 }
@@ -118,8 +121,14 @@ pub const STEER_RULE: &str = "dns-steer";
 impl Dns {
     /// The keys that take effect only when fwd restarts (the proxy's sockets and the
     /// steering table are set up at start); the limits apply at a reload.
-    pub fn restart_keys(&self) -> (&[SocketAddr], &[SocketAddr], u64, bool) {
-        (&self.listen, &self.upstream, self.timeout_ms, self.steer)
+    pub fn restart_keys(&self) -> (&[SocketAddr], &[SocketAddr], u64, bool, bool) {
+        (
+            &self.listen,
+            &self.upstream,
+            self.timeout_ms,
+            self.steer,
+            self.doh_canary,
+        )
     }
 }
 

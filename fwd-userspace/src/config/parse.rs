@@ -85,6 +85,7 @@ pub(super) struct RawDns {
     pub(super) max_addresses: Option<Spanned<i64>>,
     pub(super) timeout_ms: Option<Spanned<i64>>,
     pub(super) steer: Option<bool>,
+    pub(super) doh_canary: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -432,6 +433,7 @@ pub(super) fn parse_dns(map: &SourceMap, d: &RawDns, at: usize) -> Result<Dns, P
         },
         timeout_ms: timeout_ms as u64,
         steer: d.steer.unwrap_or(false),
+        doh_canary: d.doh_canary.unwrap_or(true),
         location: map.location(at),
     })
 }

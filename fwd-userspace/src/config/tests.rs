@@ -272,3 +272,11 @@ fn hold_forwarding_is_for_gateways() {
     let e = parse(&format!("{gateway}[gateway]\nhold = true\n")).unwrap_err();
     assert!(e.contains("unknown field `hold`"), "{e}");
 }
+
+#[test]
+fn the_doh_canary_is_answered_unless_turned_off() {
+    let dns = "[dns]\nupstream = [\"192.0.2.53\"]\n";
+    assert!(parse(dns).unwrap().dns.unwrap().doh_canary, "on by default");
+    let off = parse(&format!("{dns}doh_canary = false\n")).unwrap();
+    assert!(!off.dns.unwrap().doh_canary);
+}

@@ -130,7 +130,7 @@ impl Daemon {
             (
                 config.dns.as_ref().map(config::Dns::restart_keys)
                     != self.config.dns.as_ref().map(config::Dns::restart_keys),
-                "[dns] listen, upstream, timeout_ms or steer",
+                "[dns] listen, upstream, timeout_ms, steer or doh_canary",
             ),
         ];
         for (changed, key) in restart_needed {
@@ -487,12 +487,15 @@ async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow:
     let learner = Arc::new(DaemonLearner {
         shared: shared.clone(),
     });
-    let proxy = Arc::new(dns::Proxy::new(
-        d.upstream.clone(),
-        Duration::from_millis(d.timeout_ms),
-        learner,
-        stats.clone(),
-    ));
+    let proxy = Arc::new(
+        dns::Proxy::new(
+            d.upstream.clone(),
+            Duration::from_millis(d.timeout_ms),
+            learner,
+            stats.clone(),
+        )
+        .with_doh_canary(d.doh_canary),
+    );
     proxy.serve(&listen).await?;
     if d.steer {
         let gateways = config.gateway_interfaces();

@@ -41,7 +41,7 @@ impl DnsStats {
         let queries = IntCounterVec::new(
             Opts::new(
                 "fwd_dns_queries_total",
-                "Client queries the DNS proxy handled, by transport and result (answered, servfail, formerr, notimp, dropped).",
+                "Client queries the DNS proxy handled, by transport and result (answered, servfail, formerr, notimp, dropped, canary: the DoH canary answered NXDOMAIN).",
             ),
             &["transport", "result"],
         )

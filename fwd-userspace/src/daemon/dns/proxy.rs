@@ -64,7 +64,13 @@ pub struct Proxy {
     learner: Arc<dyn Learner>,
     stats: Arc<DnsStats>,
     in_flight: Arc<Semaphore>,
+    /// Answer the DoH canary domain with NXDOMAIN.
+    doh_canary: bool,
 }
+
+/// Firefox asks for this name before it turns on DNS over HTTPS by itself; NXDOMAIN says
+/// "this network filters DNS: do not" (Mozilla's canary domain).
+pub const DOH_CANARY: &str = "use-application-dns.net";
 
 /// Why no upstream answer came.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +93,15 @@ impl Proxy {
             learner,
             stats,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            doh_canary: false,
         }
+    }
+
+    /// Answers the DoH canary domain (`use-application-dns.net`) with NXDOMAIN itself.
+    #[must_use]
+    pub fn with_doh_canary(mut self, on: bool) -> Self {
+        self.doh_canary = on;
+        self
     }
 
     /// Binds every address (UDP and TCP) and serves them until the runtime ends. Binding
@@ -194,6 +208,16 @@ impl Proxy {
         if request.queries.len() != 1 {
             self.stats.query(transport, "formerr");
             return encode(&error_reply(&request, ResponseCode::FormErr));
+        }
+        if self.doh_canary
+            && request.queries[0]
+                .name()
+                .to_ascii()
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(DOH_CANARY)
+        {
+            self.stats.query(transport, "canary");
+            return encode(&error_reply(&request, ResponseCode::NXDomain));
         }
         let mut reply = match self.resolve(&request, transport).await {
             Ok(reply) => reply,

@@ -1115,3 +1115,48 @@ async fn serve_answers_udp_and_pipelined_tcp_clients() {
     assert_eq!(queries_total(&stats, "udp", "answered"), 1);
     assert_eq!(queries_total(&stats, "tcp", "answered"), 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// The DoH canary.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doh_canary_gets_nxdomain_from_the_proxy_itself_unless_turned_off() {
+    let up = Upstream::fixed(vec![a("use-application-dns.net.", 60, "192.0.2.9")]).await;
+    let learner = Recorder::opening(1, 3600);
+    let (proxy, stats) = proxy(vec![up.addr], UPSTREAM_TIMEOUT, &learner);
+    let proxy = proxy.with_doh_canary(true);
+    for name in ["use-application-dns.net.", "USE-Application-DNS.net."] {
+        let reply = ask(&proxy, &query(7, name, RecordType::A), Transport::Udp)
+            .await
+            .expect("a reply");
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{name}"
+        );
+        assert!(reply.answers.is_empty());
+        assert_eq!(reply.metadata.id, 7);
+    }
+    assert!(
+        up.udp_queries().is_empty(),
+        "the canary is not asked upstream"
+    );
+    assert_eq!(queries_total(&stats, "udp", "canary"), 2);
+    // Turned off, it is an ordinary name.
+    let (plain, _) = proxy_off(&up, &learner);
+    let reply = ask(
+        &plain,
+        &query(8, "use-application-dns.net.", RecordType::A),
+        Transport::Udp,
+    )
+    .await
+    .expect("a reply");
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(addrs_of(&reply), vec![ip("192.0.2.9")]);
+}
+
+/// A proxy with the canary off (`doh_canary = false`).
+fn proxy_off(up: &Upstream, learner: &Arc<Recorder>) -> (Proxy, Arc<DnsStats>) {
+    let (p, s) = proxy(vec![up.addr], UPSTREAM_TIMEOUT, learner);
+    (p.with_doh_canary(false), s)
+}
