@@ -584,8 +584,10 @@ fn entries_end_after_their_ttl_unless_a_flow_is_live() {
 }
 
 #[test]
-fn steering_answers_queries_sent_to_any_resolver() {
-    if !fwd_lab::can_run_as_root("steering_answers_queries_sent_to_any_resolver") {
+fn steering_answers_queries_sent_to_any_resolver_and_comes_back_when_removed() {
+    if !fwd_lab::can_run_as_root(
+        "steering_answers_queries_sent_to_any_resolver_and_comes_back_when_removed",
+    ) {
         return;
     }
     let s = setup("dns-steer", "steer = true\n");
@@ -620,4 +622,42 @@ fn steering_answers_queries_sent_to_any_resolver() {
             ]
         ) >= 2.0
     );
+
+    // Another tool removes the steering table: fwd puts it back within its 5 s check,
+    // counts it, and queries to any resolver are answered again.
+    let nft = |args: &[&str]| {
+        s.lab
+            .gateway
+            .command("nft")
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        nft(&["delete", "table", "inet", "fwd_dns"])
+            .status
+            .success()
+    );
+    assert!(!nft(&["list", "table", "inet", "fwd_dns"]).status.success());
+    let back = wait_for(Duration::from_secs(10), || {
+        nft(&["list", "table", "inet", "fwd_dns"])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(back.is_some(), "the steering table was not put back");
+    assert_eq!(
+        scrape(
+            &s.lab.gateway,
+            METRICS,
+            "fwd_dns_steering_restored_total",
+            &[]
+        ),
+        1.0
+    );
+    let again = client
+        .run(move || ask_udp(elsewhere, "x.sfu.whereby.com", RecordType::A).unwrap())
+        .unwrap();
+    assert_eq!(again.addrs, vec![IpAddr::V4(SFU_V4)]);
 }

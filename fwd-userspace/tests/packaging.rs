@@ -229,12 +229,38 @@ fn promtool_accepts_the_exposition_and_the_alert_rules_fire_as_tested() {
     // The rules name only what the daemon exports (and `up`).
     let text = std::fs::read_to_string(rules.join("fwd-alerts.yml")).unwrap();
     let exported = exported_metrics();
-    for name in metric_names(&text) {
+    let exprs = alert_exprs(&text);
+    assert!(exprs.len() >= 7, "{exprs:?}");
+    for name in exprs.iter().flat_map(|e| metric_names(e)) {
         assert!(
             exported.contains(&name),
             "fwd-alerts.yml uses {name}, which the daemon does not export"
         );
     }
+}
+
+/// The `expr:` values of a rules file (one line, or a folded block below `expr: >-`).
+fn alert_exprs(yaml: &str) -> Vec<String> {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.trim_start().strip_prefix("expr:") else {
+            continue;
+        };
+        let rest = rest.trim();
+        if rest.starts_with('>') || rest.starts_with('|') {
+            let indent = line.len() - line.trim_start().len();
+            let block: Vec<&str> = lines[i + 1..]
+                .iter()
+                .take_while(|l| l.len() - l.trim_start().len() > indent)
+                .map(|l| l.trim())
+                .collect();
+            out.push(block.join(" "));
+        } else {
+            out.push(rest.to_string());
+        }
+    }
+    out
 }
 
 /// `fwd_*` identifiers of a PromQL expression, outside quoted label values.

@@ -270,5 +270,6 @@ pub(crate) fn register_dns(
     registry.register(Box::new(dns.stats.answers.clone()))?;
     registry.register(Box::new(dns.stats.cap_reached.clone()))?;
     registry.register(Box::new(dns.stats.insert_seconds.clone()))?;
+    registry.register(Box::new(dns.stats.steering_restored.clone()))?;
     Ok(())
 }

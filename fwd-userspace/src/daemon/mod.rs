@@ -506,6 +506,11 @@ async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow:
             table = dns::steer::TABLE,
             "the LAN's DNS to any resolver is redirected to the proxy"
         );
+        tokio::spawn(tasks::keep_steering(
+            gateways.iter().map(ToString::to_string).collect(),
+            port,
+            stats.clone(),
+        ));
     }
     info!(
         listen = ?listen,
@@ -697,6 +702,7 @@ async fn answer(shared: &Shared, request: control::Request) {
 /// Shutdown: writes what the proxy learned, then keeps the programs attached or detaches
 /// them, as `on_exit` says.
 fn stop(shared: &Shared) -> anyhow::Result<()> {
+    tasks::STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut daemon = shared.lock().expect("daemon state lock");
     if std::mem::take(&mut daemon.dns_dirty) {
         save_learned(&daemon.config.state_dir, &daemon.dns.saved());

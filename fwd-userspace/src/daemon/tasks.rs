@@ -231,3 +231,45 @@ pub(super) async fn refresh_feeds(shared: Shared) {
         tokio::time::sleep(FEED_CHECK).await;
     }
 }
+
+/// Set as the daemon stops: the tasks that put things back leave them be.
+pub(super) static STOPPING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// How often the steering table is looked for.
+const STEER_CHECK: Duration = Duration::from_secs(5);
+
+/// Puts the DNS steering table back when something removed it (an `nft flush ruleset`, a
+/// firewall script): without it, LAN clients that ask another resolver bypass the proxy.
+pub(super) async fn keep_steering(
+    interfaces: Vec<String>,
+    port: u16,
+    stats: std::sync::Arc<dns::DnsStats>,
+) {
+    loop {
+        tokio::time::sleep(STEER_CHECK).await;
+        if STOPPING.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let interfaces = interfaces.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            if dns::steer::present() || STOPPING.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            let names: Vec<&str> = interfaces.iter().map(String::as_str).collect();
+            Some(dns::steer::install(&names, port))
+        })
+        .await;
+        match restored {
+            Ok(Some(Ok(()))) => {
+                stats.steering_restored.inc();
+                warn!(
+                    table = dns::steer::TABLE,
+                    "the DNS steering table was gone (removed by another tool?): put back"
+                );
+            }
+            Ok(Some(Err(err))) => error!("putting the DNS steering table back: {err:#}"),
+            _ => {}
+        }
+    }
+}

@@ -14,7 +14,7 @@ pub mod table;
 pub use crate::control::{DnsReply, EntryStatus};
 pub use store::{LEARNED_FILE, load, save};
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 
 pub use proxy::{Learner, Proxy, Transport};
 pub use table::{Answer, Change, DnsTable, Limits, Observed, Saved};
@@ -28,6 +28,8 @@ pub struct DnsStats {
     pub(crate) cap_reached: IntCounterVec,
     /// From the upstream answer to the addresses being in the datapath.
     pub insert_seconds: Histogram,
+    /// The steering table was found gone and put back.
+    pub(crate) steering_restored: IntCounter,
 }
 
 impl Default for DnsStats {
@@ -73,11 +75,17 @@ impl DnsStats {
             ]),
         )
         .expect("valid metric");
+        let steering_restored = IntCounter::new(
+            "fwd_dns_steering_restored_total",
+            "Times the DNS steering table (inet fwd_dns) was found gone, flushed by another tool, and put back.",
+        )
+        .expect("valid metric");
         Self {
             queries,
             answers,
             cap_reached,
             insert_seconds,
+            steering_restored,
         }
     }
 

@@ -63,6 +63,17 @@ pub fn install(interfaces: &[&str], port: u16) -> anyhow::Result<()> {
     nft(&ruleset(interfaces, port))
 }
 
+/// Whether the steering table is in place (`nft list table inet fwd_dns` finds it).
+pub fn present() -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", TABLE])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Removes the steering table, if there is one.
 pub fn remove() -> anyhow::Result<()> {
     nft(&format!("table inet {TABLE}\ndelete table inet {TABLE}\n"))
