@@ -168,11 +168,7 @@ fn promtool() -> Option<PathBuf> {
                 .map(|_| PathBuf::from("promtool"))
         });
     if found.is_none() {
-        assert!(
-            std::env::var_os("FWD_TESTS_REQUIRE_ROOT").is_none(),
-            "promtool not found: `cargo xtask setup` unpacks it into target/tools/"
-        );
-        eprintln!("skipping the promtool checks: no promtool (cargo xtask setup provides it)");
+        missing("promtool");
     }
     found
 }
@@ -484,4 +480,135 @@ fn grafana_dashboard_check_catches_renames() {
         metric_names("fwd_rule_packets_total offset 1h"),
         ["fwd_rule_packets_total"]
     );
+}
+
+/// A tool the checks below run: found on PATH, else the test skips saying so, unless
+/// `cargo xtask test` runs it (its setup installs them), which requires everything.
+fn tool(name: &str) -> bool {
+    let found = Command::new(name)
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        missing(name);
+    }
+    found
+}
+
+/// A tool is missing: a failure under `cargo xtask test` (which requires everything and
+/// whose setup installs it), else a line saying the check is skipped.
+fn missing(name: &str) {
+    assert!(
+        std::env::var_os("FWD_TESTS_REQUIRE_ROOT").is_none(),
+        "{name} not found: `cargo xtask setup` installs it"
+    );
+    eprintln!(
+        "skipping the checks that need {name}: it is not installed (cargo xtask setup installs it)"
+    );
+}
+
+/// The Kubernetes manifests render with `kubectl kustomize` (offline) for both roles, pass
+/// `kubernetes-validate --strict` for the oldest and newest Kubernetes supported, carry
+/// what a fail-closed firewall needs, and their fwd.toml files compile the bundled
+/// policies. The policies' ConfigMap, as the docs tell to create it, validates too.
+#[test]
+fn kubernetes_manifests_render_validate_and_carry_what_fwd_needs() {
+    if !tool("kubectl") || !tool("kubernetes-validate") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |file: &std::path::Path| {
+        let out = Command::new("kubernetes-validate")
+            .args(["--strict", "-k", "1.29.0", "-k", "1.32.0"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubernetes-validate {}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for role in ["gateway", "host"] {
+        let overlay = repo().join("packaging/kubernetes/overlays").join(role);
+        let out = Command::new("kubectl")
+            .arg("kustomize")
+            .arg(&overlay)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        for needed in [
+            "hostNetwork: true",
+            "maxSurge: 0",
+            "path: /sys/fs/bpf",
+            "path: /readyz",
+            "path: /healthz",
+            "- ALL",
+            "- BPF",
+            "- NET_ADMIN",
+            "FWD_METRICS_LISTEN",
+            "prometheus.io/scrape",
+            &format!("fwd.io/role: {role}"),
+            "namespace: fwd-system",
+        ] {
+            assert!(text.contains(needed), "{role}: no `{needed}` in\n{text}");
+        }
+        assert!(!text.contains("subPath"), "subPath mounts never update");
+        // The generated config's name (with its hash) is what the DaemonSet mounts.
+        let generated = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("name: fwd-config-{role}-")))
+            .expect("a generated fwd-config");
+        assert_eq!(
+            text.matches(&format!("fwd-config-{role}-{generated}"))
+                .count(),
+            2,
+            "the DaemonSet does not mount the generated ConfigMap:\n{text}"
+        );
+        let file = dir.path().join(format!("{role}.yaml"));
+        std::fs::write(&file, &text).unwrap();
+        validate(&file);
+        let out = Command::new(env!("CARGO_BIN_EXE_fwd"))
+            .args(["check", "--config"])
+            .arg(overlay.join("fwd.toml"))
+            .arg("--policies")
+            .arg(repo().join("policies"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{role}/fwd.toml: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new("kubectl")
+        .args([
+            "-n",
+            "fwd-system",
+            "create",
+            "configmap",
+            "fwd-policies",
+            "--from-file",
+        ])
+        .arg(repo().join("policies"))
+        .args(["--dry-run=client", "-o", "yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = dir.path().join("policies.yaml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    validate(&file);
 }

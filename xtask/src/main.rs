@@ -267,6 +267,22 @@ fn setup() -> anyhow::Result<()> {
         std::fs::remove_file(&deb)?;
     }
 
+    // kubernetes-validate (PyPI) checks the Kubernetes manifests offline, against bundled
+    // schemas of each Kubernetes version (kubectl, for `kubectl kustomize`, is on the image).
+    if !succeeds(Command::new("kubernetes-validate").arg("--version")) {
+        run(
+            "installing kubernetes-validate (PyPI)",
+            Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "kubernetes-validate==1.37.0",
+            ]),
+            "python3 -m pip install kubernetes-validate==1.37.0",
+        )?;
+    }
+
     if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
         run(
             "installing cargo-fuzz",
