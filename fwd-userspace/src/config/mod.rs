@@ -164,6 +164,9 @@ pub struct Interface {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub policy_dir: PathBuf,
+    /// The package's vendor policies (`/usr/share/fwd/policies`): a file of the same name
+    /// in `policy_dir` overrides one here, and an empty one masks it.
+    pub vendor_policy_dir: Option<PathBuf>,
     pub action: Action,
     /// Vendors whose rules run in another action than `action` (`[vendor_action]`).
     pub vendor_action: BTreeMap<String, Action>,
@@ -272,7 +275,7 @@ impl Config {
         candidate: VendorPolicy,
         today: Date,
     ) -> anyhow::Result<Compiled> {
-        let files = match load_dir(dir) {
+        let files = match self.load_files(dir) {
             Ok(set) => set,
             // The feed's file may be the first one.
             Err(LoadError::Empty { .. }) => PolicySet::default(),
@@ -301,7 +304,16 @@ impl Config {
 
     /// The vendor files of `dir` plus the site's local rules (and the DNS steering rule).
     fn policy_set_from(&self, dir: &Path) -> Result<PolicySet, LoadError> {
-        self.with_site_rules(load_dir(dir)?)
+        self.with_site_rules(self.load_files(dir)?)
+    }
+
+    /// The vendor files of `dir`; for the config's own policy_dir, layered over the
+    /// package's `vendor_policy_dir` when there is one.
+    fn load_files(&self, dir: &Path) -> Result<PolicySet, LoadError> {
+        match &self.vendor_policy_dir {
+            Some(vendor) if dir == self.policy_dir => crate::policy::load_layered(vendor, dir),
+            _ => load_dir(dir),
+        }
     }
 
     /// `set` plus the site's local rules (and the DNS steering rule).

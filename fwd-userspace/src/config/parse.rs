@@ -23,6 +23,7 @@ use super::{
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) policy_dir: Option<String>,
+    pub(super) vendor_policy_dir: Option<String>,
     pub(super) action: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) vendor_action: BTreeMap<String, Spanned<String>>,
@@ -124,6 +125,9 @@ impl Config {
             Some(dir) => path.parent().unwrap_or(Path::new(".")).join(dir),
             None => PathBuf::from(DEFAULT_POLICY_DIR),
         };
+        let vendor_policy_dir = raw
+            .vendor_policy_dir
+            .map(|dir| path.parent().unwrap_or(Path::new(".")).join(dir));
         let parse_action = |a: &Spanned<String>| {
             map.keyword(
                 a,
@@ -312,6 +316,7 @@ impl Config {
         let relative = |s: String| path.parent().unwrap_or(Path::new(".")).join(s);
         Ok(Config {
             policy_dir,
+            vendor_policy_dir,
             action,
             vendor_action,
             flows,

@@ -280,3 +280,38 @@ fn the_doh_canary_is_answered_unless_turned_off() {
     let off = parse(&format!("{dns}doh_canary = false\n")).unwrap();
     assert!(!off.dns.unwrap().doh_canary);
 }
+
+#[test]
+fn the_package_policies_are_layered_under_the_sites() {
+    let root = tempfile::tempdir().unwrap();
+    let (usr, etc) = (root.path().join("usr"), root.path().join("etc"));
+    std::fs::create_dir_all(&usr).unwrap();
+    std::fs::create_dir_all(&etc).unwrap();
+    let vendor = |id: &str| {
+        format!(
+            "[vendor]\nid = \"{id}\"\nname = \"{id}\"\n[[rule]]\nid = \"r\"\nservice = \"s\"\nprotocol = \"tcp\"\nports = [443]\nremote = \"192.0.2.1\"\n"
+        )
+    };
+    std::fs::write(usr.join("zoom.toml"), vendor("zoom")).unwrap();
+    std::fs::write(usr.join("vsee.toml"), vendor("vsee")).unwrap();
+    std::fs::write(etc.join("vsee.toml"), "").unwrap();
+    std::fs::write(etc.join("acme.toml"), vendor("acme")).unwrap();
+    let file = root.path().join("fwd.toml");
+    std::fs::write(&file, "policy_dir = \"etc\"\nvendor_policy_dir = \"usr\"\n").unwrap();
+    let config = Config::load(&file).unwrap();
+    assert_eq!(config.vendor_policy_dir.as_deref(), Some(usr.as_path()));
+    let (set, _) = config
+        .compile_policies(
+            &config.policy_dir,
+            crate::policy::Date::today(),
+            &Default::default(),
+        )
+        .unwrap();
+    let ids: Vec<&str> = set.vendors.iter().map(|v| v.vendor.id.as_str()).collect();
+    assert_eq!(ids, ["acme", "zoom"], "vsee masked, zoom from the package");
+    // Another directory (fwd check --policies DIR) is read alone.
+    let (set, _) = config
+        .compile_policies(&usr, crate::policy::Date::today(), &Default::default())
+        .unwrap();
+    assert_eq!(set.vendors.len(), 2);
+}

@@ -74,10 +74,10 @@ fn relevant(
 
 /// A hash of what the policy is read from: the config file and every `.toml` file below
 /// the policy directory (through symlinks, as the loader reads them), names and contents.
-pub fn files_hash(policy_dir: &Path, config_file: &Path) -> [u8; 32] {
+pub fn files_hash(policy_dirs: &[PathBuf], config_file: &Path) -> [u8; 32] {
     use sha2::Digest as _;
     let mut files = vec![config_file.to_path_buf()];
-    let mut dirs = vec![policy_dir.to_path_buf()];
+    let mut dirs = policy_dirs.to_vec();
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -110,13 +110,16 @@ pub fn files_hash(policy_dir: &Path, config_file: &Path) -> [u8; 32] {
 /// (Re)places the watches: the policy directory (recursively, if it exists) and the
 /// directory of the config file (which holds the policy directory in the usual layout, so
 /// a policy directory created again is seen).
-fn watch_all(watcher: &mut RecommendedWatcher, policy_dir: &Path, config_dir: &Path) {
-    let _ = watcher.unwatch(policy_dir);
+fn watch_all(watcher: &mut RecommendedWatcher, policy_dirs: &[PathBuf], config_dir: &Path) {
+    for dir in policy_dirs {
+        let _ = watcher.unwatch(dir);
+    }
     let _ = watcher.unwatch(config_dir);
-    for (dir, mode) in [
-        (policy_dir, RecursiveMode::Recursive),
-        (config_dir, RecursiveMode::NonRecursive),
-    ] {
+    let dirs = policy_dirs
+        .iter()
+        .map(|d| (d.as_path(), RecursiveMode::Recursive))
+        .chain([(config_dir, RecursiveMode::NonRecursive)]);
+    for (dir, mode) in dirs {
         match watcher.watch(dir, mode) {
             Ok(()) => debug!(dir = %dir.display(), "watching for changes"),
             Err(err) => warn!(
@@ -137,7 +140,10 @@ pub fn spawn(config: &Config, debounce: Duration, hash_check: Duration) -> Chang
 
 /// `spawn`, with the file watches (`events`) or with the periodic check alone.
 fn spawn_with(config: &Config, debounce: Duration, hash_check: Duration, events: bool) -> Changes {
-    let policy_dir = config.policy_dir.clone();
+    // The site's policy directory, and the package's under it if there is one.
+    let policy_dirs: Vec<PathBuf> = std::iter::once(config.policy_dir.clone())
+        .chain(config.vendor_policy_dir.clone())
+        .collect();
     let config_dir = config
         .file
         .parent()
@@ -146,7 +152,7 @@ fn spawn_with(config: &Config, debounce: Duration, hash_check: Duration, events:
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<PathBuf>();
     // Held by the task: without a watcher the channel stays open and the check runs on.
     let keep_open = raw_tx.clone();
-    let filter_dir = policy_dir.clone();
+    let filter_dirs = policy_dirs.clone();
     let filter_config_dir = config_dir.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let event = match event {
@@ -160,7 +166,10 @@ fn spawn_with(config: &Config, debounce: Duration, hash_check: Duration, events:
             return;
         }
         for path in event.paths {
-            if relevant(&path, &filter_dir, config_name.as_ref(), &filter_config_dir) {
+            if filter_dirs
+                .iter()
+                .any(|d| relevant(&path, d, config_name.as_ref(), &filter_config_dir))
+            {
                 let _ = raw_tx.send(path);
             }
         }
@@ -168,7 +177,7 @@ fn spawn_with(config: &Config, debounce: Duration, hash_check: Duration, events:
     let watcher = match watcher.map(|w| Some(w).filter(|_| events)) {
         Ok(None) => None,
         Ok(Some(mut w)) => {
-            watch_all(&mut w, &policy_dir, &config_dir);
+            watch_all(&mut w, &policy_dirs, &config_dir);
             Some(Arc::new(Mutex::new(w)))
         }
         Err(err) => {
@@ -181,7 +190,7 @@ fn spawn_with(config: &Config, debounce: Duration, hash_check: Duration, events:
     let config_file = config.file.clone();
     tokio::spawn(async move {
         let _keep_open = keep_open;
-        let mut loaded = files_hash(&policy_dir, &config_file);
+        let mut loaded = files_hash(&policy_dirs, &config_file);
         let mut check = tokio::time::interval(hash_check);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         check.tick().await;
@@ -192,12 +201,12 @@ fn spawn_with(config: &Config, debounce: Duration, hash_check: Duration, events:
                     None => return,
                 },
                 _ = check.tick() => {
-                    let now = files_hash(&policy_dir, &config_file);
+                    let now = files_hash(&policy_dirs, &config_file);
                     if now == loaded {
                         continue;
                     }
                     debug!("the policy files changed with no event seen");
-                    policy_dir.clone()
+                    policy_dirs[0].clone()
                 }
             };
             // Wait until the changes stop for a whole debounce interval.
@@ -213,11 +222,11 @@ fn spawn_with(config: &Config, debounce: Duration, hash_check: Duration, events:
             if let Some(w) = &rewatch {
                 watch_all(
                     &mut w.lock().expect("watcher lock"),
-                    &policy_dir,
+                    &policy_dirs,
                     &config_dir,
                 );
             }
-            loaded = files_hash(&policy_dir, &config_file);
+            loaded = files_hash(&policy_dirs, &config_file);
             if tx.send(last).await.is_err() {
                 return;
             }
@@ -390,7 +399,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_hash_check_catches_a_change_no_event_told() {
         let (_root, config) = configmap_site();
-        let before = files_hash(&config.policy_dir, &config.file);
+        let before = files_hash(std::slice::from_ref(&config.policy_dir), &config.file);
         // No file watches: only the check can see.
         let mut changes = spawn_with(
             &config,
@@ -403,7 +412,10 @@ mod tests {
         let quiet = tokio::time::timeout(Duration::from_millis(800), changes.recv()).await;
         assert!(quiet.is_err(), "a change with nothing changed");
         kubelet_update(&config.policy_dir, 1, &[("v.toml", policy(1))]);
-        assert_ne!(files_hash(&config.policy_dir, &config.file), before);
+        assert_ne!(
+            files_hash(std::slice::from_ref(&config.policy_dir), &config.file),
+            before
+        );
         let seen = tokio::time::timeout(Duration::from_secs(3), changes.recv()).await;
         assert!(seen.is_ok(), "no change seen");
     }

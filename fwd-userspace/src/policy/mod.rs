@@ -789,6 +789,68 @@ pub enum LoadError {
     Empty { dir: PathBuf },
 }
 
+/// Loads the package's vendor files of `vendor` with the site's of `site` over them, the way
+/// systemd treats unit files: a file in `site` replaces the one of the same name in
+/// `vendor`, an empty one (nothing but whitespace) masks it, and the others add to them.
+/// In file-name order. A missing `vendor` directory is no vendor files.
+pub fn load_layered(vendor: &Path, site: &Path) -> Result<PolicySet, LoadError> {
+    let names = |dir: &Path, missing_ok: bool| -> Result<Vec<PathBuf>, LoadError> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => Ok(entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect()),
+            Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(LoadError::Io {
+                path: dir.to_path_buf(),
+                source,
+            }),
+        }
+    };
+    let mut chosen: std::collections::BTreeMap<std::ffi::OsString, PathBuf> =
+        std::collections::BTreeMap::new();
+    for path in names(vendor, true)?.into_iter().chain(names(site, false)?) {
+        if let Some(name) = path.file_name() {
+            chosen.insert(name.to_os_string(), path);
+        }
+    }
+    let mut set = PolicySet::default();
+    for (_, file) in chosen {
+        let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        if text.trim().is_empty() && file.starts_with(site) {
+            continue; // masked
+        }
+        add_vendor(&mut set, &file, &text)?;
+    }
+    if set.vendors.is_empty() {
+        return Err(LoadError::Empty {
+            dir: site.to_path_buf(),
+        });
+    }
+    Ok(set)
+}
+
+/// Parses one vendor file into `set`; a vendor id two files use is an error.
+fn add_vendor(set: &mut PolicySet, file: &Path, text: &str) -> Result<(), LoadError> {
+    let policy = parse_vendor_file(file, text)?;
+    if let Some(other) = set.vendors.iter().find(|v| v.vendor.id == policy.vendor.id) {
+        return Err(PolicyError {
+            location: SourceMap::new(file, text).location(0),
+            message: format!(
+                "vendor id `{}` is also used by {}",
+                policy.vendor.id,
+                other.file.display()
+            ),
+        }
+        .into());
+    }
+    set.vendors.push(policy);
+    Ok(())
+}
+
 /// Loads every `*.toml` file of `dir`, in file-name order.
 pub fn load_dir(dir: &Path) -> Result<PolicySet, LoadError> {
     let io = |source| LoadError::Io {
@@ -813,19 +875,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, LoadError> {
             path: file.clone(),
             source,
         })?;
-        let policy = parse_vendor_file(&file, &text)?;
-        if let Some(other) = set.vendors.iter().find(|v| v.vendor.id == policy.vendor.id) {
-            return Err(PolicyError {
-                location: SourceMap::new(&file, &text).location(0),
-                message: format!(
-                    "vendor id `{}` is also used by {}",
-                    policy.vendor.id,
-                    other.file.display()
-                ),
-            }
-            .into());
-        }
-        set.vendors.push(policy);
+        add_vendor(&mut set, &file, &text)?;
     }
     Ok(set)
 }

@@ -338,3 +338,60 @@ fn keywords_and_numbers_say_what_is_accepted_where() {
         70_000
     );
 }
+
+#[test]
+fn site_files_override_and_mask_the_packages_by_name() {
+    let root = tempfile::tempdir().unwrap();
+    let (vendor, site) = (root.path().join("usr"), root.path().join("etc"));
+    std::fs::create_dir_all(&vendor).unwrap();
+    std::fs::create_dir_all(&site).unwrap();
+    let file = |id: &str, port: u16| {
+        format!(
+            "[vendor]\nid = \"{id}\"\nname = \"{id}\"\n[[rule]]\nid = \"r\"\nservice = \"s\"\nprotocol = \"tcp\"\nports = [{port}]\nremote = \"192.0.2.1\"\n"
+        )
+    };
+    std::fs::write(vendor.join("a.toml"), file("a", 1)).unwrap();
+    std::fs::write(vendor.join("b.toml"), file("b", 2)).unwrap();
+    std::fs::write(vendor.join("c.toml"), file("c", 3)).unwrap();
+    // The site's b replaces the package's, an empty c masks it, d is the site's own.
+    std::fs::write(site.join("b.toml"), file("b", 20)).unwrap();
+    std::fs::write(site.join("c.toml"), "\n").unwrap();
+    std::fs::write(site.join("d.toml"), file("d", 4)).unwrap();
+    let set = load_layered(&vendor, &site).unwrap();
+    let got: Vec<(String, String, u16)> = set
+        .vendors
+        .iter()
+        .map(|v| {
+            (
+                v.vendor.id.clone(),
+                v.file
+                    .parent()
+                    .unwrap()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into(),
+                v.rules[0].ports[0].lo,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a".into(), "usr".into(), 1),
+            ("b".into(), "etc".into(), 20),
+            ("d".into(), "etc".into(), 4)
+        ]
+    );
+    // No package directory (yet): the site's files alone.
+    let only = load_layered(&root.path().join("nowhere"), &site).unwrap();
+    assert_eq!(only.vendors.len(), 2);
+    // Everything masked: as empty as no files.
+    std::fs::write(site.join("b.toml"), "").unwrap();
+    std::fs::write(site.join("d.toml"), "").unwrap();
+    std::fs::remove_file(vendor.join("a.toml")).unwrap();
+    assert!(matches!(
+        load_layered(&vendor, &site),
+        Err(LoadError::Empty { .. })
+    ));
+}
