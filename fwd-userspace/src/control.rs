@@ -330,11 +330,7 @@ impl std::fmt::Display for DnsReply {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use crate::clock::unix_now;
 
 #[cfg(test)]
 mod tests {

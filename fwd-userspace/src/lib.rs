@@ -5,6 +5,7 @@
 
 pub mod atomic_file;
 pub mod cli;
+pub mod clock;
 pub mod compile;
 pub mod config;
 pub mod control;

@@ -56,17 +56,7 @@ pub(crate) fn dry_run(daemon: &DaemonArgs, json: bool) -> anyhow::Result<ExitCod
         );
         return Ok(code);
     }
-    for c in &reply.changes {
-        println!("{} {}/{}", c.change, c.vendor, c.rule);
-        for f in &c.fields {
-            for v in &f.added {
-                println!("    {:<11} + {v}", f.field);
-            }
-            for v in &f.removed {
-                println!("    {:<11} - {v}", f.field);
-            }
-        }
-    }
+    super::diff::print_changes(&reply.changes);
     println!(
         "dry run: the policy on disk compiles ({} rules) and fits the tables; {} rules would change; generation {} stays in force",
         reply.rules,

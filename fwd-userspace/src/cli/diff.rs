@@ -140,6 +140,24 @@ fn print_text(
     upcoming: &[(String, String, String, String)],
     within: u32,
 ) {
+    print_changes(changes);
+    if !upcoming.is_empty() {
+        println!("within {within} days:");
+        for (v, r, what, day) in upcoming {
+            println!("  {v}/{r} {what} {day}");
+        }
+    }
+    let count = |what: &str| changes.iter().filter(|c| c.change == what).count();
+    println!(
+        "{} rules added, {} removed, {} changed",
+        count("added"),
+        count("removed"),
+        count("changed")
+    );
+}
+
+/// Each changed rule and what it gained (+) and lost (-), field by field.
+pub(super) fn print_changes(changes: &[diff::RuleDiff]) {
     for c in changes {
         let mark = match c.change.as_str() {
             "added" => '+',
@@ -158,17 +176,4 @@ fn print_text(
             }
         }
     }
-    if !upcoming.is_empty() {
-        println!("within {within} days:");
-        for (v, r, what, day) in upcoming {
-            println!("  {v}/{r} {what} {day}");
-        }
-    }
-    let count = |what: &str| changes.iter().filter(|c| c.change == what).count();
-    println!(
-        "{} rules added, {} removed, {} changed",
-        count("added"),
-        count("removed"),
-        count("changed")
-    );
 }

@@ -118,9 +118,7 @@ pub(crate) fn run(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     if args.last.is_some() || args.since.is_some() {
         let kept: Vec<DeniedSample> = super::client::ask(&socket, "history")?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::clock::unix_ms();
         let since_ms = args.since.map(|s| now_ms.saturating_sub(s * 1000));
         let mut matching: Vec<&DeniedSample> = kept
             .iter()

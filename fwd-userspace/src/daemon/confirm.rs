@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{Daemon, Shared, apply, blocking, control, dns, reload_reply, unix_now};
+use super::{Daemon, Shared, blocking, control, reload_reply, unix_now};
 use crate::{
     compile::{Compiled, MapImage, RuleIds},
     config::Config,
@@ -102,33 +102,13 @@ impl Daemon {
             unselected: 0,
             ids: p.ids,
         };
-        let generation = self.generation.wrapping_add(1).max(1);
-        let mut table = self.dns.clone();
-        match &p.config.dns {
-            Some(d) => table.set_limits(d.limits),
-            None => table = dns::DnsTable::new(dns::Limits::default()),
-        }
-        match apply(
-            &mut self.datapath,
-            &p.config,
-            &compiled,
-            &mut table,
-            generation,
-        ) {
-            Ok(_) => {
-                self.dns = table;
-                self.dns_dirty = true;
-                self.config = p.config;
-                self.generation = generation;
-                self.rule_ids = compiled.ids.clone();
-                self.rules_in_force = p.views;
-                self.last_reload_unix = unix_now();
+        let was = p.generation;
+        match self.put_in_force(p.config, &compiled, p.views) {
+            Ok((generation, _)) => {
                 self.rollbacks += 1;
-                self.record(&compiled);
                 warn!(
                     generation,
-                    "the reload was not confirmed in time: generation {}'s policy is back in force",
-                    p.generation
+                    "the reload was not confirmed in time: generation {was}'s policy is back in force"
                 );
             }
             Err(err) => {

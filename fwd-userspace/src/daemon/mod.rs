@@ -17,7 +17,7 @@ use tasks::{keep_learned, notify, read_denied_samples, save_learned, serve_metri
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -91,17 +91,7 @@ fn compile_config(
     Ok((compiled, crate::diff::views(&set)))
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use crate::clock::{unix_ms, unix_now};
 
 impl Daemon {
     /// Recompiles and installs atomically; on any error the running policy stays.
@@ -138,29 +128,7 @@ impl Daemon {
                 warn!("{key} changed: it takes effect when fwd restarts");
             }
         }
-        let generation = self.generation.wrapping_add(1).max(1);
-        // Learned names are judged again under the new rules; the table changes only if
-        // the install succeeds.
-        let mut table = self.dns.clone();
-        match &config.dns {
-            Some(d) => table.set_limits(d.limits),
-            None => table = dns::DnsTable::new(dns::Limits::default()),
-        }
-        let timings = apply(
-            &mut self.datapath,
-            &config,
-            &compiled,
-            &mut table,
-            generation,
-        )?;
-        self.dns = table;
-        self.dns_dirty = true;
-        self.config = config;
-        self.rules_in_force = views;
-        self.generation = generation;
-        self.rule_ids = compiled.ids.clone();
-        self.last_reload_unix = unix_now();
-        self.record(&compiled);
+        let (generation, timings) = self.put_in_force(config, &compiled, views)?;
         info!(
             generation,
             rules = compiled.image.rules.len(),
@@ -199,6 +167,40 @@ impl Daemon {
                 changes: Vec::new(),
             },
         }
+    }
+
+    /// Installs `compiled` under `config` as the next generation, with the learned names
+    /// judged again under it; on success it is the daemon's policy in force (a reload, a
+    /// roll-back), on an error nothing changes.
+    fn put_in_force(
+        &mut self,
+        config: Config,
+        compiled: &Compiled,
+        views: Vec<crate::diff::RuleView>,
+    ) -> anyhow::Result<(u32, InstallTimings)> {
+        let generation = self.generation.wrapping_add(1).max(1);
+        // The table changes only if the install succeeds.
+        let mut table = self.dns.clone();
+        match &config.dns {
+            Some(d) => table.set_limits(d.limits),
+            None => table = dns::DnsTable::new(dns::Limits::default()),
+        }
+        let timings = apply(
+            &mut self.datapath,
+            &config,
+            compiled,
+            &mut table,
+            generation,
+        )?;
+        self.dns = table;
+        self.dns_dirty = true;
+        self.config = config;
+        self.rules_in_force = views;
+        self.generation = generation;
+        self.rule_ids = compiled.ids.clone();
+        self.last_reload_unix = unix_now();
+        self.record(compiled);
+        Ok((generation, timings))
     }
 
     /// Records the rule ids in force, for the next start and for `fwd stats`.

@@ -9,10 +9,7 @@ pub mod fetch;
 pub mod guard;
 pub mod state;
 
-use std::{
-    path::PathBuf,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use tracing::{info, warn};
@@ -81,11 +78,7 @@ pub struct Outcome {
     pub entries: usize,
 }
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use crate::clock::unix_now;
 
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;
