@@ -225,13 +225,27 @@ pub struct Counter {
 }
 
 /// The one-entry runtime configuration map.
-#[repr(C)]
+///
+/// The first 8 bytes are what a packet's verdict depends on together: the slot, the mode,
+/// the learned-host bits and the epoch. The programs read them as one 8-byte load and the
+/// daemon writes them with one 8-byte store (the map is mmapable), so no packet sees a slot
+/// with another slot's mode, host bits or epoch (`FwdConfig::head`, `FwdConfig::with_head`).
+/// The generation stays the third `u32`, as in every earlier layout.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FwdConfig {
     /// Which policy slot (0 or 1) the programs read.
-    pub active_slot: u32,
+    pub active_slot: u8,
     /// `FwdConfig::MODE_*`.
-    pub mode: u32,
+    pub mode: u8,
+    /// `FwdConfig::hosts_bit`s: which slots have learned hosts of which family, so a new
+    /// flow probes the learned-host table only when it can hold the address.
+    pub hosts: u8,
+    pub _pad0: u8,
+    /// The policy epoch: a flow entry judged under another epoch is judged again. Every
+    /// change that can narrow what is allowed moves it on (`FwdConfig::next_epoch`). Never 0,
+    /// so entries of an earlier layout (epoch bits 0) are never taken as current.
+    pub epoch: u32,
     /// Policy generation, for diagnostics.
     pub generation: u32,
     /// Denied-packet samples each CPU may send per second (0: none).
@@ -242,21 +256,16 @@ pub struct FwdConfig {
     pub udp_timeout_s: u32,
     /// ICMP echo and other protocols' flows, and first-fragment records.
     pub other_timeout_s: u32,
-    /// The policy epoch: a flow entry judged under another epoch is judged again. Every
-    /// change that can narrow what is allowed moves it on (`FwdConfig::next_epoch`). Never 0,
-    /// so entries of an earlier layout (epoch bits 0) are never taken as current.
-    pub epoch: u32,
-    /// `FwdConfig::hosts_bit`s: which slots have learned hosts of which family, so a new
-    /// flow probes the learned-host table only when it can hold the address.
-    pub hosts: u32,
-    pub _pad: u32,
+    /// Room for settings to come without another layout (48 bytes, which no earlier
+    /// layout had: a pinned map of an earlier one is recognised by its size).
+    pub _reserved: [u32; 5],
 }
 
 impl FwdConfig {
     /// Drop what no rule allows.
-    pub const MODE_ENFORCE: u32 = 0;
+    pub const MODE_ENFORCE: u8 = 0;
     /// Pass everything; count what would have been dropped.
-    pub const MODE_AUDIT: u32 = 1;
+    pub const MODE_AUDIT: u8 = 1;
 
     pub const DEFAULT_TCP_TIMEOUT_S: u32 = 3600;
     pub const DEFAULT_UDP_TIMEOUT_S: u32 = 120;
@@ -275,8 +284,37 @@ impl FwdConfig {
 
     /// The `hosts` bit of `slot`'s learned hosts of `family` (4 or 6).
     #[inline(always)]
-    pub const fn hosts_bit(slot: u32, family: u8) -> u32 {
-        1 << ((slot & 1) * 2 + (family == 6) as u32)
+    pub const fn hosts_bit(slot: u8, family: u8) -> u8 {
+        1 << ((slot & 1) * 2 + (family == 6) as u8)
+    }
+
+    /// The first 8 bytes (slot, mode, host bits, epoch) as the one word they are read and
+    /// written as.
+    #[inline(always)]
+    pub const fn head(&self) -> u64 {
+        let e = self.epoch.to_ne_bytes();
+        u64::from_ne_bytes([
+            self.active_slot,
+            self.mode,
+            self.hosts,
+            self._pad0,
+            e[0],
+            e[1],
+            e[2],
+            e[3],
+        ])
+    }
+
+    /// This config with the first 8 bytes from `head` (a word read at once).
+    #[inline(always)]
+    pub const fn with_head(mut self, head: u64) -> Self {
+        let b = head.to_ne_bytes();
+        self.active_slot = b[0];
+        self.mode = b[1];
+        self.hosts = b[2];
+        self._pad0 = b[3];
+        self.epoch = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+        self
     }
 
     /// The epoch after `epoch`: 24 bits (they share `FlowValue::flags`), skipping 0.
@@ -306,7 +344,8 @@ impl Default for FwdConfig {
             other_timeout_s: Self::DEFAULT_OTHER_TIMEOUT_S,
             epoch: 1,
             hosts: 0,
-            _pad: 0,
+            _pad0: 0,
+            _reserved: [0; 5],
         }
     }
 }
@@ -470,7 +509,9 @@ const _: () = {
     assert!(core::mem::align_of::<PortKey>() == 4);
     assert!(core::mem::size_of::<PortVerdict>() == 8);
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<FwdConfig>() == 40);
+    assert!(core::mem::size_of::<FwdConfig>() == 48);
+    assert!(core::mem::offset_of!(FwdConfig, epoch) == 4);
+    assert!(core::mem::offset_of!(FwdConfig, generation) == 8);
     assert!(FwdConfig::next_epoch(FlowValue::EPOCH_MASK) == 1);
     assert!(core::mem::size_of::<FlowKey>() == 40);
     assert!(core::mem::align_of::<FlowKey>() == 8);
@@ -573,5 +614,31 @@ mod tests {
         assert_eq!(bytes, [1, 2, 3, 4, 0, 6, 0x01, 0xbb]);
         assert_eq!(k.class(), 0x0102_0304);
         assert_eq!(k.port(), 443);
+    }
+
+    #[test]
+    fn config_head_is_the_first_eight_bytes() {
+        let c = FwdConfig {
+            active_slot: 1,
+            mode: FwdConfig::MODE_AUDIT,
+            hosts: FwdConfig::hosts_bit(1, 6),
+            epoch: 0x00ab_cdef,
+            generation: 7,
+            ..FwdConfig::default()
+        };
+        // SAFETY: FwdConfig is repr(C) plain integers, 48 bytes, no implicit padding.
+        let bytes: [u8; 48] = unsafe { core::mem::transmute(c) };
+        assert_eq!(c.head().to_ne_bytes(), bytes[..8]);
+        let other = FwdConfig::default().with_head(c.head());
+        assert_eq!(
+            (
+                other.active_slot,
+                other.mode,
+                other.hosts,
+                other.epoch,
+                other.generation
+            ),
+            (1, FwdConfig::MODE_AUDIT, 0b1000, 0x00ab_cdef, 0)
+        );
     }
 }

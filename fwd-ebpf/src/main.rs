@@ -147,6 +147,18 @@ fn parse_only(packet: &Packet) {
     let _ = black_box(parse_ethernet(packet, ip));
 }
 
+/// The config, read once per packet. Its first word (slot, mode, host bits, epoch) is one
+/// 8-byte load: the daemon stores it at once, so the four always belong together.
+#[inline(always)]
+fn read_config() -> FwdConfig {
+    match CONFIG.get_ptr(0) {
+        // SAFETY: a map value pointer, valid and 8-aligned (FwdConfig is align(8)) during
+        // the program run.
+        Some(p) => unsafe { (*p).with_head(core::ptr::read_volatile(p.cast::<u64>())) },
+        None => FwdConfig::default(),
+    }
+}
+
 /// What `process` decided.
 struct Decision {
     pass: bool,
@@ -161,8 +173,7 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> Decision {
         pass,
         state_error: 0,
     };
-    // One read of the config per packet: the slot and the mode stay consistent within it.
-    let config = CONFIG.get(0).copied().unwrap_or_default();
+    let config = read_config();
     // The coarse clock (a jiffy) is enough: the timeouts are seconds.
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };

@@ -21,8 +21,10 @@ use fwd_common::{
 
 use crate::parse::Ip;
 
+/// Mmapable, so the daemon writes its first word (slot, mode, host bits, epoch) with one
+/// 8-byte store (`FwdConfig::head`).
 #[map]
-pub static CONFIG: Array<FwdConfig> = Array::with_max_entries(1, 0);
+pub static CONFIG: Array<FwdConfig> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// One policy slot's tables.
 pub trait Slot {

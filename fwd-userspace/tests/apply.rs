@@ -48,8 +48,8 @@ fn audit(generation: u32) -> bool {
 /// Every install goes to the other slot, the first (generation 1) to slot 0: generation
 /// `g` is in slot `(g + 1) % 2`, so slot 0 holds the odd (enforce) generations and slot 1
 /// the even (audit) ones.
-fn mode_of_slot(slot: u32) -> u32 {
-    if audit(slot + 1) {
+fn mode_of_slot(slot: u8) -> u8 {
+    if audit(u32::from(slot) + 1) {
         FwdConfig::MODE_AUDIT
     } else {
         FwdConfig::MODE_ENFORCE
@@ -62,10 +62,29 @@ fn watch(dir: &Path, stop: Arc<AtomicBool>) -> thread::JoinHandle<(u64, usize, V
     let path = dir.join("maps/CONFIG");
     thread::spawn(move || {
         let data = MapData::from_pin(&path).expect("the pinned config map");
+        // The first word as the programs read it: one 8-byte load of the map's memory.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(data.fd()));
         let config: Array<MapData, FwdConfig> = Array::try_from(Map::Array(data)).unwrap();
+        // SAFETY: a read-only shared mapping of the one-entry mmapable array; never unmapped
+        // while this thread reads it (it lives until the process ends).
+        let head = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                size_of::<FwdConfig>(),
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+            std::sync::atomic::AtomicU64::from_ptr(p.cast::<u64>())
+        };
         let (mut reads, mut seen, mut wrong) = (0, std::collections::BTreeSet::new(), Vec::new());
         while !stop.load(Ordering::Relaxed) {
-            let c = config.get(&0, 0).unwrap();
+            let c = config
+                .get(&0, 0)
+                .unwrap()
+                .with_head(head.load(Ordering::Acquire));
             reads += 1;
             if c.generation == 0 {
                 continue;

@@ -152,3 +152,121 @@ fn a_new_layout_takes_over_the_pins_of_an_earlier_one() {
     dp.unpin_all().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The bytes of a pinned mmapable array.
+fn array_bytes(path: &std::path::Path) -> Vec<u8> {
+    let data = aya::maps::MapData::from_pin(path).unwrap();
+    let info = data.info().unwrap();
+    let len = info.value_size() as usize * info.max_entries() as usize;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(data.fd()));
+    // SAFETY: a read-only shared mapping of the map's memory, unmapped below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+    // SAFETY: `len` bytes mapped above.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }.to_vec();
+    // SAFETY: the mapping made above, unmapped once.
+    unsafe { libc::munmap(ptr, len) };
+    bytes
+}
+
+/// The previous version pinned the same policy tables with a 40-byte config map. Its
+/// programs go on reading their own config (slot 0 here) until the links move, so the new
+/// datapath must fill the other slot, leave slot 0's tables and learned hosts alone, and use
+/// an epoch other than the one the earlier programs stamp their flows with.
+#[test]
+fn the_previous_layouts_slot_is_left_alone_until_the_links_move() {
+    if !fwd_lab::can_run_as_root("the_previous_layouts_slot_is_left_alone_until_the_links_move") {
+        return;
+    }
+    let dir = PathBuf::from(format!(
+        "/sys/fs/bpf/fwd-test-upgrade-prev-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = DatapathOptions {
+        pin_dir: Some(dir.clone()),
+        ..DatapathOptions::default()
+    };
+    let compile_one = |text: &str| {
+        let set = PolicySet {
+            vendors: vec![parse_vendor_file(std::path::Path::new("v.toml"), text).unwrap()],
+        };
+        compile(&set, &Selection::widest(Date::parse("2026-12-01").unwrap())).unwrap()
+    };
+    let old = compile_one(POLICY);
+    let new = compile_one(&POLICY.replace("[443]", "[8443]"));
+
+    // What the earlier daemon left: its policy in slot 0 with a learned host.
+    {
+        let mut dp = Datapath::load_with(&options).expect("loading (needs root)");
+        dp.install(&old.image, 1).unwrap();
+        dp.learn("203.0.113.7".parse().unwrap(), old.image.dst4[0].1)
+            .unwrap();
+    }
+    let slot0 = ["IDX4_0", "RNG4_0", "CLASSES_0", "PORT_RANGES_0"]
+        .map(|m| array_bytes(&dir.join("maps").join(m)));
+    let hosts0 = || {
+        let data = aya::maps::MapData::from_pin(dir.join("maps/HOSTS4_0")).unwrap();
+        let map =
+            aya::maps::HashMap::<_, [u8; 4], u32>::try_from(aya::maps::Map::HashMap(data)).unwrap();
+        map.keys().count()
+    };
+    assert_eq!(hosts0(), 1);
+    // ... and its config map, in the 40-byte layout: slot 0, generation 9, epoch 2 (the
+    // epoch a fresh config moves to at load).
+    std::fs::remove_file(dir.join("maps/CONFIG")).unwrap();
+    let config = pin_map(&dir.join("maps/CONFIG"), BPF_MAP_TYPE_ARRAY, 4, 40, 1, 0);
+    let mut words = [0u32; 10];
+    words[2] = 9;
+    words[7] = 2;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    update(config, &0u32.to_ne_bytes(), &bytes);
+    // SAFETY: our own descriptor, closed once (the pin keeps the map).
+    unsafe { libc::close(config) };
+
+    let mut dp = Datapath::load_with(&options).expect("loading over the earlier pins");
+    assert_eq!(dp.adoption().generation, 9, "the generation carries on");
+    assert!(
+        dp.adoption()
+            .maps_recreated
+            .iter()
+            .any(|(m, _)| m == "CONFIG"),
+        "{:?}",
+        dp.adoption()
+    );
+    assert_ne!(dp.policy_epoch().unwrap(), 2, "the earlier programs' epoch");
+    dp.install(&new.image, 10).unwrap();
+    let run = |port| {
+        let frame = packet::to("192.0.2.1".parse().unwrap(), packet::tcp(40000, port));
+        dp.test_run_xdp(&frame, 1).unwrap().0
+    };
+    assert_eq!((run(8443), run(443)), (2, 1), "the new policy enforces");
+    for (map, before) in ["IDX4_0", "RNG4_0", "CLASSES_0", "PORT_RANGES_0"]
+        .iter()
+        .zip(&slot0)
+    {
+        assert!(
+            array_bytes(&dir.join("maps").join(map)) == *before,
+            "{map}: the earlier programs' slot was written"
+        );
+    }
+    assert_eq!(
+        hosts0(),
+        1,
+        "the earlier programs' learned host was removed"
+    );
+    // The next install may use slot 0 again: it is cleared then.
+    dp.install(&old.image, 11).unwrap();
+    assert_eq!(hosts0(), 0);
+    dp.unpin_all().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -111,7 +111,7 @@ fn collect(pin_dir: &Path, state_dir: &Path) -> anyhow::Result<Stats> {
         } else {
             "enforce"
         },
-        active_slot: config.active_slot,
+        active_slot: config.active_slot.into(),
         names_generation: recorded.generation,
         links: pinned.links(),
         flows_active: pinned.flows_active()?,

@@ -1,12 +1,17 @@
 //! `BPF_F_MMAPABLE` arrays written through a shared mapping: a whole table is a `memcpy`,
 //! not one syscall per entry.
 
-use std::{os::fd::AsFd as _, ptr::NonNull};
+use std::{
+    os::fd::AsFd as _,
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use aya::{
     Pod,
     maps::{Map, MapData},
 };
+use fwd_common::FwdConfig;
 
 use super::{DatapathError, pins::pin_error};
 
@@ -93,6 +98,36 @@ impl<T: Pod> MmapArray<T> {
     pub(super) fn read(&self, at: usize) -> Option<T> {
         // SAFETY: in bounds of the mapping; T is plain data.
         (at < self.len).then(|| unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(at)) })
+    }
+}
+
+impl MmapArray<FwdConfig> {
+    /// The config as the programs see it; its first word read at once.
+    pub(super) fn read_config(&self) -> FwdConfig {
+        let p = self.ptr.as_ptr();
+        // SAFETY: entry 0 of the mapping (the array has one entry, checked by `new`'s size
+        // check and the map definition); FwdConfig is align(8), so is its first word.
+        unsafe {
+            std::ptr::read_volatile(p)
+                .with_head(AtomicU64::from_ptr(p.cast::<u64>()).load(Ordering::Acquire))
+        }
+    }
+
+    /// Writes the config: the settings the programs read one by one (timeouts, sample
+    /// budget, generation) first, then the first word (slot, mode, host bits, epoch) with
+    /// one 8-byte store, so a packet sees that word old or new, never half of each.
+    pub(super) fn write_config(&mut self, config: &FwdConfig) {
+        let p = self.ptr.as_ptr();
+        // SAFETY: as in `read_config`; this value is the mapping's only writer.
+        unsafe {
+            let tail = |field: *mut u32, value: u32| field.write_volatile(value);
+            tail(&raw mut (*p).generation, config.generation);
+            tail(&raw mut (*p).samples_per_second, config.samples_per_second);
+            tail(&raw mut (*p).tcp_timeout_s, config.tcp_timeout_s);
+            tail(&raw mut (*p).udp_timeout_s, config.udp_timeout_s);
+            tail(&raw mut (*p).other_timeout_s, config.other_timeout_s);
+            AtomicU64::from_ptr(p.cast::<u64>()).store(config.head(), Ordering::Release);
+        }
     }
 }
 

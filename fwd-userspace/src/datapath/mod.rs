@@ -27,11 +27,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 use fwd_common::{Counter, FLOWS_CAPACITY, FwdConfig};
 use ipnet::IpNet;
+use mmap::MmapArray;
 pub use pins::{Adoption, Persistence};
 pub use slots::TableCapacity;
 use slots::{SlotMaps, SlotState};
@@ -162,7 +163,8 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DatapathError {
 
 pub struct Datapath {
     ebpf: Ebpf,
-    config: Array<MapData, FwdConfig>,
+    /// Mapped: its first word is written with one store (`MmapArray::write_config`).
+    config: MmapArray<FwdConfig>,
     slots: [SlotMaps; 2],
     /// What each slot holds.
     state: [SlotState; 2],
@@ -170,7 +172,7 @@ pub struct Datapath {
     exemptions: Vec<IpNet>,
     /// `FwdConfig::MODE_*` for the whole policy: written with every install's slot flip, in
     /// the same `CONFIG` write, so no packet sees a new policy under the old mode.
-    mode: u32,
+    mode: u8,
     capacity: TableCapacity,
     rule_counters: PerCpuArray<MapData, Counter>,
     reason_counters: PerCpuArray<MapData, Counter>,
@@ -185,6 +187,9 @@ pub struct Datapath {
     /// The rules an adopted policy had (from the daemon's state), so the first install
     /// keeps their counters.
     adopted_rules: Option<Vec<(u32, RuleRef)>>,
+    /// The slot an earlier layout's programs read through their own config map: the first
+    /// install leaves it as it is (they may still hold the hooks).
+    earlier_slot: Option<usize>,
     /// The lock on `pin_dir`, held while this datapath lives.
     _pin_lock: Option<crate::lock::Lock>,
 }
@@ -230,7 +235,7 @@ impl Datapath {
         // An earlier version's config map may have another shape: it is replaced, but its
         // generation carries on (the new tables are filled before the links move to the
         // new programs, so the old ones enforce until then).
-        let mut earlier_generation = None;
+        let mut earlier = None;
         let mut persistence = None;
         let mut pin_lock = None;
         let (pinned_maps, adoption) = match &options.pin_dir {
@@ -238,7 +243,7 @@ impl Datapath {
                 persistence = Some(pins::prepare(dir, options.ephemeral_pins)?);
                 // Before anything pinned is read or changed: one datapath per pin_dir.
                 pin_lock = Some(crate::lock::directory(dir)?);
-                earlier_generation = pins::pinned_generation(dir);
+                earlier = pins::pinned_config(dir);
                 pins::plan_maps(dir, EBPF_OBJECT, &max_entries)?
             }
             None => (Vec::new(), Adoption::default()),
@@ -260,7 +265,11 @@ impl Datapath {
         };
         let slots = [SlotMaps::take(&mut ebpf, 0)?, SlotMaps::take(&mut ebpf, 1)?];
         let mut datapath = Self {
-            config: take(&mut ebpf, "CONFIG")?,
+            config: MmapArray::new(
+                ebpf.take_map("CONFIG")
+                    .ok_or(DatapathError::MissingMap("CONFIG"))?,
+                "CONFIG",
+            )?,
             rule_counters: take(&mut ebpf, "RULE_COUNTERS")?,
             reason_counters: take(&mut ebpf, "REASON_COUNTERS")?,
             slots,
@@ -276,6 +285,7 @@ impl Datapath {
             adoption,
             persistence,
             adopted_rules: None,
+            earlier_slot: None,
             _pin_lock: pin_lock,
         };
         let prog_err = |name| move |source| DatapathError::Program { name, source };
@@ -306,13 +316,23 @@ impl Datapath {
                 }
             }
         }
-        if !kept_config && let Some(generation) = earlier_generation.filter(|&g| g != 0) {
+        if !kept_config && let Some(earlier) = earlier.filter(|e| e.generation != 0) {
             info!(
-                generation,
+                generation = earlier.generation,
                 "taking over from pins of an earlier fwd version: its programs enforce until this version's are attached"
             );
-            datapath.adoption.generation = generation;
-            config.generation = generation;
+            datapath.adoption.generation = earlier.generation;
+            config.generation = earlier.generation;
+            // Its programs read their own config map, so its slot stays as it is until
+            // this version's programs hold the hooks: the first install fills the other
+            // one, and leaves this one's learned hosts in place.
+            datapath.active = earlier.slot;
+            datapath.earlier_slot = Some(earlier.slot);
+            for state in &mut datapath.state {
+                state.unknown = true;
+            }
+            // The flows its programs record carry its epoch: this one must differ.
+            config.epoch = earlier.epoch;
         }
         // Flows recorded before this load are judged again (an earlier layout's carry no
         // epoch, and this run's policy is not installed yet).
@@ -379,13 +399,14 @@ impl Datapath {
     }
 
     fn read_config(&self) -> Result<FwdConfig, DatapathError> {
-        self.config.get(&0, 0).map_err(map_err("CONFIG"))
+        Ok(self.config.read_config())
     }
 
     /// Writes the config, with the learned-host bits of what the slots hold now.
     fn write_config(&mut self, mut config: FwdConfig) -> Result<(), DatapathError> {
         config.hosts = self.host_bits();
-        self.config.set(0, config, 0).map_err(map_err("CONFIG"))
+        self.config.write_config(&config);
+        Ok(())
     }
 
     /// The ring buffer of denied-packet samples (its one reader takes it).

@@ -265,26 +265,41 @@ pub(super) fn plan_maps(
     Ok((maps, adoption))
 }
 
-/// The policy generation in the pinned config map, whatever layout of `FwdConfig` an
-/// earlier version pinned (the generation is its third `u32` in every layout).
-pub(super) fn pinned_generation(dir: &Path) -> Option<u32> {
+/// What an earlier layout's pinned config map says: the slot its programs read, the policy
+/// generation and the epoch its flows carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct EarlierConfig {
+    pub slot: usize,
+    pub generation: u32,
+    pub epoch: u32,
+}
+
+/// The pinned config map read in whichever earlier layout of `FwdConfig` pinned it: every layout
+/// has the generation as its third `u32`. The 40-byte layout (10 words) has the slot as its
+/// first `u32` and the epoch as its eighth; the 32-byte one (8 words) the slot first and no
+/// epoch.
+pub(super) fn pinned_config(dir: &Path) -> Option<EarlierConfig> {
     let data = aya::maps::MapData::from_pin(dir.join(MAPS).join("CONFIG")).ok()?;
     let words = data.info().ok()?.value_size() as usize / 4;
     let map = aya::maps::Map::Array(data);
-    macro_rules! third {
+    macro_rules! read {
         ($n:literal) => {
             aya::maps::Array::<_, [u32; $n]>::try_from(map)
                 .ok()?
                 .get(&0, 0)
                 .ok()
-                .map(|v| v[2])
         };
     }
-    match words {
-        8 => third!(8),
-        10 => third!(10),
-        _ => None,
-    }
+    let (slot, generation, epoch) = match words {
+        8 => read!(8).map(|w| (w[0], w[2], 0))?,
+        10 => read!(10).map(|w| (w[0], w[2], w[7]))?,
+        _ => return None,
+    };
+    Some(EarlierConfig {
+        slot: (slot as usize).min(1),
+        generation,
+        epoch,
+    })
 }
 
 /// Pins under `maps/` of maps `object` does not have (an earlier version's layout).

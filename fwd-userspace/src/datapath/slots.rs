@@ -351,14 +351,16 @@ impl Datapath {
         self.reset_new_rule_counters(image)?;
         let filled = Instant::now();
         let mut config = self.read_config()?;
-        config.active_slot = target as u32;
+        config.active_slot = target as u8;
         config.mode = self.mode;
         config.generation = generation;
         config.epoch = FwdConfig::next_epoch(config.epoch);
         self.write_config(config)?;
         let previous = self.active;
         self.active = target;
-        if previous != target {
+        // An earlier layout's slot keeps its hosts (and stays `unknown`, so the install
+        // that next writes it clears them).
+        if previous != target && self.earlier_slot.take() != Some(previous) {
             std::thread::sleep(SLOT_GRACE);
             self.clear_slot(previous)?;
         }
@@ -453,10 +455,10 @@ impl Datapath {
 
     /// `FwdConfig::hosts`: the slots and families that have learned hosts in their maps.
     /// `IpAddr` orders IPv4 before IPv6, so the first and last learned host say it.
-    pub(super) fn host_bits(&self) -> u32 {
+    pub(super) fn host_bits(&self) -> u8 {
         let mut bits = 0;
         for (slot, state) in self.state.iter().enumerate() {
-            let slot = slot as u32;
+            let slot = slot as u8;
             if state.unknown {
                 // Whatever an earlier run left there.
                 bits |= FwdConfig::hosts_bit(slot, 4) | FwdConfig::hosts_bit(slot, 6);
