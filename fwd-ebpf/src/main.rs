@@ -34,10 +34,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use fwd_common::parse::{self, Packet, Parsed, parse_ethernet};
-use fwd_common::{FwdConfig, Reason, rule_counter_index};
+use fwd_common::{FwdConfig, Reason};
 use judge::{Outcome, judge_inbound, judge_outbound};
-use maps::{CONFIG, REASON_COUNTERS, RULE_COUNTERS, SCRATCH};
-use sample::{bump, sample};
+use maps::{CONFIG, SCRATCH};
+use sample::{bump_reason, bump_rule, sample};
 
 /// Gateway mode, LAN interface ingress: packets from the protected network.
 #[xdp]
@@ -179,7 +179,7 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> Decision {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         // Cannot happen (a one-entry per-CPU array); never pass unjudged.
-        bump(&REASON_COUNTERS, Reason::Malformed as u32, len);
+        bump_reason(Reason::Malformed, inbound, len);
         return pass(false);
     };
     // SAFETY: this CPU's scratch entry; nothing else uses it during this run.
@@ -198,9 +198,9 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> Decision {
         }
     };
     let ip = if ip { Some(&scratch.ip) } else { None };
-    bump(&REASON_COUNTERS, outcome.reason as u32, len);
+    bump_reason(outcome.reason, inbound, len);
     if let Some(rule) = outcome.rule() {
-        bump(&RULE_COUNTERS, rule_counter_index(rule, inbound), len);
+        bump_rule(rule, inbound, len);
     }
     let state_error = scratch.state_error;
     if !outcome.reason.is_drop() {
@@ -217,7 +217,7 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> Decision {
         now,
     );
     if config.mode == FwdConfig::MODE_AUDIT || outcome.audit != 0 {
-        bump(&REASON_COUNTERS, Reason::AuditWouldDrop as u32, len);
+        bump_reason(Reason::AuditWouldDrop, inbound, len);
         return pass(true);
     }
     pass(false)

@@ -14,8 +14,8 @@ use aya_ebpf::{
 use fwd_common::{
     Addr, CLASSES_CAPACITY, Counter, DENIED_RING_BYTES, FLOWS_CAPACITY, FRAGS_CAPACITY, FlowKey,
     FlowValue, FragKey, FragValue, FwdConfig, HOSTS_CAPACITY, NODE_ENTRIES_CAPACITY,
-    PORT_RANGES_CAPACITY, RANGES4_CAPACITY, RANGES6_CAPACITY, REMOTES_CAPACITY, RULE_COUNTER_SLOTS,
-    Reason, SampleBudget,
+    PORT_RANGES_CAPACITY, RANGES4_CAPACITY, RANGES6_CAPACITY, REASON_COUNTER_SLOTS,
+    REMOTES_CAPACITY, RULE_COUNTER_SLOTS, SampleBudget,
     tables::{ClassRecord, INDEX_ENTRIES, IndexEntry, PortRange, Range4, Range6},
 };
 
@@ -156,12 +156,15 @@ pub static REMOTES: LruHashMap<Addr, u64> = LruHashMap::with_max_entries(REMOTES
 #[map]
 pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAGS_CAPACITY, 0);
 
-/// Indexed by `rule_counter_index(rule, inbound)`.
+/// Indexed by `rule_counter_slot(cpu, rule_counter_index(rule, inbound))`: a block per
+/// possible CPU (the daemon sets the size at load). Mmapable: the daemon reads it as memory.
 #[map]
-pub static RULE_COUNTERS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(RULE_COUNTER_SLOTS, 0);
+pub static RULE_COUNTERS: Array<Counter> =
+    Array::with_max_entries(RULE_COUNTER_SLOTS, BPF_F_MMAPABLE);
+/// Indexed by `reason_counter_index(reason, inbound)`.
 #[map]
-pub static REASON_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+pub static REASON_COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(REASON_COUNTER_SLOTS, 0);
 
 /// Samples of denied packets for `fwd monitor`, at most `samples_per_second` per CPU.
 #[map]

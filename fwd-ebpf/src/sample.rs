@@ -1,21 +1,44 @@
 //! Counting and sampling: per-CPU counters by rule and by reason, and rate-limited samples
 //! of denied packets for `fwd monitor`.
 
-use aya_ebpf::maps::PerCpuArray;
-use fwd_common::{Counter, DeniedEvent};
+use aya_ebpf::helpers::bpf_get_smp_processor_id;
+use fwd_common::{
+    Counter, DeniedEvent, Reason, reason_counter_index, rule_counter_index, rule_counter_slot,
+};
 
 use crate::{
     judge::Outcome,
-    maps::{DENIED, SAMPLE_BUDGET},
+    maps::{DENIED, REASON_COUNTERS, RULE_COUNTERS, SAMPLE_BUDGET},
     parse::Ip,
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
 
+/// Counts a packet of `len` bytes on `reason`, its direction's.
 #[inline(always)]
-pub fn bump(counters: &PerCpuArray<Counter>, index: u32, len: u64) {
-    if let Some(counter) = counters.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, so no other program instance writes it concurrently.
+pub fn bump_reason(reason: Reason, inbound: bool, len: u64) {
+    add(
+        REASON_COUNTERS.get_ptr_mut(reason_counter_index(reason, inbound)),
+        len,
+    );
+}
+
+/// Counts a packet of `len` bytes on `rule`, its direction's, in this CPU's block.
+#[inline(always)]
+pub fn bump_rule(rule: u32, inbound: bool, len: u64) {
+    // SAFETY: a helper without arguments (inlined by the kernel on x86-64).
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    add(
+        RULE_COUNTERS.get_ptr_mut(rule_counter_slot(cpu, rule_counter_index(rule, inbound))),
+        len,
+    );
+}
+
+#[inline(always)]
+fn add(counter: Option<*mut Counter>, len: u64) {
+    if let Some(counter) = counter {
+        // SAFETY: this CPU's entry (a per-CPU map, or this CPU's block of RULE_COUNTERS),
+        // and programs do not nest on a CPU, so no other program instance writes it now.
         unsafe {
             (*counter).packets += 1;
             (*counter).bytes += len;

@@ -132,7 +132,13 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     std::thread::sleep(Duration::from_millis(300));
 
     // Denied by address: never reaches the server, counted as no_address_match.
-    let drops = |reason| metric(&lab, "fwd_drop_packets_total", &[("reason", reason)]);
+    let drops = |reason| {
+        metric(
+            &lab,
+            "fwd_drop_packets_total",
+            &[("reason", reason), ("direction", "egress")],
+        )
+    };
     let no_address_before = drops("no_address_match");
     assert!(!tcp_probe(&lab.client, SocketAddr::new(unlisted, 443), timeout).unwrap());
     assert!(!udp_probe(&lab.client, SocketAddr::new(unlisted, 10000), timeout).unwrap());

@@ -114,8 +114,12 @@ impl Setup {
         scrape(&self.lab.client, METRICS, name, labels)
     }
 
-    fn reason(&self, reason: &str) -> f64 {
-        self.metric("fwd_drop_packets_total", &[("reason", reason)])
+    /// Drops for `reason` of packets going `direction` ("egress": from the host).
+    fn reason(&self, reason: &str, direction: &str) -> f64 {
+        self.metric(
+            "fwd_drop_packets_total",
+            &[("reason", reason), ("direction", direction)],
+        )
     }
 
     fn finish(mut self) {
@@ -147,7 +151,7 @@ fn host_mode_filters_both_directions_on_ipv4_and_ipv6() {
     let t = Duration::from_secs(1);
 
     // "Related" media before the host talks to the vendor: dropped as not related.
-    let not_related = s.reason("not_related");
+    let not_related = s.reason("not_related", "ingress");
     udp_send_from(
         &s.lab.vendor,
         at(MEDIA_V4, 12000),
@@ -156,7 +160,7 @@ fn host_mode_filters_both_directions_on_ipv4_and_ipv6() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(s.client.udp_datagrams(40000), 0);
-    assert_eq!(s.reason("not_related"), not_related + 1.0);
+    assert_eq!(s.reason("not_related", "ingress"), not_related + 1.0);
 
     // Outbound, IPv4 and IPv6: a real TCP exchange both ways, and UDP with its reply.
     for media in [MEDIA_V4, MEDIA_V6] {
@@ -188,8 +192,8 @@ fn host_mode_filters_both_directions_on_ipv4_and_ipv6() {
     assert!(!tcp_probe(&s.lab.client, at(UNLISTED_V4, 443), t).unwrap());
     assert!(!udp_probe(&s.lab.client, at(UNLISTED_V6, 10000), t).unwrap());
     assert_eq!(s.vendor.tcp_connections(8080), 0);
-    assert!(s.reason("no_port_match") >= 1.0);
-    assert!(s.reason("no_address_match") >= 2.0);
+    assert!(s.reason("no_port_match", "egress") >= 1.0);
+    assert!(s.reason("no_address_match", "egress") >= 2.0);
 
     // Now the host has live flows with the media address: its media comes in.
     udp_send_from(
@@ -306,16 +310,21 @@ fn audit_mode_passes_everything_and_counts_what_it_would_drop() {
     }
     let s = setup("audit", "audit");
     let t = Duration::from_secs(1);
-    let would = s.reason("audit_would_drop");
+    let would = |s: &Setup| {
+        s.reason("audit_would_drop", "egress") + s.reason("audit_would_drop", "ingress")
+    };
+    let would_before = would(&s);
     assert!(tcp_probe(&s.lab.client, at(UNLISTED_V4, 443), t).unwrap());
     assert!(udp_probe(&s.lab.client, at(UNLISTED_V6, 10000), t).unwrap());
     assert!(tcp_probe(&s.lab.client, at(MEDIA_V4, 8080), t).unwrap());
     let ssh = SocketAddr::new(IpAddr::V4(CLIENT_V4), 2222);
     assert!(tcp_probe_from(&s.lab.vendor, UNLISTED_V4.parse().unwrap(), ssh, t).unwrap());
     // Each flow's first packet, at least, would have been dropped.
-    assert!(s.reason("audit_would_drop") >= would + 4.0);
-    assert!(s.reason("no_address_match") >= 2.0);
-    assert!(s.reason("no_port_match") >= 1.0);
+    assert!(would(&s) >= would_before + 4.0);
+    // The unsolicited inbound connection, counted as inbound.
+    assert!(s.reason("audit_would_drop", "ingress") >= 1.0);
+    assert!(s.reason("no_address_match", "egress") >= 2.0);
+    assert!(s.reason("no_port_match", "egress") >= 1.0);
     // Allowed traffic still counts on its rule.
     assert!(tcp_probe(&s.lab.client, at(MEDIA_V4, 443), t).unwrap());
     assert!(

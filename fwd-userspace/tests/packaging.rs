@@ -120,7 +120,11 @@ fn exposition() -> String {
     let counters = vec![fwd::datapath::RuleCounters::default(); rules.len()];
     let reasons: Vec<_> = fwd_common::Reason::ALL
         .iter()
-        .map(|r| (*r, fwd_common::Counter::default()))
+        .map(|r| fwd::datapath::ReasonCounters {
+            reason: *r,
+            outbound: fwd_common::Counter::default(),
+            inbound: fwd_common::Counter::default(),
+        })
         .collect();
     let stats = fwd::daemon::dns::DnsStats::default();
     // A counter vector with no sample is not exported: give the proxy's one each.

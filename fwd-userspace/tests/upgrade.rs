@@ -17,6 +17,7 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 const BPF_F_NO_PREALLOC: u32 = 1;
 
@@ -233,8 +234,41 @@ fn the_previous_layouts_slot_is_left_alone_until_the_links_move() {
     // SAFETY: our own descriptor, closed once (the pin keeps the map).
     unsafe { libc::close(config) };
 
+    // ... and its per-CPU rule counters: the web rule counted 5 packets on each CPU out.
+    let web = old.ids.get("v/web").unwrap();
+    std::fs::remove_file(dir.join("maps/RULE_COUNTERS")).unwrap();
+    let counters = pin_map(
+        &dir.join("maps/RULE_COUNTERS"),
+        BPF_MAP_TYPE_PERCPU_ARRAY,
+        4,
+        16,
+        fwd_common::RULE_COUNTER_SLOTS,
+        0,
+    );
+    let cpus = aya::util::nr_cpus().unwrap();
+    let per_cpu: Vec<u8> = (0..cpus)
+        .flat_map(|_| [5u64.to_ne_bytes(), 500u64.to_ne_bytes()].concat())
+        .collect();
+    update(
+        counters,
+        &fwd_common::rule_counter_index(web, false).to_ne_bytes(),
+        &per_cpu,
+    );
+    // SAFETY: as above.
+    unsafe { libc::close(counters) };
+
     let mut dp = Datapath::load_with(&options).expect("loading over the earlier pins");
     assert_eq!(dp.adoption().generation, 9, "the generation carries on");
+    let carried = dp.rule_counters([web]).unwrap()[0];
+    assert_eq!(
+        (
+            carried.outbound.packets,
+            carried.outbound.bytes,
+            carried.inbound.packets
+        ),
+        (5 * cpus as u64, 500 * cpus as u64, 0),
+        "the earlier per-CPU rule counters carry on"
+    );
     assert!(
         dp.adoption()
             .maps_recreated
@@ -244,7 +278,11 @@ fn the_previous_layouts_slot_is_left_alone_until_the_links_move() {
         dp.adoption()
     );
     assert_ne!(dp.policy_epoch().unwrap(), 2, "the earlier programs' epoch");
+    // The new policy has the web rule under the same id and name (the daemon knows the
+    // adopted rules from its state): its counts go on.
+    dp.set_adopted_rules(vec![(web, fwd::policy::RuleRef::new("v", "web"))]);
     dp.install(&new.image, 10).unwrap();
+    assert_eq!(dp.rule_counters([web]).unwrap()[0], carried);
     let run = |port| {
         let frame = packet::to("192.0.2.1".parse().unwrap(), packet::tcp(40000, port));
         dp.test_run_xdp(&frame, 1).unwrap().0

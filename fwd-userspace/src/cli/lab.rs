@@ -334,10 +334,19 @@ fn show(probes: &[LabProbe], metrics: &str, lab: &Lab, interactive: bool, elapse
             )
             .to_string();
             match s.metric.as_str() {
-                "fwd_rule_packets_total" if value > 0.0 => rules.entry(rule).or_default().0 = value,
-                "fwd_rule_bytes_total" if value > 0.0 => rules.entry(rule).or_default().1 = value,
+                "fwd_rule_packets_total" if value > 0.0 => {
+                    rules.entry(rule).or_default().0 += value;
+                }
+                "fwd_rule_bytes_total" if value > 0.0 => {
+                    rules.entry(rule).or_default().1 += value;
+                }
                 "fwd_drop_packets_total" if value > 0.0 => {
-                    drops.insert(s.labels.get("reason").unwrap_or("?").to_string(), value);
+                    let reason = format!(
+                        "{} ({})",
+                        s.labels.get("reason").unwrap_or("?"),
+                        s.labels.get("direction").unwrap_or("?")
+                    );
+                    drops.insert(reason, value);
                 }
                 _ => {}
             }

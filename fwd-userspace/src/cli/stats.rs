@@ -101,7 +101,10 @@ fn collect(pin_dir: &Path, state_dir: &Path) -> anyhow::Result<Stats> {
     let reasons = pinned
         .reason_counters()?
         .into_iter()
-        .map(|(r, c)| (r.label().to_string(), c.packets, c.bytes))
+        .map(|c| {
+            let t = c.total();
+            (c.reason.label().to_string(), t.packets, t.bytes)
+        })
         .collect();
     Ok(Stats {
         pin_dir: pin_dir.to_path_buf(),

@@ -1,9 +1,12 @@
 //! Prometheus exposition of the datapath's counters (names are a stable contract).
 
-use fwd_common::{Counter, Reason};
+use fwd_common::Reason;
 use prometheus::{Encoder as _, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::{compile::CompiledRule, datapath::RuleCounters};
+use crate::{
+    compile::CompiledRule,
+    datapath::{ReasonCounters, RuleCounters},
+};
 
 /// The DNS proxy's part of a scrape.
 pub struct DnsSnapshot<'a> {
@@ -17,7 +20,7 @@ pub struct Snapshot<'a> {
     pub rules: &'a [CompiledRule],
     /// Indexed like `rules`.
     pub rule_counters: &'a [RuleCounters],
-    pub reasons: &'a [(Reason, Counter)],
+    pub reasons: &'a [ReasonCounters],
     pub generation: u32,
     /// Whether a vendor's rules are in audit mode (the whole policy, or that vendor).
     pub audit: &'a dyn Fn(&str) -> bool,
@@ -102,15 +105,18 @@ pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
     let drops = IntCounterVec::new(
         Opts::new(
             "fwd_drop_packets_total",
-            "Packets dropped (or, in audit mode, that would have been), by reason.",
+            "Packets dropped (or, in audit mode, that would have been), by reason and by the \
+             packets' direction (egress: from the protected network).",
         ),
-        &["reason"],
+        &["reason", "direction"],
     )?;
-    for (reason, counter) in s.reasons {
-        if reason.is_drop() || *reason == Reason::AuditWouldDrop {
-            drops
-                .with_label_values(&[reason.label()])
-                .inc_by(counter.packets);
+    for c in s.reasons {
+        if c.reason.is_drop() || c.reason == Reason::AuditWouldDrop {
+            for (direction, counter) in [("egress", c.outbound), ("ingress", c.inbound)] {
+                drops
+                    .with_label_values(&[c.reason.label(), direction])
+                    .inc_by(counter.packets);
+            }
         }
     }
     let exempt = IntCounterVec::new(
@@ -120,8 +126,10 @@ pub fn render(s: &Snapshot<'_>) -> Result<String, prometheus::Error> {
         ),
         &[] as &[&str],
     )?;
-    if let Some((_, c)) = s.reasons.iter().find(|(r, _)| *r == Reason::Exempt) {
-        exempt.with_label_values(&[] as &[&str]).inc_by(c.packets);
+    if let Some(c) = s.reasons.iter().find(|c| c.reason == Reason::Exempt) {
+        exempt
+            .with_label_values(&[] as &[&str])
+            .inc_by(c.total().packets);
     }
     let generation = IntGauge::new("fwd_policy_generation", "Generation of the active policy.")?;
     generation.set(i64::from(s.generation));

@@ -8,14 +8,33 @@ use std::{
 
 use aya::{
     Pod,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuValues},
-    util::nr_cpus,
+    maps::{HashMap, Map, MapData, PerCpuArray},
 };
-use fwd_common::{Counter, FlowKey, FlowValue, FwdConfig, Reason, rule_counter_index};
+use fwd_common::{
+    Counter, FlowKey, FlowValue, FwdConfig, RULE_COUNTER_SLOTS, Reason, reason_counter_index,
+    rule_counter_index, rule_counter_slot,
+};
 
 use crate::compile::MapImage;
 
-use super::{Datapath, DatapathError, map_err, monotonic_ns};
+use super::{Datapath, DatapathError, map_err, mmap::MmapArray, monotonic_ns};
+
+/// Counters of one reason, by packet direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReasonCounters {
+    pub reason: Reason,
+    /// Packets from the protected network out.
+    pub outbound: Counter,
+    /// Packets in.
+    pub inbound: Counter,
+}
+
+impl ReasonCounters {
+    /// Both directions.
+    pub fn total(&self) -> Counter {
+        self.outbound + self.inbound
+    }
+}
 
 /// Counters of one rule, by packet direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,27 +45,77 @@ pub struct RuleCounters {
     pub inbound: Counter,
 }
 
-pub(super) fn read_rule_counters(
-    map: &PerCpuArray<MapData, Counter>,
-    ids: impl IntoIterator<Item = u32>,
-) -> Result<Vec<RuleCounters>, DatapathError> {
-    let read = |id, inbound| sum_cpus(map, rule_counter_index(id, inbound), "RULE_COUNTERS");
-    ids.into_iter()
-        .map(|id| {
-            Ok(RuleCounters {
-                outbound: read(id, false)?,
-                inbound: read(id, true)?,
+/// `RULE_COUNTERS`, mapped: a block of `RULE_COUNTER_SLOTS` counters per possible CPU, each
+/// written only by programs on its CPU. Read as memory (no syscall per rule and CPU).
+pub(super) struct RuleCounterMap {
+    array: MmapArray<Counter>,
+    cpus: usize,
+}
+
+impl RuleCounterMap {
+    pub(super) fn new(map: Map) -> Result<Self, DatapathError> {
+        let array = MmapArray::new(map, "RULE_COUNTERS")?;
+        let cpus = array.capacity() / RULE_COUNTER_SLOTS as usize;
+        Ok(Self { array, cpus })
+    }
+
+    /// Entries for `cpus` possible CPUs (the map's size at load).
+    pub(super) fn entries(cpus: usize) -> u32 {
+        RULE_COUNTER_SLOTS * cpus.max(1) as u32
+    }
+
+    /// Counter `index` (`rule_counter_index`) summed over CPUs.
+    fn sum(&self, index: u32) -> Counter {
+        (0..self.cpus as u32)
+            .filter_map(|cpu| self.array.read(rule_counter_slot(cpu, index) as usize))
+            .fold(Counter::default(), |acc, c| acc + c)
+    }
+
+    pub(super) fn read(&self, ids: impl IntoIterator<Item = u32>) -> Vec<RuleCounters> {
+        ids.into_iter()
+            .map(|id| RuleCounters {
+                outbound: self.sum(rule_counter_index(id, false)),
+                inbound: self.sum(rule_counter_index(id, true)),
             })
-        })
-        .collect()
+            .collect()
+    }
+
+    /// Zeroes counter `index` on every CPU.
+    fn zero(&mut self, index: u32) -> Result<(), DatapathError> {
+        for cpu in 0..self.cpus as u32 {
+            self.array.write(
+                rule_counter_slot(cpu, index) as usize,
+                &[Counter::default()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Adds `counts` (by `rule_counter_index`) to CPU 0's block: what an earlier layout
+    /// counted carries on.
+    pub(super) fn carry(&mut self, counts: &[(u32, Counter)]) -> Result<(), DatapathError> {
+        for (index, c) in counts {
+            let slot = rule_counter_slot(0, *index) as usize;
+            let old = self.array.read(slot).unwrap_or_default();
+            self.array.write(slot, &[old + *c])?;
+        }
+        Ok(())
+    }
 }
 
 pub(super) fn read_reason_counters(
     map: &PerCpuArray<MapData, Counter>,
-) -> Result<Vec<(Reason, Counter)>, DatapathError> {
+) -> Result<Vec<ReasonCounters>, DatapathError> {
+    let read = |r, inbound| sum_cpus(map, reason_counter_index(r, inbound), "REASON_COUNTERS");
     Reason::ALL
         .iter()
-        .map(|r| Ok((*r, sum_cpus(map, *r as u32, "REASON_COUNTERS")?)))
+        .map(|r| {
+            Ok(ReasonCounters {
+                reason: *r,
+                outbound: read(*r, false)?,
+                inbound: read(*r, true)?,
+            })
+        })
         .collect()
 }
 
@@ -73,10 +142,7 @@ pub(super) fn sum_cpus(
     name: &'static str,
 ) -> Result<Counter, DatapathError> {
     let values = map.get(&index, 0).map_err(map_err(name))?;
-    Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
-        packets: acc.packets + c.packets,
-        bytes: acc.bytes + c.bytes,
-    }))
+    Ok(values.iter().fold(Counter::default(), |acc, c| acc + *c))
 }
 
 /// An address as the programs key it (`fwd_common::Addr`).
@@ -98,7 +164,6 @@ impl Datapath {
     ) -> Result<(), DatapathError> {
         let active = self.state[self.active].image.as_ref().map(|(i, _)| i);
         let adopted = self.adopted_rules.as_deref().unwrap_or_default();
-        let cpus = nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
         for rule in &image.rules {
             let kept = match active {
                 Some(a) => a
@@ -110,11 +175,8 @@ impl Datapath {
             };
             if !kept {
                 for inbound in [false, true] {
-                    let zero = PerCpuValues::try_from(vec![Counter::default(); cpus])
-                        .map_err(DatapathError::Cpus)?;
                     self.rule_counters
-                        .set(rule_counter_index(rule.id, inbound), zero, 0)
-                        .map_err(map_err("RULE_COUNTERS"))?;
+                        .zero(rule_counter_index(rule.id, inbound))?;
                 }
             }
         }
@@ -126,11 +188,11 @@ impl Datapath {
         &self,
         ids: impl IntoIterator<Item = u32>,
     ) -> Result<Vec<RuleCounters>, DatapathError> {
-        read_rule_counters(&self.rule_counters, ids)
+        Ok(self.rule_counters.read(ids))
     }
 
-    /// Per-reason counters summed over CPUs.
-    pub fn reason_counters(&self) -> Result<Vec<(Reason, Counter)>, DatapathError> {
+    /// Per-reason counters summed over CPUs, by direction.
+    pub fn reason_counters(&self) -> Result<Vec<ReasonCounters>, DatapathError> {
         read_reason_counters(&self.reason_counters)
     }
 

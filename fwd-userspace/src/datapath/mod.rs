@@ -15,8 +15,8 @@ mod test_run;
 pub use crate::compile::learned::Learned;
 use attach::Attachment;
 pub use attach::{Attached, Hook, Origin};
-pub use counters::RuleCounters;
-use counters::{count_live_flows, read_reason_counters, read_rule_counters};
+pub use counters::{ReasonCounters, RuleCounters};
+use counters::{RuleCounterMap, count_live_flows, read_reason_counters};
 pub use features::Features;
 pub use pinned::PinnedState;
 
@@ -174,7 +174,7 @@ pub struct Datapath {
     /// the same `CONFIG` write, so no packet sees a new policy under the old mode.
     mode: u8,
     capacity: TableCapacity,
-    rule_counters: PerCpuArray<MapData, Counter>,
+    rule_counters: RuleCounterMap,
     reason_counters: PerCpuArray<MapData, Counter>,
     active: usize,
     attachments: Vec<Attachment>,
@@ -232,6 +232,8 @@ impl Datapath {
         let flow_capacity = options.flow_capacity.max(1);
         let mut max_entries = options.tables.max_entries();
         max_entries.push(("FLOWS", flow_capacity));
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+        max_entries.push(("RULE_COUNTERS", RuleCounterMap::entries(cpus)));
         // An earlier version's config map may have another shape: it is replaced, but its
         // generation carries on (the new tables are filled before the links move to the
         // new programs, so the old ones enforce until then).
@@ -270,7 +272,10 @@ impl Datapath {
                     .ok_or(DatapathError::MissingMap("CONFIG"))?,
                 "CONFIG",
             )?,
-            rule_counters: take(&mut ebpf, "RULE_COUNTERS")?,
+            rule_counters: RuleCounterMap::new(
+                ebpf.take_map("RULE_COUNTERS")
+                    .ok_or(DatapathError::MissingMap("RULE_COUNTERS"))?,
+            )?,
             reason_counters: take(&mut ebpf, "REASON_COUNTERS")?,
             slots,
             state: [SlotState::default(), SlotState::default()],
@@ -301,6 +306,9 @@ impl Datapath {
                 .map_err(prog_err(name))?;
             tc.load().map_err(prog_err(name))?;
         }
+        let carried = std::mem::take(&mut datapath.adoption.carried_rule_counters);
+        datapath.rule_counters.carry(&carried)?;
+        datapath.adoption.carried_rule_counters = carried;
         let mut config = FwdConfig::default();
         let kept_config = datapath.adoption.maps_kept.iter().any(|m| m == "CONFIG");
         if kept_config {

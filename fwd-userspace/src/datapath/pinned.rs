@@ -4,18 +4,18 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use fwd_common::{Counter, FlowKey, FlowValue, FwdConfig, Reason};
+use fwd_common::{Counter, FlowKey, FlowValue, FwdConfig};
 
 use super::{
-    DatapathError, RuleCounters, count_live_flows, map_err, pins, read_reason_counters,
-    read_rule_counters,
+    DatapathError, ReasonCounters, RuleCounters, count_live_flows, counters::RuleCounterMap,
+    map_err, pins, read_reason_counters,
 };
 
 /// The pinned state of a datapath, read without loading anything: `fwd stats` works
 /// while the daemon is stopped or dead.
 pub struct PinnedState {
     config: Array<MapData, FwdConfig>,
-    rule_counters: PerCpuArray<MapData, Counter>,
+    rule_counters: RuleCounterMap,
     reason_counters: PerCpuArray<MapData, Counter>,
     flows: HashMap<MapData, FlowKey, FlowValue>,
     flow_capacity: u32,
@@ -43,9 +43,7 @@ impl PinnedState {
         };
         Ok(Self {
             config: open("CONFIG")?.try_into().map_err(conv("CONFIG"))?,
-            rule_counters: open("RULE_COUNTERS")?
-                .try_into()
-                .map_err(conv("RULE_COUNTERS"))?,
+            rule_counters: RuleCounterMap::new(open("RULE_COUNTERS")?)?,
             reason_counters: open("REASON_COUNTERS")?
                 .try_into()
                 .map_err(conv("REASON_COUNTERS"))?,
@@ -66,10 +64,10 @@ impl PinnedState {
         &self,
         ids: impl IntoIterator<Item = u32>,
     ) -> Result<Vec<RuleCounters>, DatapathError> {
-        read_rule_counters(&self.rule_counters, ids)
+        Ok(self.rule_counters.read(ids))
     }
 
-    pub fn reason_counters(&self) -> Result<Vec<(Reason, Counter)>, DatapathError> {
+    pub fn reason_counters(&self) -> Result<Vec<ReasonCounters>, DatapathError> {
         read_reason_counters(&self.reason_counters)
     }
 

@@ -17,6 +17,8 @@ use nix::{
 };
 use tracing::{info, warn};
 
+use fwd_common::Counter;
+
 use super::DatapathError;
 
 pub(super) const MAPS: &str = "maps";
@@ -196,6 +198,39 @@ pub struct Adoption {
     pub maps_recreated: Vec<(String, String)>,
     /// The policy generation in force in the pinned config map; 0 when nothing was adopted.
     pub generation: u32,
+    /// The rule counters of an earlier layout's per-CPU counter map (by
+    /// `rule_counter_index`, summed over CPUs, the non-zero ones): the new map starts
+    /// from them.
+    pub carried_rule_counters: Vec<(u32, Counter)>,
+}
+
+/// The non-zero counters of a pinned per-CPU `RULE_COUNTERS` (the layout before the
+/// per-CPU blocks), summed over CPUs; empty if it is another kind of map.
+fn earlier_rule_counters(path: &Path) -> Vec<(u32, Counter)> {
+    let Ok(data) = aya::maps::MapData::from_pin(path) else {
+        return Vec::new();
+    };
+    let Ok(map) = aya::maps::PerCpuArray::<_, Counter>::try_from(aya::maps::Map::PerCpuArray(data))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for index in 0..map.len() {
+        let Ok(values) = map.get(&index, 0) else {
+            continue;
+        };
+        let sum = values.iter().fold(Counter::default(), |a, c| a + *c);
+        if sum != Counter::default() {
+            out.push((index, sum));
+        }
+    }
+    if !out.is_empty() {
+        info!(
+            counters = out.len(),
+            "rule counters of an earlier fwd version carried into the new counter map"
+        );
+    }
+    out
 }
 
 /// The maps of `object` to pin: every named map (not the compiler's `.rodata`-style
@@ -246,6 +281,9 @@ pub(super) fn plan_maps(
                             wanted.2,
                             wanted.3
                         );
+                        if name == "RULE_COUNTERS" {
+                            adoption.carried_rule_counters = earlier_rule_counters(&path);
+                        }
                         warn!(map = %name, %why, "pinned map has another shape; creating it anew (its contents start empty)");
                         remove(&path)?;
                         adoption.maps_recreated.push((name.clone(), why));

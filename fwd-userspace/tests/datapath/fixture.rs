@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use fwd::{
     compile::{Selection, compile},
-    datapath::{Datapath, DatapathError, RuleCounters, program},
+    datapath::{Datapath, DatapathError, ReasonCounters, RuleCounters, program},
     policy::Date,
 };
 use fwd_common::{Counter, Reason};
@@ -54,14 +54,14 @@ pub(crate) enum Prog {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Judged {
     pub(crate) pass: bool,
-    /// Reason -> packets counted.
-    pub(crate) reasons: BTreeMap<Reason, u64>,
+    /// (reason, direction of the packet) -> packets counted.
+    pub(crate) reasons: BTreeMap<(Reason, Dir), u64>,
     /// (vendor/rule, direction) -> packets counted.
     pub(crate) rules: BTreeMap<(String, Dir), u64>,
 }
 
 impl Judged {
-    pub(crate) fn new(pass: bool, reasons: &[Reason], rules: &[(&str, Dir)]) -> Judged {
+    pub(crate) fn new(pass: bool, reasons: &[(Reason, Dir)], rules: &[(&str, Dir)]) -> Judged {
         let mut out = Judged {
             pass,
             reasons: BTreeMap::new(),
@@ -132,7 +132,7 @@ pub(crate) fn audit(reason: Reason) -> Want {
 }
 
 pub(crate) struct Snapshot {
-    pub(crate) reasons: Vec<(Reason, Counter)>,
+    pub(crate) reasons: Vec<ReasonCounters>,
     pub(crate) rules: Vec<RuleCounters>,
 }
 
@@ -195,10 +195,15 @@ impl Fixture {
             );
             packets
         };
-        for ((reason, b), (_, a)) in before.reasons.iter().zip(&after.reasons) {
-            let n = check(reason.label(), b, a);
-            if n != 0 {
-                judged.reasons.insert(*reason, n);
+        for (rb, ra) in before.reasons.iter().zip(&after.reasons) {
+            for (dir, b, a) in [
+                (Out, &rb.outbound, &ra.outbound),
+                (In, &rb.inbound, &ra.inbound),
+            ] {
+                let n = check(rb.reason.label(), b, a);
+                if n != 0 {
+                    judged.reasons.insert((rb.reason, dir), n);
+                }
             }
         }
         for (((name, _), b), a) in self.rules.iter().zip(&before.rules).zip(&after.rules) {
@@ -270,7 +275,8 @@ impl Fixture {
         self.run(Prog::TcIn, frame)
     }
 
-    /// What `want` means for a packet going `dir`: its rule counts in that direction.
+    /// What `want` means for a packet going `dir`: its reasons and rule count in that
+    /// direction.
     pub(crate) fn judged(&self, want: &Want, dir: Dir) -> Judged {
         let rules: Vec<(&str, Dir)> = want.rule.iter().map(|r| (*r, dir)).collect();
         for (name, _) in &rules {
@@ -279,7 +285,8 @@ impl Fixture {
                 "no rule {name} in the fixture policy"
             );
         }
-        Judged::new(want.pass, &want.reasons, &rules)
+        let reasons: Vec<(Reason, Dir)> = want.reasons.iter().map(|r| (*r, dir)).collect();
+        Judged::new(want.pass, &reasons, &rules)
     }
 
     /// Asserts what an outbound frame does in `fwd_xdp` and `fwd_tc_out`.
