@@ -145,9 +145,9 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     assert_eq!(sink.tcp_connections(443), tcp_before + 1);
     assert_eq!(sink.udp_datagrams(10000), udp_before + 1);
     assert!(drops("no_address_match") >= no_address_before + 2.0);
-    let sample = monitor.wait_with_output().unwrap();
-    let sample: serde_json::Value = serde_json::from_slice(&sample.stdout)
-        .unwrap_or_else(|e| panic!("fwd monitor printed {:?}: {e}", sample.stdout));
+    let sample_line = monitor.wait_with_output().unwrap().stdout;
+    let sample: serde_json::Value = serde_json::from_slice(&sample_line)
+        .unwrap_or_else(|e| panic!("fwd monitor printed {sample_line:?}: {e}"));
     assert_eq!(sample["interface"], GATEWAY_LAN_IF);
     assert_eq!(sample["direction"], "out");
     assert_eq!(sample["protocol"], "tcp");
@@ -155,6 +155,22 @@ fn gateway_passes_allowed_and_drops_denied_traffic_and_counts_it() {
     assert_eq!(sample["dst_port"], 443);
     assert_eq!(sample["src"], fwd_lab::CLIENT_V4.to_string());
     assert_eq!(sample["reason"], "no_address_match");
+    // The monitor's line, judged again by the policy on disk: still denied, and why.
+    let mut explain = std::process::Command::new(fwd_bin())
+        .args(["explain", "--from-sample", "-", "--config"])
+        .arg(dir.join("fwd.toml"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut explain.stdin.take().unwrap(), &sample_line).unwrap();
+    let explained = explain.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert_eq!(explained.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("now: deny: no rule covers the address {UNLISTED}")),
+        "{text}"
+    );
 
     // Denied by port at an allowed address: counted as no_port_match.
     let no_port_before = drops("no_port_match");

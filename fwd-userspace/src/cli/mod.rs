@@ -50,16 +50,22 @@ enum Command {
     /// Say what the compiled policy does with one packet (exit 0 allow, 1 deny, 2 error).
     #[command(
         after_help = "Examples:\n  fwd explain egress tcp 52.71.32.188 8089\n  \
-fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sfu.whereby.com 3478"
+fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sfu.whereby.com 3478\n  \
+fwd monitor --last 20 --json | fwd explain --from-sample -   # would these pass now?"
     )]
     Explain {
         #[command(flatten)]
         policy: PolicyArgs,
-        /// Print one JSON object instead of text.
+        /// Print one JSON object (per sample) instead of text.
         #[arg(long)]
         json: bool,
+        /// Judge the denied samples in FILE (`-`: standard input), as `fwd monitor --json`
+        /// prints them, by this policy, and the name the client resolved for each. Exit 0
+        /// if the policy allows them all, 1 if it denies one.
+        #[arg(long, value_name = "FILE")]
+        from_sample: Option<PathBuf>,
         #[command(subcommand)]
-        packet: ExplainPacket,
+        packet: Option<ExplainPacket>,
     },
     /// Say what a policy change adds and removes, per vendor and rule (networks as merged
     /// ranges, names, ports, protocols, levels, dates), before it is applied: against what
@@ -200,8 +206,17 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Explain {
             policy,
             json,
+            from_sample,
             packet,
-        } => explain::explain(&policy, json, &packet),
+        } => match (packet, from_sample) {
+            (Some(_), Some(_)) => Err(anyhow::anyhow!("give a packet or --from-sample, not both")),
+            (Some(packet), None) => explain::explain(&policy, json, &packet),
+            (None, Some(file)) => explain::explain_samples(&policy, json, &file),
+            (None, None) => Err(anyhow::anyhow!(
+                "explain what? Give a packet (`fwd explain egress tcp 52.71.32.188 443`, see \
+                 `fwd explain --help`) or samples (`fwd monitor --last 20 --json | fwd explain --from-sample -`)"
+            )),
+        },
         Command::Export(ExportFormat::Nftables(args)) => export::export_nftables(&args),
         Command::Import(args) => crate::import::run(&args),
         Command::Feeds(command) => feeds::run(&command),
