@@ -453,15 +453,19 @@ impl FlowValue {
     pub const FLAG_INBOUND: u32 = 1;
     /// The rule that allowed it is `related`: its packets also need a live remote.
     pub const FLAG_RELATED: u32 = 2;
+    /// Its remote is recorded in `REMOTES` (`ClassRecord::FLAG_RELATED_INGRESS`, or a
+    /// learned host), and refreshed with the flow.
+    pub const FLAG_REMOTE: u32 = 4;
     const EPOCH_SHIFT: u32 = 8;
     /// The bits of an epoch (`FwdConfig::epoch`).
     pub const EPOCH_MASK: u32 = (1 << (32 - Self::EPOCH_SHIFT)) - 1;
 
     /// `flags` of a flow judged under `epoch`.
     #[inline(always)]
-    pub const fn flags_for(inbound: bool, related: bool, epoch: u32) -> u32 {
+    pub const fn flags_for(inbound: bool, related: bool, remote: bool, epoch: u32) -> u32 {
         (inbound as u32 * Self::FLAG_INBOUND)
             | (related as u32 * Self::FLAG_RELATED)
+            | (remote as u32 * Self::FLAG_REMOTE)
             | ((epoch & Self::EPOCH_MASK) << Self::EPOCH_SHIFT)
     }
 

@@ -13,8 +13,7 @@ use crate::{
 /// seconds, and an entry that is not written stays clean in other CPUs' caches.
 const REFRESH_NS: u64 = 1 << 28;
 
-/// Records an allowed packet's flow, and refreshes its remote for `related` rules. A known
-/// entry is rewritten in place: updating an LRU map takes a node from its free list and
+/// Records an allowed packet's flow. A known entry is rewritten in place: updating an LRU map takes a node from its free list and
 /// returns the old one, which costs more than the policy lookups (`cargo xtask bench`).
 #[inline(always)]
 pub fn record_flow(

@@ -3,7 +3,8 @@
 //! Outbound (from the protected network): a packet of a flow an egress rule allowed under
 //! the current policy epoch passes on that rule without a policy lookup. Otherwise the
 //! remote (destination) gives a class and the class's port lists a rule; an allowed packet
-//! records its flow (with the epoch) and its remote. What no rule allows may still be a reply
+//! records its flow (with the epoch) and, where a `related` ingress rule of the class or a
+//! learned host's expiry will ask, its remote. What no rule allows may still be a reply
 //! of an inbound flow, or an ICMP error about a live flow.
 //! Inbound (from a remote): replies of outbound flows and ICMP errors about live flows pass
 //! as established; a packet of a flow an ingress rule allowed under the current epoch passes
@@ -74,6 +75,8 @@ impl Outcome {
 struct Class {
     index: u32,
     record: &'static ClassRecord,
+    /// Record the remote of an allowed outbound flow (`FlowValue::FLAG_REMOTE`).
+    track_remote: bool,
 }
 
 /// What the address tables say of a remote: `None` if it is exempt, else its class, if a
@@ -85,11 +88,15 @@ fn remote<S: Slot>(
     addr: &fwd_common::Addr,
 ) -> Option<Option<Class>> {
     let hosts = config.hosts & FwdConfig::hosts_bit(config.active_slot, family) != 0;
-    let index = class_of::<S>(family, addr, hosts);
+    let (index, learned) = class_of::<S>(family, addr, hosts);
     if index == class::EXEMPT {
         return None;
     }
-    Some(record::<S>(index).map(|record| Class { index, record }))
+    Some(record::<S>(index).map(|record| Class {
+        index,
+        record,
+        track_remote: learned || record.flags & ClassRecord::FLAG_RELATED_INGRESS != 0,
+    }))
 }
 
 /// Judges an outbound packet into `s.outcome`.
@@ -121,6 +128,7 @@ fn outbound<S: Slot>(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
         let value = unsafe { *e };
         if !value.inbound() && value.epoch() == config.epoch {
             if touch_flow(e, now)
+                && value.flags & FlowValue::FLAG_REMOTE != 0
                 && let Err(err) = record_remote(&ip.dst, now)
             {
                 s.state_error = err;
@@ -158,15 +166,17 @@ fn outbound<S: Slot>(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
         };
         return Outcome::new(reason, None, class.as_ref());
     };
+    // `class` is `Some`: a verdict came from its record.
+    let track_remote = class.as_ref().is_some_and(|c| c.track_remote);
     let value = FlowValue {
         last_seen_ns: now,
         rule: v.rule,
-        flags: FlowValue::flags_for(false, false, config.epoch),
+        flags: FlowValue::flags_for(false, false, track_remote, config.epoch),
     };
     if let Err(e) = record_flow(entry, flow, &value) {
         s.state_error = e;
     }
-    if let Err(e) = record_remote(&ip.dst, now) {
+    if track_remote && let Err(e) = record_remote(&ip.dst, now) {
         s.state_error = e;
     }
     if ip.frag == Frag::First {
@@ -255,7 +265,7 @@ fn inbound<S: Slot>(s: &mut Scratch, config: &FwdConfig, now: u64) -> Outcome {
     let value = FlowValue {
         last_seen_ns: now,
         rule: v.rule,
-        flags: FlowValue::flags_for(true, related, config.epoch),
+        flags: FlowValue::flags_for(true, related, false, config.epoch),
     };
     if let Err(e) = record_flow(entry, flow, &value) {
         s.state_error = e;

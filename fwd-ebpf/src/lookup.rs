@@ -18,10 +18,10 @@ use fwd_common::{
 
 use crate::maps::Slot;
 
-/// The remote's class: `class::EXEMPT`, `class::NONE` or a record index. `hosts`: the slot
-/// has learned hosts of this family.
+/// The remote's class: `class::EXEMPT`, `class::NONE` or a record index, and whether it is
+/// a learned host's. `hosts`: the slot has learned hosts of this family.
 #[inline(always)]
-pub fn class_of<S: Slot>(family: u8, addr: &Addr, hosts: bool) -> u32 {
+pub fn class_of<S: Slot>(family: u8, addr: &Addr, hosts: bool) -> (u32, bool) {
     let v4 = [addr[12], addr[13], addr[14], addr[15]];
     let listed = if family == 4 {
         class_of4::<S>(u32::from_be_bytes(v4))
@@ -29,7 +29,7 @@ pub fn class_of<S: Slot>(family: u8, addr: &Addr, hosts: bool) -> u32 {
         class_of6::<S>(addr)
     };
     if listed == class::EXEMPT || !hosts {
-        return listed;
+        return (listed, false);
     }
     // SAFETY: plain value reads.
     let learned = unsafe {
@@ -39,7 +39,10 @@ pub fn class_of<S: Slot>(family: u8, addr: &Addr, hosts: bool) -> u32 {
             S::hosts6().get(addr)
         }
     };
-    learned.copied().unwrap_or(listed)
+    match learned {
+        Some(class) => (*class, true),
+        None => (listed, false),
+    }
 }
 
 #[inline(always)]

@@ -314,3 +314,83 @@ fn explain_of_a_name_is_what_the_kernel_does_with_its_learned_address() {
         ));
     }
 }
+
+const RELATED_POLICY: &str = r#"
+[vendor]
+id = "v"
+name = "V"
+
+[[rule]]
+id = "web"
+service = "Web"
+protocol = "tcp"
+ports = [443]
+remote = ["192.0.2.0/24"]
+
+[[rule]]
+id = "media"
+service = "Media"
+protocol = "udp"
+ports = [10000]
+remote = ["198.51.100.0/24"]
+
+[[rule]]
+id = "media-in"
+service = "Related media"
+direction = "ingress"
+protocol = "udp"
+local_ports = [40000]
+related = true
+remote = ["198.51.100.0/24"]
+"#;
+
+/// `REMOTES` holds the remotes of allowed outbound flows only where something asks about
+/// them: a class with a `related` ingress rule, or a learned host. The related rule still
+/// opens once the host has sent to the remote.
+#[test]
+fn remotes_are_recorded_where_a_related_rule_or_a_learned_host_asks() {
+    if !fwd_lab::can_run_as_root("remotes_are_recorded_where_a_related_rule_or_a_learned_host_asks")
+    {
+        return;
+    }
+    let set = PolicySet {
+        vendors: vec![parse_vendor_file(Path::new("v.toml"), RELATED_POLICY).unwrap()],
+    };
+    let compiled = compile(&set, &Selection::widest(Date::parse("2026-11-21").unwrap())).unwrap();
+    let web_class = compiled
+        .image
+        .dst4
+        .iter()
+        .find(|(net, _)| net.to_string() == "192.0.2.0/24")
+        .unwrap()
+        .1;
+    let mut dp = Datapath::load().expect("loading the programs (needs root)");
+    dp.install(&compiled.image, 1).unwrap();
+    let out = |dp: &Datapath, frame: &[u8]| dp.test_run_xdp(frame, 1).unwrap().0;
+    let addr = |a: &str| a.parse::<IpAddr>().unwrap();
+
+    // A class without a related rule: allowed, not recorded.
+    assert_eq!(out(&dp, &frame(addr("192.0.2.7"), 443)), XDP_PASS);
+    assert!(!dp.remote_recorded(addr("192.0.2.7")).unwrap());
+    // A class with one: recorded, and its related media comes in.
+    let media_in = packet::v4([198, 51, 100, 7], packet::FROM4, packet::udp(10000, 40000)).frame();
+    let tc_in = |dp: &Datapath| {
+        dp.test_run_tc(fwd::datapath::program::TC_IN, &media_in, 1)
+            .unwrap()
+            .0
+    };
+    const TC_PASS: i32 = -1;
+    const TC_DROP: i32 = 2;
+    assert_eq!(tc_in(&dp), TC_DROP, "not related before the host sends");
+    assert_eq!(out(&dp, &udp_frame(addr("198.51.100.7"), 10000)), XDP_PASS);
+    assert!(dp.remote_recorded(addr("198.51.100.7")).unwrap());
+    assert_eq!(tc_in(&dp), TC_PASS, "related once the host sent to it");
+    // A learned host, in a class without a related rule: recorded (its expiry asks).
+    dp.learn(addr("203.0.113.7"), web_class).unwrap();
+    assert_eq!(out(&dp, &frame(addr("203.0.113.7"), 443)), XDP_PASS);
+    assert!(dp.remote_recorded(addr("203.0.113.7")).unwrap());
+    assert_eq!(
+        dp.live_remotes(&[addr("203.0.113.7")].into()).unwrap(),
+        [addr("203.0.113.7")].into()
+    );
+}

@@ -190,6 +190,13 @@ pub fn class_record(entries: &[PortEntry], audit: bool, ports: &mut Vec<PortRang
         flags: if audit { ClassRecord::FLAG_AUDIT } else { 0 },
         ..ClassRecord::EMPTY
     };
+    let related_ingress = entries.iter().any(|e| {
+        e.key.direction != fwd_common::direction::EGRESS
+            && e.verdict.flags & PortVerdict::FLAG_RELATED != 0
+    });
+    if related_ingress {
+        record.flags |= ClassRecord::FLAG_RELATED_INGRESS;
+    }
     for e in entries {
         // The `any`-protocol entry stops before the protocol byte.
         if e.prefix_len == 40

@@ -215,6 +215,17 @@ impl Datapath {
         count_live_flows(&flows, &self.read_config()?)
     }
 
+    /// Whether `REMOTES` holds `addr`: the programs record a remote only for classes with
+    /// a `related` ingress rule and for learned hosts (what asks about live remotes).
+    pub fn remote_recorded(&self, addr: IpAddr) -> Result<bool, DatapathError> {
+        let remotes: HashMap<&MapData, fwd_common::Addr, u64> = self.hash_map("REMOTES")?;
+        match remotes.get(&addr_key(addr), 0) {
+            Ok(_) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err("REMOTES")(e)),
+        }
+    }
+
     /// Those of `addrs` the protected network has a live allowed flow with: a packet to
     /// the address within the UDP timeout (`REMOTES`), or else a flow in `FLOWS` within its
     /// protocol's timeout. The flow table is walked only for addresses `REMOTES` does not
