@@ -526,11 +526,17 @@ pub struct DeniedEvent {
     /// 4 or 6 (0 if the packet had no IP header).
     pub family: u8,
     pub icmp_type: u8,
-    pub _pad: [u8; 7],
+    /// 1 if the packet passed anyway: the policy or its vendor is in audit mode.
+    pub audited: u8,
+    pub _pad: [u8; 6],
 }
 
 impl DeniedEvent {
     pub const NO_CLASS: u32 = u32::MAX;
+    /// `sample`'s `where_` bit for an inbound packet (the ifindex is below).
+    pub const WHERE_INBOUND: u64 = 1 << 32;
+    /// `sample`'s `where_` bit for a packet that passed in audit mode.
+    pub const WHERE_AUDITED: u64 = 1 << 33;
 }
 
 /// Per-CPU state of the denied-sample rate limit.

@@ -34,7 +34,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use fwd_common::parse::{self, Packet, Parsed, parse_ethernet};
-use fwd_common::{FwdConfig, Reason};
+use fwd_common::{DeniedEvent, FwdConfig, Reason};
 use judge::{Outcome, judge_inbound, judge_outbound};
 use maps::{CONFIG, SCRATCH};
 use sample::{bump_reason, bump_rule, sample};
@@ -209,14 +209,17 @@ fn process(packet: &Packet, inbound: bool, len: u64, ifindex: u32) -> Decision {
             state_error,
         };
     }
+    let audited = config.mode == FwdConfig::MODE_AUDIT || outcome.audit != 0;
     sample(
         &outcome,
         ip,
-        u64::from(ifindex) | (u64::from(inbound) << 32),
+        u64::from(ifindex)
+            | (inbound as u64 * DeniedEvent::WHERE_INBOUND)
+            | (audited as u64 * DeniedEvent::WHERE_AUDITED),
         config.samples_per_second,
         now,
     );
-    if config.mode == FwdConfig::MODE_AUDIT || outcome.audit != 0 {
+    if audited {
         bump_reason(Reason::AuditWouldDrop, inbound, len);
         return pass(true);
     }

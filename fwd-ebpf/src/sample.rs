@@ -47,7 +47,8 @@ fn add(counter: Option<*mut Counter>, len: u64) {
 }
 
 /// Sends a sample of a denied packet, within the per-CPU budget. `where_` holds the
-/// ifindex in its low 32 bits and 1 for inbound above (BPF calls take at most 5 arguments).
+/// ifindex in its low 32 bits and `DeniedEvent::WHERE_*` bits above (BPF calls take at
+/// most 5 arguments).
 ///
 /// Not inlined, like the other large steps: each gets its own stack frame, and together
 /// they would not fit in one 512-byte frame.
@@ -75,7 +76,8 @@ pub fn sample(outcome: &Outcome, ip: Option<&Ip>, where_: u64, per_second: u32, 
         ifindex: where_ as u32,
         class: outcome.class().unwrap_or(DeniedEvent::NO_CLASS),
         reason: outcome.reason as u8,
-        inbound: (where_ >> 32) as u8,
+        inbound: (where_ & DeniedEvent::WHERE_INBOUND != 0) as u8,
+        audited: (where_ & DeniedEvent::WHERE_AUDITED != 0) as u8,
         ..DeniedEvent::default()
     };
     if let Some(ip) = ip {

@@ -335,5 +335,31 @@ fn audit_mode_passes_everything_and_counts_what_it_would_drop() {
     );
     // The audit is the vendor's mode, a series of its own (the counters keep their identity).
     assert_eq!(s.metric("fwd_vendor_mode", &[("mode", "audit")]), 1.0);
+    // The monitor keeps what audit mode passed, shown on request and marked.
+    let monitor = |extra: &[&str]| {
+        let out = std::process::Command::new(fwd_bin())
+            .args(["monitor", "--json", "--last", "50", "--config"])
+            .arg(s.dir.join("fwd.toml"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        monitor(&[]).is_empty(),
+        "audited samples shown without --audited"
+    );
+    let audited = monitor(&["--audited"]);
+    assert!(
+        audited
+            .iter()
+            .any(|x| x["dst"] == UNLISTED_V4 && x["audited"] == true),
+        "{audited:?}"
+    );
+    assert!(audited.iter().all(|x| x["audited"] == true), "{audited:?}");
     s.finish();
 }

@@ -170,7 +170,7 @@ impl std::fmt::Display for StatusReply {
     }
 }
 
-/// A denied packet as `fwd monitor` shows it.
+/// A denied packet (or one audit mode passed) as `fwd monitor` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeniedSample {
     /// Unix time in milliseconds.
@@ -191,6 +191,10 @@ pub struct DeniedSample {
     /// rule names it: what the client asked for before it sent this.
     #[serde(default)]
     pub dns_name: Option<String>,
+    /// The packet passed anyway: the policy or its vendor audits (`fwd monitor --audited`
+    /// shows these).
+    #[serde(default)]
+    pub audited: bool,
 }
 
 impl std::fmt::Display for DeniedSample {
@@ -217,6 +221,9 @@ impl std::fmt::Display for DeniedSample {
         }
         if let Some(name) = &self.dns_name {
             write!(f, " (the client resolved {name})")?;
+        }
+        if self.audited {
+            write!(f, " [audit: passed]")?;
         }
         Ok(())
     }
@@ -350,6 +357,7 @@ mod tests {
             reason: "no_port_match".into(),
             nearest_rule: Some("acme/web".into()),
             dns_name: None,
+            audited: false,
         };
         let text = sample.to_string();
         assert!(text.starts_with("2026-11-21T06:00:00.123Z lan0"), "{text}");
@@ -359,5 +367,20 @@ mod tests {
             ),
             "{text}"
         );
+        let audited = DeniedSample {
+            audited: true,
+            ..sample
+        };
+        assert!(
+            audited
+                .to_string()
+                .ends_with("(nearest rule: acme/web) [audit: passed]")
+        );
+        // A sample of an earlier daemon (no `audited`) reads as denied.
+        let json = serde_json::to_value(&audited).unwrap();
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("audited");
+        let read: DeniedSample = serde_json::from_value(old).unwrap();
+        assert!(!read.audited);
     }
 }

@@ -20,7 +20,8 @@ Examples:\n  fwd monitor                                   # as they happen\n  \
 fwd monitor --last 20                         # the last 20, then exit\n  \
 fwd monitor --since 10m --reason no_port_match -f\n  \
 fwd monitor --remote 203.0.113.0/24 --proto udp --json\n  \
-fwd monitor --last 100 --not --vendor zoom     # everything but what comes close to zoom's rules"
+fwd monitor --last 100 --not --vendor zoom     # everything but what comes close to zoom's rules\n  \
+fwd monitor --audited --last 50               # in audit mode: what enforcing would drop"
 )]
 pub(crate) struct MonitorArgs {
     #[command(flatten)]
@@ -67,11 +68,20 @@ pub(crate) struct MonitorArgs {
     /// Invert the filters: samples that do not pass them all.
     #[arg(long)]
     not: bool,
+    /// Also the packets that passed only because the policy or their vendor audits
+    /// (`action = "audit"`, `[vendor_action]`), marked `[audit: passed]`: what enforcing
+    /// would drop.
+    #[arg(long)]
+    audited: bool,
 }
 
 impl MonitorArgs {
-    /// Whether `s` passes the filters (inverted with --not).
+    /// Whether `s` passes the filters (inverted with --not); audited samples only with
+    /// --audited, whatever the filters.
     fn shows(&self, s: &DeniedSample) -> bool {
+        if s.audited && !self.audited {
+            return false;
+        }
         let (local, remote) = if s.direction == "out" {
             (s.src, s.dst)
         } else {
@@ -128,6 +138,15 @@ pub(crate) fn run(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
         if let Some(n) = args.last {
             let skip = matching.len().saturating_sub(n);
             matching.drain(..skip);
+        }
+        let hidden = kept
+            .iter()
+            .filter(|s| s.audited && since_ms.is_none_or(|t| s.time_ms >= t))
+            .count();
+        if !args.audited && hidden > 0 && !args.json {
+            eprintln!(
+                "fwd monitor: {hidden} kept sample(s) passed in audit mode and are not shown; --audited shows them"
+            );
         }
         let mut out = stdout.lock();
         for s in matching {

@@ -84,6 +84,7 @@ pub fn describe(event: &DeniedEvent, image: Option<&MapImage>, mono_now_ns: u64)
             .into(),
         nearest_rule,
         dns_name: None,
+        audited: event.audited != 0,
     }
 }
 

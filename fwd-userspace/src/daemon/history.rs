@@ -77,6 +77,7 @@ mod tests {
             reason: "no_address_match".into(),
             nearest_rule: None,
             dns_name: None,
+            audited: false,
         }
     }
 
