@@ -1,5 +1,6 @@
 //! `cargo xtask dist`: an installable tarball of the release `fwd`, laid out as a filesystem
-//! root, with an `install.sh` that never overwrites a site's config or policies.
+//! root, with an `install.sh` that never overwrites a site's config or policies; and the
+//! Debian package (`deb.rs`).
 
 use std::{
     io::Write as _,
@@ -201,7 +202,7 @@ fn write_tarball(out: &Path, entries: &[Entry], mtime: u64) -> anyhow::Result<()
 }
 
 /// Runs `cmd` and fails with its output if it fails.
-fn check_output(what: &str, cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn check_output(what: &str, cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("{what}: could not start {cmd:?}"))?;
@@ -350,6 +351,10 @@ pub fn dist() -> anyhow::Result<()> {
     eprintln!("xtask: verifying {}", tarball.display());
     verify(&tarball, &out_dir.join(format!("{name}.verify")))?;
 
+    let deb = super::deb::build(&root, &fwd, &version, &out_dir)?;
+    eprintln!("xtask: verifying {}", deb.display());
+    super::deb::verify(&deb, &out_dir.join(format!("{name}.deb-verify")))?;
+
     let size = std::fs::metadata(&tarball)?.len();
     eprintln!(
         "xtask: dist done: {} ({:.1} MiB)\n\
@@ -358,6 +363,11 @@ pub fn dist() -> anyhow::Result<()> {
         size as f64 / (1024.0 * 1024.0),
         name
     );
+    eprintln!(
+        "xtask: install the package: apt install ./{}",
+        deb.file_name().unwrap_or_default().to_string_lossy()
+    );
     println!("{}", tarball.display());
+    println!("{}", deb.display());
     Ok(())
 }

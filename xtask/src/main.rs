@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod deb;
 mod dist;
 
 #[derive(Parser)]
@@ -78,7 +79,9 @@ enum Task {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
-    /// Build the release fwd and write the installable target/dist/fwd-VERSION-ARCH.tar.gz.
+    /// Build the release fwd and write the installable target/dist/fwd-VERSION-ARCH.tar.gz
+    /// and the Debian package target/dist/fwd_VERSION_ARCH.deb, each checked (the package:
+    /// contents, lintian, install/upgrade/remove/purge into a scratch root).
     ///
     /// The tarball holds the binary, the systemd unit, the example config, the bundled
     /// policies, the Grafana dashboard and the README laid out from / (usr/bin/fwd,
@@ -110,6 +113,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "netsniff-ng",
     "ipset",
     "iptables",
+    // Checks the Debian package `cargo xtask dist` builds.
+    "lintian",
 ];
 
 /// A cargo-fuzz target of `fwd-userspace/fuzz/`.
@@ -283,6 +288,15 @@ fn setup() -> anyhow::Result<()> {
         )?;
     }
 
+    // cargo-deb builds the Debian package from fwd-userspace's [package.metadata.deb].
+    if !succeeds(Command::new("cargo").args(["deb", "--version"])) {
+        run(
+            "installing cargo-deb",
+            Command::new("cargo").args(["install", "cargo-deb", "--locked", "--version", "3.8.0"]),
+            "cargo install cargo-deb --locked --version 3.8.0",
+        )?;
+    }
+
     if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
         run(
             "installing cargo-fuzz",
@@ -403,7 +417,8 @@ fn test() -> anyhow::Result<()> {
             .env(fwd_lab::REQUIRE_ROOT_ENV, "1"),
         "cargo test --package fwd-lab --tests -- --test-threads=1 (as root)",
     )?;
-    Ok(())
+    // The packages, built and checked as a site would install them.
+    dist::dist()
 }
 
 /// `cargo +nightly fuzz ...` in `fwd-userspace/`. Plain `cargo` (the rustup proxy), not

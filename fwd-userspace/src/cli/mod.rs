@@ -20,7 +20,7 @@ use std::{
     process::ExitCode,
 };
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::{config::DEFAULT_CONFIG, daemon};
 use args::{DaemonArgs, EXIT_BAD_INPUT, PolicyArgs};
@@ -47,7 +47,8 @@ pub struct Cli {
 enum Command {
     /// Compile the policies and print a summary; exit 2 with file:line:col on bad input.
     Check(PolicyArgs),
-    /// Say what the compiled policy does with one packet (exit 0 allow, 1 deny, 2 error).
+    /// Say what the compiled policy does with one packet, or with `fwd monitor` samples
+    /// (exit 0 allow, 1 deny, 2 error).
     #[command(
         after_help = "Examples:\n  fwd explain egress tcp 52.71.32.188 8089\n  \
 fwd explain --json egress udp 176.121.88.10 10000\n  fwd explain egress udp x.sfu.whereby.com 3478\n  \
@@ -157,6 +158,18 @@ fwd monitor --last 20 --json | fwd explain --from-sample -   # would these pass 
     /// Build a throwaway lab (client, gateway, vendor namespaces), run fwd on the gateway,
     /// drive traffic and show live counters until Ctrl-C; then remove the lab.
     Lab(lab::LabArgs),
+    /// Print a shell's completion script for fwd (the packages install them).
+    #[command(
+        after_help = "Examples:\n  fwd completions bash > /etc/bash_completion.d/fwd\n  \
+fwd completions zsh > \"${fpath[1]}/_fwd\"\n  fwd completions fish > ~/.config/fish/completions/fwd.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// Write fwd's manual pages (fwd.1 and one per command, fwd-check.1, ...) into DIR.
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -244,11 +257,32 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Monitor(args) => monitor::run(&args),
         Command::Stats(args) => stats::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Lab(args) => lab::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "fwd", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => man_pages(&dir).map(|n| {
+            eprintln!("fwd: wrote {n} manual pages into {}", dir.display());
+            ExitCode::SUCCESS
+        }),
     };
     result.unwrap_or_else(|err| {
         eprintln!("fwd: {err:#}");
         ExitCode::from(EXIT_BAD_INPUT)
     })
+}
+
+/// Writes `fwd.1` and a page per command (`fwd-check.1`, `fwd-export-nftables.1`, ...)
+/// into `dir`; returns how many pages it holds.
+fn man_pages(dir: &Path) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("writing manual pages into {}", dir.display()))?;
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "1"))
+        .count())
 }
 
 fn run(config: &Path, metrics_listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
