@@ -32,7 +32,7 @@ const CONTENTS: [&str; 11] = [
 ];
 
 /// The packaged config: the tarball's, with the package's vendor policies under the site's.
-fn packaged_config(root: &Path) -> anyhow::Result<String> {
+pub fn packaged_config(root: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(root.join("packaging/fwd.toml"))?;
     let commented = "# vendor_policy_dir = \"/usr/share/fwd/policies\"";
     if !text.contains(commented) {

@@ -355,6 +355,14 @@ pub fn dist() -> anyhow::Result<()> {
     eprintln!("xtask: verifying {}", deb.display());
     super::deb::verify(&deb, &out_dir.join(format!("{name}.deb-verify")))?;
 
+    let layout = super::image::build(&root, &fwd, &version, &out_dir)?;
+    super::image::verify(
+        &root,
+        &layout,
+        &version,
+        &out_dir.join(format!("{name}.oci-verify")),
+    )?;
+
     let size = std::fs::metadata(&tarball)?.len();
     eprintln!(
         "xtask: dist done: {} ({:.1} MiB)\n\
@@ -367,7 +375,11 @@ pub fn dist() -> anyhow::Result<()> {
         "xtask: install the package: apt install ./{}",
         deb.file_name().unwrap_or_default().to_string_lossy()
     );
+    eprintln!(
+        "xtask: the image: skopeo copy oci-archive:target/dist/fwd-{version}-oci.tar docker://REGISTRY/fwd:{version}"
+    );
     println!("{}", tarball.display());
     println!("{}", deb.display());
+    println!("{}", layout.display());
     Ok(())
 }

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod deb;
 mod dist;
+mod image;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fwd's development tasks")]
@@ -115,6 +116,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iptables",
     // Checks the Debian package `cargo xtask dist` builds.
     "lintian",
+    // Build and inspect the OCI image without a daemon.
+    "umoci",
+    "skopeo",
 ];
 
 /// A cargo-fuzz target of `fwd-userspace/fuzz/`.
