@@ -22,6 +22,7 @@ use ipnet::IpNet;
 use crate::{
     compile::{Evaluator, Probe, RuleIds, Verdict},
     config::{Config, DEFAULT_POLICY_DIR},
+    control::DeniedSample,
     policy::{self, Direction, Level, Protocol, Remote},
 };
 
@@ -44,6 +45,11 @@ pub struct LabArgs {
     /// some ports closed for the demonstration; "recommended" opens e.g. every UDP port.
     #[arg(long = "level", value_delimiter = ',', default_value = "mandatory")]
     levels: Vec<LevelArg>,
+    /// Run the gateway in audit mode: everything passes, and the lab shows what enforcing
+    /// would have dropped (the probes the policy denies, `audit_would_drop`, the audited
+    /// samples).
+    #[arg(long)]
+    audit: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -65,24 +71,59 @@ impl LevelArg {
 
 struct LabProbe {
     protocol: u8,
+    /// The remote end: the destination of an outbound probe, the source of an inbound one.
     addr: IpAddr,
+    /// The remote port (outbound), the client's port (inbound).
     port: u16,
-    /// What the compiled policy says, e.g. "pexip/media".
+    /// From the vendor side to the client, not the other way.
+    inbound: bool,
+    /// What the compiled policy says: the rule that allows it, e.g. "pexip/media"...
     expected: Option<String>,
+    /// ... or why it is dropped.
+    denied_because: &'static str,
     delivered: u64,
     blocked: u64,
 }
 
 impl LabProbe {
+    fn denied(protocol: u8, addr: IpAddr, port: u16, because: &'static str) -> LabProbe {
+        LabProbe {
+            protocol,
+            addr,
+            port,
+            inbound: false,
+            expected: None,
+            denied_because: because,
+            delivered: 0,
+            blocked: 0,
+        }
+    }
+
     fn name(&self) -> String {
         let p = if self.protocol == proto::TCP {
             "tcp"
         } else {
             "udp"
         };
-        format!("{p} {}", SocketAddr::new(self.addr, self.port))
+        if self.inbound {
+            format!("{p} {} -> client:{}", self.addr, self.port)
+        } else {
+            format!("{p} {}", SocketAddr::new(self.addr, self.port))
+        }
+    }
+
+    fn policy_says(&self) -> String {
+        match &self.expected {
+            Some(rule) => format!("allow: {rule}"),
+            None => format!("deny: {}", self.denied_because),
+        }
     }
 }
+
+/// Ports the lab tries for traffic the policy denies.
+const DENIED_PORTS: [u16; 5] = [8081, 6667, 25, 9, 7];
+/// The client's port an unsolicited inbound connection goes to.
+const INBOUND_PORT: u16 = 2222;
 
 /// A usable host address inside `net`.
 fn host_in(net: &IpNet) -> IpAddr {
@@ -135,36 +176,84 @@ fn choose_probes(set: &policy::PolicySet, evaluator: &Evaluator<'_>) -> Vec<LabP
             };
             if let Some(expected) = label(evaluator.evaluate(&probe)) {
                 probes.push(LabProbe {
-                    protocol,
-                    addr,
-                    port,
                     expected: Some(expected),
-                    delivered: 0,
-                    blocked: 0,
+                    ..LabProbe::denied(protocol, addr, port, "")
                 });
             }
         }
     }
+    // A listed address on a port no rule opens, and an unsolicited connection from it.
+    if let Some(listed) = probes
+        .iter()
+        .find(|p| p.protocol == proto::TCP)
+        .map(|p| p.addr)
+    {
+        let wrong_port = DENIED_PORTS.into_iter().find(|port| {
+            let probe = Probe {
+                direction: Direction::Egress,
+                protocol: proto::TCP,
+                remote: listed,
+                port: *port,
+                local_port: 0,
+            };
+            matches!(evaluator.evaluate(&probe), Verdict::NoPortMatch { .. })
+        });
+        if let Some(port) = wrong_port {
+            probes.push(LabProbe::denied(
+                proto::TCP,
+                listed,
+                port,
+                "no rule for this port (no_port_match)",
+            ));
+        }
+        let inbound = Probe {
+            direction: Direction::Ingress,
+            protocol: proto::TCP,
+            remote: listed,
+            port: 40000,
+            local_port: INBOUND_PORT,
+        };
+        if label(evaluator.evaluate(&inbound)).is_none() {
+            probes.push(LabProbe {
+                inbound: true,
+                ..LabProbe::denied(
+                    proto::TCP,
+                    listed,
+                    INBOUND_PORT,
+                    "unsolicited inbound connection",
+                )
+            });
+        }
+    }
     for protocol in [proto::TCP, proto::UDP] {
-        let denied_port = [25u16, 8081, 6667, 9, 7].into_iter().find(|port| {
+        // The reason is the policy's: an `any` rule covers every address (Pexip's general
+        // profile), and then an unlisted address is dropped for its port.
+        let denied = DENIED_PORTS.into_iter().find_map(|port| {
             let probe = Probe {
                 direction: Direction::Egress,
                 protocol,
                 remote: IpAddr::V4(UNLISTED),
-                port: *port,
+                port,
                 local_port: 0,
             };
-            label(evaluator.evaluate(&probe)).is_none()
+            match evaluator.evaluate(&probe) {
+                Verdict::Allow { .. } => None,
+                Verdict::NoAddressMatch => {
+                    Some((port, "no rule lists the address (no_address_match)"))
+                }
+                Verdict::NoPortMatch { .. } => Some((
+                    port,
+                    "unlisted; rules for any address, not this port (no_port_match)",
+                )),
+            }
         });
-        if let Some(port) = denied_port {
-            probes.push(LabProbe {
+        if let Some((port, because)) = denied {
+            probes.push(LabProbe::denied(
                 protocol,
-                addr: IpAddr::V4(UNLISTED),
+                IpAddr::V4(UNLISTED),
                 port,
-                expected: None,
-                delivered: 0,
-                blocked: 0,
-            });
+                because,
+            ));
         }
     }
     probes
@@ -178,6 +267,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         .pin_dir(format!("/sys/fs/bpf/{}", args.prefix))
         .state_dir("state")
         .on_exit("detach")
+        .action(if args.audit { "audit" } else { "enforce" })
         .metrics(METRICS)
         .gateway(GATEWAY_LAN_IF)
         .tables(&format!(
@@ -206,7 +296,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         };
         if !probes
             .iter()
-            .any(|x| x.protocol == p && x.expected.is_none())
+            .any(|x| x.protocol == p && x.expected.is_none() && !x.inbound)
         {
             eprintln!(
                 "note: every {protocol} port the lab tries is open to any address under this policy; no denied {protocol} traffic is shown"
@@ -247,20 +337,29 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     let metrics_addr: SocketAddr = METRICS.parse().expect("valid address");
     let daemon = FwdProcess::start(&lab.gateway, &exe, &config, &log_path, metrics_addr)?;
 
-    let ports: Vec<u16> = {
-        let mut p: Vec<u16> = probes.iter().map(|p| p.port).collect();
+    let ports = |inbound: bool| {
+        let mut p: Vec<u16> = probes
+            .iter()
+            .filter(|p| p.inbound == inbound)
+            .map(|p| p.port)
+            .collect();
         p.sort();
         p.dedup();
         p
     };
-    let _sink = Sink::start(&lab.vendor, &ports)?;
+    let _sink = Sink::start(&lab.vendor, &ports(false))?;
+    let _client_sink = Sink::start(&lab.client, &ports(true))?;
+    let socket = workdir.join("control.sock");
     let started = Instant::now();
     let interactive = std::io::stdout().is_terminal();
     while !stop.load(Ordering::Relaxed) {
         for probe in &mut probes {
             let dst = SocketAddr::new(probe.addr, probe.port);
             let timeout = Duration::from_millis(300);
-            let ok = if probe.protocol == proto::TCP {
+            let ok = if probe.inbound {
+                let client = SocketAddr::new(IpAddr::V4(fwd_lab::CLIENT_V4), probe.port);
+                fwd_lab::tcp_probe_from(&lab.vendor, probe.addr, client, timeout)?
+            } else if probe.protocol == proto::TCP {
                 tcp_probe(&lab.client, dst, timeout)?
             } else {
                 udp_probe(&lab.client, dst, timeout)?
@@ -273,7 +372,15 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         }
         let metrics = http_get(&lab.gateway, metrics_addr, "/metrics")
             .map_err(|e| anyhow::anyhow!("{e}; daemon log: {}", log_path.display()))?;
-        show(&probes, &metrics, &lab, interactive, started.elapsed());
+        // The daemon's last samples of what it dropped (or, auditing, passed anyway).
+        let samples: Vec<DeniedSample> = super::client::ask(&socket, "history").unwrap_or_default();
+        let view = View {
+            lab: &lab,
+            interactive,
+            audit: args.audit,
+            elapsed: started.elapsed(),
+        };
+        show(&view, &probes, &metrics, &samples);
         if args
             .duration
             .is_some_and(|d| started.elapsed() >= Duration::from_secs(d))
@@ -289,14 +396,38 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn show(probes: &[LabProbe], metrics: &str, lab: &Lab, interactive: bool, elapsed: Duration) {
+/// What `show` draws around the probes.
+struct View<'a> {
+    lab: &'a Lab,
+    interactive: bool,
+    audit: bool,
+    elapsed: Duration,
+}
+
+/// `text` in `colour` (an SGR code) on a terminal, plain otherwise.
+fn paint(view: &View<'_>, colour: &str, text: &str) -> String {
+    if view.interactive {
+        format!("\x1b[{colour}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+fn show(view: &View<'_>, probes: &[LabProbe], metrics: &str, samples: &[DeniedSample]) {
+    let lab = view.lab;
     let mut out = String::new();
-    if interactive {
+    if view.interactive {
+        // Home and clear: the picture redraws in place, like top.
         out.push_str("\x1b[H\x1b[2J");
     }
     out.push_str(&format!(
-        "fwd lab, {}s; client {} -> gateway {} (XDP out, TC back on {GATEWAY_LAN_IF}) -> vendor {}\n",
-        elapsed.as_secs(),
+        "fwd lab, {}s{}; client {} -> gateway {} (XDP out, TC back on {GATEWAY_LAN_IF}) -> vendor {}\n",
+        view.elapsed.as_secs(),
+        if view.audit {
+            ", AUDIT mode: nothing is dropped"
+        } else {
+            ""
+        },
         lab.client.name(),
         lab.gateway.name(),
         lab.vendor.name()
@@ -306,17 +437,24 @@ fn show(probes: &[LabProbe], metrics: &str, lab: &Lab, interactive: bool, elapse
         lab.gateway.name()
     ));
     out.push_str(&format!(
-        "{:<30} {:<36} {:>9} {:>8}\n",
+        "{:<38} {:<64} {:>9} {:>8}\n",
         "traffic", "policy says", "delivered", "blocked"
     ));
     for p in probes {
-        out.push_str(&format!(
-            "{:<30} {:<36} {:>9} {:>8}\n",
+        // As the policy says: green; otherwise red (in audit mode a denied probe passes).
+        let as_expected = match (&p.expected, view.audit) {
+            (Some(_), _) | (None, true) => p.blocked == 0,
+            (None, false) => p.delivered == 0,
+        };
+        let line = format!(
+            "{:<38} {:<64} {:>9} {:>8}",
             p.name(),
-            p.expected.as_deref().unwrap_or("deny"),
+            p.policy_says(),
             p.delivered,
             p.blocked
-        ));
+        );
+        out.push_str(&paint(view, if as_expected { "32" } else { "31" }, &line));
+        out.push('\n');
     }
     let mut rules: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut drops: BTreeMap<String, f64> = BTreeMap::new();
@@ -364,7 +502,24 @@ fn show(probes: &[LabProbe], metrics: &str, lab: &Lab, interactive: bool, elapse
     for (reason, packets) in &drops {
         out.push_str(&format!("  {reason:<40} {packets:>8} pkts\n"));
     }
-    if interactive {
+    let shown: Vec<&DeniedSample> = samples
+        .iter()
+        .filter(|s| view.audit || !s.audited)
+        .rev()
+        .take(6)
+        .collect();
+    out.push_str(if view.audit {
+        "\nlast samples (fwd monitor --audited; these passed only because of audit mode):\n"
+    } else {
+        "\nlast samples of dropped packets (fwd monitor --last 6):\n"
+    });
+    if shown.is_empty() {
+        out.push_str("  none yet\n");
+    }
+    for sample in shown.into_iter().rev() {
+        out.push_str(&format!("  {sample}\n"));
+    }
+    if view.interactive {
         out.push_str("\nCtrl-C stops the lab and removes the namespaces.\n");
     }
     print!("{out}");
