@@ -1,6 +1,7 @@
 //! `fwd lab` (what `cargo xtask run` shows a newcomer), piped: the probes it picks from the
 //! bundled policies go through or are dropped as the policy says, one per vendor with
-//! listed IPv4 addresses, a denied probe per reason (an unlisted address, a listed address
+//! listed IPv4 addresses, a domain rule's name resolved through fwd's DNS proxy (from a
+//! dnsmasq authority in the vendor namespace), a denied probe per reason (an unlisted address, a listed address
 //! on a port no rule opens, an unsolicited inbound connection), the counters, and the
 //! daemon's last samples; with --audit, everything passes and the samples say so.
 
@@ -62,7 +63,10 @@ fn the_lab_shows_what_the_policy_allows_and_drops_and_why() {
     let picture = lines.join("\n");
     // No colour codes when the output is not a terminal.
     assert!(!text.contains('\x1b'), "{text}");
-    let allowed: Vec<&&str> = lines.iter().filter(|l| l.contains(" allow: ")).collect();
+    let allowed: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains(" allow: ") && !l.contains("once asked via fwd's DNS"))
+        .collect();
     assert!(allowed.len() >= 4, "{picture}");
     for vendor in ["zoom/", "pexip/", "one-click-twilio/", "webrtc-sip-wss/"] {
         assert!(
@@ -87,6 +91,15 @@ fn the_lab_shows_what_the_policy_allows_and_drops_and_why() {
         let (delivered, blocked) = counts(&lines, traffic);
         assert!(delivered == 0 && blocked >= 1, "{line}");
     }
+    // A domain rule's name: closed before the client asks fwd's DNS proxy for it (the
+    // first probe), open after.
+    let named = lines
+        .iter()
+        .find(|l| l.contains(", once asked via fwd's DNS"))
+        .unwrap_or_else(|| panic!("no probe of a name: {picture}"));
+    let traffic = named.split("  ").next().unwrap();
+    let (delivered, blocked) = counts(&lines, traffic);
+    assert!(delivered >= 1 && blocked == 1, "{named}");
     assert!(picture.contains("203.0.113.7:8081"), "{picture}");
     assert!(picture.contains("no_port_match (ingress)"), "{picture}");
     let samples = picture

@@ -77,6 +77,9 @@ struct LabProbe {
     port: u16,
     /// From the vendor side to the client, not the other way.
     inbound: bool,
+    /// A domain rule's name: the client asks fwd's DNS proxy for it before each probe (not
+    /// before the first, which shows the address closed until the name is asked).
+    name: Option<String>,
     /// What the compiled policy says: the rule that allows it, e.g. "pexip/media"...
     expected: Option<String>,
     /// ... or why it is dropped.
@@ -92,6 +95,7 @@ impl LabProbe {
             addr,
             port,
             inbound: false,
+            name: None,
             expected: None,
             denied_because: because,
             delivered: 0,
@@ -107,17 +111,138 @@ impl LabProbe {
         };
         if self.inbound {
             format!("{p} {} -> client:{}", self.addr, self.port)
+        } else if let Some(name) = &self.name {
+            format!("{p} {name}:{}", self.port)
         } else {
             format!("{p} {}", SocketAddr::new(self.addr, self.port))
         }
     }
 
     fn policy_says(&self) -> String {
-        match &self.expected {
-            Some(rule) => format!("allow: {rule}"),
-            None => format!("deny: {}", self.denied_because),
+        match (&self.expected, &self.name) {
+            (Some(rule), Some(_)) => format!("allow: {rule}, once asked via fwd's DNS"),
+            (Some(rule), None) => format!("allow: {rule}"),
+            (None, _) => format!("deny: {}", self.denied_because),
         }
     }
+}
+
+/// The address the lab's DNS authority gives a domain rule's name (RFC 2544's benchmark
+/// range: no bundled policy lists it, so only the name can open it).
+const NAMED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+
+/// A probe of the first egress domain rule with a TCP or UDP port: its name (a wildcard's
+/// `lab.` child), which the policy allows at `NAMED` while the address alone is denied.
+fn choose_name_probe(set: &policy::PolicySet, evaluator: &Evaluator<'_>) -> Option<LabProbe> {
+    set.vendors
+        .iter()
+        .flat_map(|vp| &vp.rules)
+        .find_map(|rule| {
+            if rule.direction != Direction::Egress {
+                return None;
+            }
+            let name = rule.remotes.iter().find_map(|r| match r {
+                Remote::Host(h) => Some(h.clone()),
+                Remote::Wildcard(suffix) => Some(format!("lab.{suffix}")),
+                _ => None,
+            })?;
+            let protocol = if rule.protocols.contains(&Protocol::Tcp) {
+                proto::TCP
+            } else if rule.protocols.contains(&Protocol::Udp) {
+                proto::UDP
+            } else {
+                return None;
+            };
+            let port = rule.ports.first()?.lo;
+            let probe = Probe {
+                direction: Direction::Egress,
+                protocol,
+                remote: IpAddr::V4(NAMED),
+                port,
+                local_port: 0,
+            };
+            let Verdict::Allow { rule: id } = evaluator.evaluate_name(&name, &probe) else {
+                return None;
+            };
+            if matches!(evaluator.evaluate(&probe), Verdict::Allow { .. }) {
+                return None;
+            }
+            Some(LabProbe {
+                name: Some(name),
+                expected: evaluator.rule(id).map(|r| r.rule_ref().to_string()),
+                ..LabProbe::denied(protocol, IpAddr::V4(NAMED), port, "")
+            })
+        })
+}
+
+/// dnsmasq in the vendor namespace, answering for the lab's names; gone when dropped.
+struct Authority(std::process::Child);
+
+impl Authority {
+    fn start(lab: &Lab, records: &[(String, Ipv4Addr)], log: &Path) -> anyhow::Result<Authority> {
+        let log = std::fs::File::create(log)?;
+        let mut cmd = lab.vendor.command("dnsmasq")?;
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            "--pid-file=",
+            "--user=root",
+            "--port=53",
+            "--log-queries",
+            "--log-facility=-",
+        ])
+        .arg(format!("--listen-address={}", fwd_lab::VENDOR_WAN_V4));
+        for (name, addr) in records {
+            cmd.arg(format!("--host-record={name},{addr}"));
+        }
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting dnsmasq (cargo xtask setup installs dnsmasq-base)")?;
+        Ok(Authority(child))
+    }
+}
+
+impl Drop for Authority {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Asks fwd's DNS proxy on the gateway for `name`'s A records, from the client.
+fn resolve(lab: &Lab, name: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RData, RecordType},
+    };
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    let bytes = query.to_vec()?;
+    let socket = lab
+        .client
+        .run(|| std::net::UdpSocket::bind((fwd_lab::CLIENT_V4, 0)))??;
+    socket.set_read_timeout(Some(Duration::from_millis(800)))?;
+    socket.connect((fwd_lab::GATEWAY_LAN_V4, 53))?;
+    socket.send(&bytes)?;
+    let mut buf = [0u8; 1500];
+    let n = socket.recv(&mut buf)?;
+    let reply = Message::from_vec(&buf[..n])?;
+    Ok(reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Ports the lab tries for traffic the policy denies.
@@ -271,12 +396,13 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         .metrics(METRICS)
         .gateway(GATEWAY_LAN_IF)
         .tables(&format!(
-            "[select]\nlevels = [{}]",
+            "[select]\nlevels = [{}]\n\n[dns]\nupstream = [\"{}\"]\n",
             levels
                 .iter()
                 .map(|l| fwd_lab::toml_str(l.as_str()))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            fwd_lab::VENDOR_WAN_V4
         ))
         .render();
     // The lab judges its probes by what its daemon will enforce: the same site config,
@@ -288,6 +414,13 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     )?;
     let evaluator = Evaluator::new(&compiled.image);
     let mut probes = choose_probes(&set, &evaluator);
+    let named = choose_name_probe(&set, &evaluator);
+    if named.is_none() {
+        eprintln!(
+            "note: no domain rule with a TCP or UDP port; the lab shows no name opening its address"
+        );
+    }
+    probes.extend(named);
     for protocol in ["tcp", "udp"] {
         let p = if protocol == "tcp" {
             proto::TCP
@@ -347,15 +480,38 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         p.dedup();
         p
     };
+    let records: Vec<(String, Ipv4Addr)> = probes
+        .iter()
+        .filter_map(|p| match (&p.name, p.addr) {
+            (Some(name), IpAddr::V4(a)) => Some((name.clone(), a)),
+            _ => None,
+        })
+        .collect();
+    let _authority = if records.is_empty() {
+        None
+    } else {
+        Some(Authority::start(
+            &lab,
+            &records,
+            &workdir.join("dnsmasq.log"),
+        )?)
+    };
     let _sink = Sink::start(&lab.vendor, &ports(false))?;
     let _client_sink = Sink::start(&lab.client, &ports(true))?;
     let socket = workdir.join("control.sock");
     let started = Instant::now();
     let interactive = std::io::stdout().is_terminal();
+    let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         for probe in &mut probes {
             let dst = SocketAddr::new(probe.addr, probe.port);
             let timeout = Duration::from_millis(300);
+            // The first round sends to a name's address before asking for the name.
+            if let Some(name) = probe.name.as_deref().filter(|_| round > 0)
+                && let Err(err) = resolve(&lab, name)
+            {
+                eprintln!("the lab's DNS query for {name} failed: {err}");
+            }
             let ok = if probe.inbound {
                 let client = SocketAddr::new(IpAddr::V4(fwd_lab::CLIENT_V4), probe.port);
                 fwd_lab::tcp_probe_from(&lab.vendor, probe.addr, client, timeout)?
@@ -387,6 +543,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         {
             break;
         }
+        round += 1;
         std::thread::sleep(Duration::from_millis(700));
     }
     drop(daemon);
@@ -442,8 +599,10 @@ fn show(view: &View<'_>, probes: &[LabProbe], metrics: &str, samples: &[DeniedSa
     ));
     for p in probes {
         // As the policy says: green; otherwise red (in audit mode a denied probe passes).
+        // A name's address is closed until the client asks for the name (the first probe).
+        let closed_first = u64::from(p.name.is_some() && !view.audit);
         let as_expected = match (&p.expected, view.audit) {
-            (Some(_), _) | (None, true) => p.blocked == 0,
+            (Some(_), _) | (None, true) => p.blocked <= closed_first,
             (None, false) => p.delivered == 0,
         };
         let line = format!(
