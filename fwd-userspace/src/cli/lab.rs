@@ -127,52 +127,76 @@ impl LabProbe {
     }
 }
 
-/// The address the lab's DNS authority gives a domain rule's name (RFC 2544's benchmark
-/// range: no bundled policy lists it, so only the name can open it).
+/// The first address the lab's DNS authority gives a domain rule's name (RFC 2544's
+/// benchmark range: no bundled policy lists it, so only the name can open it); the next
+/// name gets the next address.
 const NAMED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 
-/// A probe of the first egress domain rule with a TCP or UDP port: its name (a wildcard's
-/// `lab.` child), which the policy allows at `NAMED` while the address alone is denied.
-fn choose_name_probe(set: &policy::PolicySet, evaluator: &Evaluator<'_>) -> Option<LabProbe> {
-    set.vendors
+/// For each vendor the probes so far show nothing of (its rules name hosts, not networks):
+/// a probe of its first egress domain rule with a TCP or UDP port, by name (a wildcard's
+/// `lab.` child), which the policy allows at the name's address while the address alone is
+/// denied.
+fn choose_name_probes(
+    set: &policy::PolicySet,
+    evaluator: &Evaluator<'_>,
+    shown: &[LabProbe],
+) -> Vec<LabProbe> {
+    let covered: Vec<&str> = shown
         .iter()
-        .flat_map(|vp| &vp.rules)
-        .find_map(|rule| {
-            if rule.direction != Direction::Egress {
-                return None;
-            }
-            let name = rule.remotes.iter().find_map(|r| match r {
-                Remote::Host(h) => Some(h.clone()),
-                Remote::Wildcard(suffix) => Some(format!("lab.{suffix}")),
-                _ => None,
-            })?;
-            let protocol = if rule.protocols.contains(&Protocol::Tcp) {
-                proto::TCP
-            } else if rule.protocols.contains(&Protocol::Udp) {
-                proto::UDP
-            } else {
-                return None;
-            };
-            let port = rule.ports.first()?.lo;
-            let probe = Probe {
-                direction: Direction::Egress,
-                protocol,
-                remote: IpAddr::V4(NAMED),
-                port,
-                local_port: 0,
-            };
-            let Verdict::Allow { rule: id } = evaluator.evaluate_name(&name, &probe) else {
-                return None;
-            };
-            if matches!(evaluator.evaluate(&probe), Verdict::Allow { .. }) {
-                return None;
-            }
-            Some(LabProbe {
-                name: Some(name),
-                expected: evaluator.rule(id).map(|r| r.rule_ref().to_string()),
-                ..LabProbe::denied(protocol, IpAddr::V4(NAMED), port, "")
-            })
+        .filter_map(|p| p.expected.as_deref()?.split('/').next())
+        .collect();
+    let mut probes: Vec<LabProbe> = Vec::new();
+    for vp in &set.vendors {
+        if covered.contains(&vp.vendor.id.as_str()) {
+            continue;
+        }
+        let at = Ipv4Addr::from(u32::from(NAMED) + probes.len() as u32);
+        probes.extend(name_probe(vp, evaluator, at));
+    }
+    probes
+}
+
+fn name_probe(
+    vp: &policy::VendorPolicy,
+    evaluator: &Evaluator<'_>,
+    at: Ipv4Addr,
+) -> Option<LabProbe> {
+    vp.rules.iter().find_map(|rule| {
+        if rule.direction != Direction::Egress {
+            return None;
+        }
+        let name = rule.remotes.iter().find_map(|r| match r {
+            Remote::Host(h) => Some(h.clone()),
+            Remote::Wildcard(suffix) => Some(format!("lab.{suffix}")),
+            _ => None,
+        })?;
+        let protocol = if rule.protocols.contains(&Protocol::Tcp) {
+            proto::TCP
+        } else if rule.protocols.contains(&Protocol::Udp) {
+            proto::UDP
+        } else {
+            return None;
+        };
+        let port = rule.ports.first()?.lo;
+        let probe = Probe {
+            direction: Direction::Egress,
+            protocol,
+            remote: IpAddr::V4(at),
+            port,
+            local_port: 0,
+        };
+        let Verdict::Allow { rule: id } = evaluator.evaluate_name(&name, &probe) else {
+            return None;
+        };
+        if matches!(evaluator.evaluate(&probe), Verdict::Allow { .. }) {
+            return None;
+        }
+        Some(LabProbe {
+            name: Some(name),
+            expected: evaluator.rule(id).map(|r| r.rule_ref().to_string()),
+            ..LabProbe::denied(protocol, IpAddr::V4(at), port, "")
         })
+    })
 }
 
 /// dnsmasq in the vendor namespace, answering for the lab's names; gone when dropped.
@@ -414,8 +438,8 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     )?;
     let evaluator = Evaluator::new(&compiled.image);
     let mut probes = choose_probes(&set, &evaluator);
-    let named = choose_name_probe(&set, &evaluator);
-    if named.is_none() {
+    let named = choose_name_probes(&set, &evaluator, &probes);
+    if named.is_empty() {
         eprintln!(
             "note: no domain rule with a TCP or UDP port; the lab shows no name opening its address"
         );
