@@ -31,6 +31,18 @@ const UNLISTED: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const METRICS: &str = "127.0.0.1:9469";
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "What it shows, every second (redrawn in place in a terminal, green where \
+traffic did what the policy says and red where not; plain text when piped): a TCP and a UDP \
+probe per vendor that lists IPv4 networks, a probe by name for each vendor whose rules name \
+hosts (the client asks fwd's DNS proxy; the first probe, before asking, is blocked), a denied \
+probe per reason (an unlisted address, a listed address on a port no rule opens, an \
+unsolicited connection into the client), the rule counters, the drops by reason and \
+direction, and the daemon's last samples.\n\n\
+Examples:\n  fwd lab --policies /etc/fwd/policies\n  \
+fwd lab --policies policies --audit              # what enforcing would drop\n  \
+fwd lab --policies policies --level mandatory,recommended --duration 30"
+)]
 pub struct LabArgs {
     /// Directory of vendor policy files to run the gateway with.
     #[arg(long, default_value = DEFAULT_POLICY_DIR)]
