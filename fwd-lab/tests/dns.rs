@@ -661,3 +661,70 @@ fn steering_answers_queries_sent_to_any_resolver_and_comes_back_when_removed() {
         .unwrap();
     assert_eq!(again.addrs, vec![IpAddr::V4(SFU_V4)]);
 }
+
+/// A vendor file of `n` /30 networks (100.64.0.0/10), large enough that compiling it takes
+/// a while: what a reload of a big policy spends its time on.
+fn big_policy(n: u32, extra_rule: bool) -> String {
+    let mut text = String::from(
+        "[vendor]\nid = \"big\"\nname = \"Big\"\n\n[[rule]]\nid = \"many\"\nservice = \"Many\"\nprotocol = \"tcp\"\nports = [443]\nremote = [\n",
+    );
+    for i in 0..n {
+        let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i * 4);
+        text.push_str(&format!("  \"{a}/30\",\n"));
+    }
+    text.push_str("]\n");
+    if extra_rule {
+        text.push_str("\n[[rule]]\nid = \"more\"\nservice = \"More\"\nprotocol = \"udp\"\nports = [5000]\nremote = [\"100.64.0.0/30\"]\n");
+    }
+    text
+}
+
+/// A reload compiles without the lock the DNS proxy's learning takes: a name asked while a
+/// large policy compiles is answered, its address open, before the reload is done; the
+/// address stays open after the flip.
+#[test]
+fn an_answer_during_a_large_reload_does_not_wait_for_its_compile() {
+    if !fwd_lab::can_run_as_root("an_answer_during_a_large_reload_does_not_wait_for_its_compile") {
+        return;
+    }
+    let s = setup("dns-reload", "");
+    std::fs::write(s.dir.join("policies/big.toml"), big_policy(200_000, false)).unwrap();
+    let _fwd = start(&s, "fwd.log");
+    // The same policy and one more rule: a reload that compiles 200,000 networks again.
+    std::fs::write(s.dir.join("policies/big.toml"), big_policy(200_000, true)).unwrap();
+    let config = s.dir.join("fwd.toml");
+    let reload = std::thread::spawn(move || {
+        let out = fwd_lab::fwd_command(&fwd_bin())
+            .args(["reload", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (out, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let asked = Instant::now();
+    let resolved = s
+        .lab
+        .client
+        .run(|| ask_udp(PROXY_V4, "x.sfu.whereby.com", RecordType::A))
+        .unwrap()
+        .unwrap();
+    let answered = Instant::now();
+    let open = tcp_probe(&s.lab.client, SocketAddr::new(SFU_V4.into(), WEB), TIMEOUT).unwrap();
+    let (out, reloaded) = reload.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(resolved.addrs, vec![IpAddr::V4(SFU_V4)]);
+    assert!(
+        answered < reloaded,
+        "the answer ({} ms after asking) waited for the reload",
+        (answered - asked).as_millis()
+    );
+    assert!(open, "the answered address was open before the flip");
+    let after = tcp_probe(&s.lab.client, SocketAddr::new(SFU_V4.into(), WEB), TIMEOUT).unwrap();
+    assert!(after, "the answered address stays open after the flip");
+    eprintln!(
+        "answered {} ms after asking; the reload took {} ms more",
+        (answered - asked).as_millis(),
+        (reloaded - answered).as_millis()
+    );
+}

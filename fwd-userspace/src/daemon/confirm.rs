@@ -43,7 +43,8 @@ impl Daemon {
                 generation: self.generation,
             }),
         };
-        let mut reply = reload_reply(self);
+        let result = self.reload();
+        let mut reply = reload_reply(self, result);
         if reply.ok
             && let Some(mut p) = target
         {

@@ -93,15 +93,75 @@ fn compile_config(
 
 use crate::clock::{unix_ms, unix_now};
 
-impl Daemon {
-    /// Recompiles and installs atomically; on any error the running policy stays.
-    fn reload(&mut self) -> anyhow::Result<(Compiled, Duration, InstallTimings)> {
+/// A reload's compiled policy, made without the daemon's lock (learning goes on meanwhile),
+/// with what it was compiled from.
+struct Prepared {
+    config: Config,
+    compiled: Compiled,
+    views: Vec<crate::diff::RuleView>,
+    compile_time: Duration,
+    /// The rule ids it kept: if another reload changed them meanwhile, it is compiled again.
+    from_ids: RuleIds,
+}
+
+/// What a reload compiles from, read under the lock.
+struct ReloadInput {
+    config_path: PathBuf,
+    rule_ids: RuleIds,
+    metrics_override: Option<std::net::SocketAddr>,
+}
+
+impl ReloadInput {
+    fn of(daemon: &Daemon) -> ReloadInput {
+        ReloadInput {
+            config_path: daemon.config_path.clone(),
+            rule_ids: daemon.rule_ids.clone(),
+            metrics_override: daemon.metrics_override,
+        }
+    }
+
+    /// Loads the config and compiles its policies; touches neither the daemon nor the kernel.
+    fn prepare(self) -> anyhow::Result<Prepared> {
         let started = Instant::now();
         let (mut config, compiled, views) = load_policy(&self.config_path, &self.rule_ids)?;
         if let Some(listen) = self.metrics_override {
             config.metrics_listen = listen;
         }
-        let compile_time = started.elapsed();
+        Ok(Prepared {
+            config,
+            compiled,
+            views,
+            compile_time: started.elapsed(),
+            from_ids: self.rule_ids,
+        })
+    }
+}
+
+impl Daemon {
+    /// Recompiles and installs atomically; on any error the running policy stays.
+    fn reload(&mut self) -> anyhow::Result<(Compiled, Duration, InstallTimings)> {
+        let prepared = ReloadInput::of(self).prepare()?;
+        self.install_prepared(prepared)
+    }
+
+    /// Installs a reload compiled without the lock (compiled again if the rule ids it
+    /// kept are no longer the ones in force); on any error the running policy stays.
+    fn install_prepared(
+        &mut self,
+        prepared: Prepared,
+    ) -> anyhow::Result<(Compiled, Duration, InstallTimings)> {
+        let prepared = if prepared.from_ids == self.rule_ids {
+            prepared
+        } else {
+            ReloadInput::of(self).prepare()?
+        };
+        let Prepared {
+            config,
+            compiled,
+            views,
+            compile_time,
+            ..
+        } = prepared;
         let restart_needed = [
             (config.interfaces != self.config.interfaces, "[[interface]]"),
             (config.pin_dir != self.config.pin_dir, "pin_dir"),
@@ -375,15 +435,20 @@ impl Daemon {
     }
 }
 
-/// Reloads under the lock, counts the result and says what happened.
+/// Reloads, counts the result and says what happened. The config is read and the policies
+/// compiled without the daemon's lock, so the DNS proxy goes on learning (and answering)
+/// meanwhile; only the install (fill and flip) takes it.
 fn reload_and_report(shared: &Shared) -> control::ReloadReply {
-    let mut daemon = shared.lock().expect("daemon state lock");
+    let input = ReloadInput::of(&shared.lock().expect("daemon state lock"));
     let mut state = vec![sd_notify::NotifyState::Reloading];
     if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
         state.push(now);
     }
     notify(&state);
-    let reply = reload_reply(&mut daemon);
+    let prepared = input.prepare();
+    let mut daemon = shared.lock().expect("daemon state lock");
+    let result = prepared.and_then(|p| daemon.install_prepared(p));
+    let reply = reload_reply(&mut daemon, result);
     let status = if reply.ok {
         format!(
             "generation {} in force, {} rules",
@@ -402,8 +467,11 @@ fn reload_and_report(shared: &Shared) -> control::ReloadReply {
     reply
 }
 
-fn reload_reply(daemon: &mut Daemon) -> control::ReloadReply {
-    match daemon.reload() {
+fn reload_reply(
+    daemon: &mut Daemon,
+    result: anyhow::Result<(Compiled, Duration, InstallTimings)>,
+) -> control::ReloadReply {
+    match result {
         Ok((compiled, compile_time, timings)) => {
             daemon.reloads_ok += 1;
             control::ReloadReply {
