@@ -1,6 +1,6 @@
 //! `cargo xtask dist`: an installable tarball of the release `fwd`, laid out as a filesystem
 //! root, with an `install.sh` that never overwrites a site's config or policies; and the
-//! Debian package (`deb.rs`).
+//! Debian package (`deb.rs`), the RPM (`rpm.rs`) and the OCI image (`image.rs`).
 
 use std::{
     io::Write as _,
@@ -355,6 +355,9 @@ pub fn dist() -> anyhow::Result<()> {
     eprintln!("xtask: verifying {}", deb.display());
     super::deb::verify(&deb, &out_dir.join(format!("{name}.deb-verify")))?;
 
+    let rpm = super::rpm::build(&version, &out_dir)?;
+    super::rpm::verify(&rpm, &out_dir.join(format!("{name}.rpm-verify")))?;
+
     let layout = super::image::build(&root, &fwd, &version, &out_dir)?;
     super::image::verify(
         &root,
@@ -380,6 +383,7 @@ pub fn dist() -> anyhow::Result<()> {
     );
     println!("{}", tarball.display());
     println!("{}", deb.display());
+    println!("{}", rpm.display());
     println!("{}", layout.display());
     Ok(())
 }

@@ -15,6 +15,7 @@ mod bench;
 mod deb;
 mod dist;
 mod image;
+mod rpm;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fwd's development tasks")]
@@ -81,8 +82,9 @@ enum Task {
         only: Vec<String>,
     },
     /// Build the release fwd and write the installable target/dist/fwd-VERSION-ARCH.tar.gz
-    /// and the Debian package target/dist/fwd_VERSION_ARCH.deb, each checked (the package:
-    /// contents, lintian, install/upgrade/remove/purge into a scratch root).
+    /// and the Debian package target/dist/fwd_VERSION_ARCH.deb, the RPM and the OCI image,
+    /// each checked (the .deb: contents, lintian, install/upgrade/remove/purge into a
+    /// scratch root).
     ///
     /// The tarball holds the binary, the systemd unit, the example config, the bundled
     /// policies, the Grafana dashboard and the README laid out from / (usr/bin/fwd,
@@ -119,6 +121,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // Build and inspect the OCI image without a daemon.
     "umoci",
     "skopeo",
+    // Query and install the RPM into a scratch root.
+    "rpm",
 ];
 
 /// A cargo-fuzz target of `fwd-userspace/fuzz/`.
@@ -298,6 +302,21 @@ fn setup() -> anyhow::Result<()> {
             "installing cargo-deb",
             Command::new("cargo").args(["install", "cargo-deb", "--locked", "--version", "3.8.0"]),
             "cargo install cargo-deb --locked --version 3.8.0",
+        )?;
+    }
+
+    // cargo-generate-rpm builds the RPM from [package.metadata.generate-rpm].
+    if !succeeds(Command::new("cargo").args(["generate-rpm", "--version"])) {
+        run(
+            "installing cargo-generate-rpm",
+            Command::new("cargo").args([
+                "install",
+                "cargo-generate-rpm",
+                "--locked",
+                "--version",
+                "0.21.1",
+            ]),
+            "cargo install cargo-generate-rpm --locked --version 0.21.1",
         )?;
     }
 
