@@ -9,9 +9,11 @@
 //! ```
 //! The gateway forwards; its `lan0` is where fwd's XDP program sits.
 
+mod authority;
 pub mod https;
 pub mod packet;
 mod site;
+pub use authority::Authority;
 pub use site::{SiteConfig, toml_str};
 
 use std::{

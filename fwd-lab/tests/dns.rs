@@ -8,7 +8,6 @@ use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::Path,
-    process::{Child, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -18,8 +17,8 @@ use std::{
 };
 
 use fwd_lab::{
-    FwdProcess, GATEWAY_LAN_IF, GATEWAY_LAN_V4, GATEWAY_LAN_V6, Lab, Netns, Pins, Sink, SiteConfig,
-    VENDOR_WAN_V4, fwd_bin, fwd_json, scrape, scratch, tcp_probe, udp_probe, wait_for,
+    Authority, FwdProcess, GATEWAY_LAN_IF, GATEWAY_LAN_V4, GATEWAY_LAN_V6, Lab, Netns, Pins, Sink,
+    SiteConfig, VENDOR_WAN_V4, fwd_bin, fwd_json, scrape, scratch, tcp_probe, udp_probe, wait_for,
 };
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query},
@@ -44,52 +43,6 @@ const AUTHORITY_PORT: u16 = 5353;
 const SPOOF_NAME: &str = "spoof.sfu.whereby.com";
 
 const TIMEOUT: Duration = Duration::from_secs(2);
-
-/// dnsmasq serving the lab's zone data, in the vendor namespace.
-struct Authority(Child);
-
-impl Authority {
-    fn start(ns: &Netns, records: &[String], log: &Path) -> Authority {
-        let log = std::fs::File::create(log).unwrap();
-        let child = ns
-            .command("dnsmasq")
-            .unwrap()
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--no-poll",
-                "--bind-interfaces",
-                "--pid-file=",
-                "--user=root",
-                "--log-queries",
-                "--log-facility=-",
-            ])
-            .arg(format!("--listen-address={VENDOR_WAN_V4}"))
-            .arg(format!("--port={AUTHORITY_PORT}"))
-            .args(records)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting dnsmasq (cargo xtask setup installs dnsmasq-base)");
-        let up = wait_for(Duration::from_secs(5), || {
-            ns.run(|| TcpStream::connect_timeout(&(VENDOR_WAN_V4, AUTHORITY_PORT).into(), TIMEOUT))
-                .unwrap()
-                .ok()
-        });
-        assert!(up.is_some(), "dnsmasq did not come up");
-        Authority(child)
-    }
-}
-
-impl Drop for Authority {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A relay on the vendor host's port 53 in front of dnsmasq (UDP and TCP). For
 /// `SPOOF_NAME` it first sends two forged answers to the proxy's query socket, with the
@@ -333,7 +286,14 @@ fn setup(test: &str, extra: &str) -> Setup {
         format!("--host-record=brief.sfu.whereby.com,{BRIEF},2"),
         format!("--host-record=lively.sfu.whereby.com,{LIVELY},2"),
     ];
-    let authority = Authority::start(&lab.vendor, &records, &dir.join("dnsmasq.log"));
+    let authority = Authority::start(
+        &lab.vendor,
+        VENDOR_WAN_V4,
+        AUTHORITY_PORT,
+        &records,
+        &dir.join("dnsmasq.log"),
+    )
+    .unwrap();
     let relay = Relay::start(&lab.vendor);
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/whereby.toml");
     std::fs::copy(policies, dir.join("policies/whereby.toml")).unwrap();

@@ -211,47 +211,6 @@ fn name_probe(
     })
 }
 
-/// dnsmasq in the vendor namespace, answering for the lab's names; gone when dropped.
-struct Authority(std::process::Child);
-
-impl Authority {
-    fn start(lab: &Lab, records: &[(String, Ipv4Addr)], log: &Path) -> anyhow::Result<Authority> {
-        let log = std::fs::File::create(log)?;
-        let mut cmd = lab.vendor.command("dnsmasq")?;
-        cmd.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--bind-interfaces",
-            "--pid-file=",
-            "--user=root",
-            "--port=53",
-            "--log-queries",
-            "--log-facility=-",
-        ])
-        .arg(format!("--listen-address={}", fwd_lab::VENDOR_WAN_V4));
-        for (name, addr) in records {
-            cmd.arg(format!("--host-record={name},{addr}"));
-        }
-        let child = cmd
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting dnsmasq (cargo xtask setup installs dnsmasq-base)")?;
-        Ok(Authority(child))
-    }
-}
-
-impl Drop for Authority {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Asks fwd's DNS proxy on the gateway for `name`'s A records, from the client.
 fn resolve(lab: &Lab, name: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
     use hickory_proto::{
@@ -526,8 +485,14 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     let _authority = if records.is_empty() {
         None
     } else {
-        Some(Authority::start(
-            &lab,
+        let records: Vec<String> = records
+            .iter()
+            .map(|(name, addr)| format!("--host-record={name},{addr}"))
+            .collect();
+        Some(fwd_lab::Authority::start(
+            &lab.vendor,
+            fwd_lab::VENDOR_WAN_V4,
+            53,
             &records,
             &workdir.join("dnsmasq.log"),
         )?)
