@@ -179,16 +179,7 @@ pub fn verify(deb: &Path, scratch: &Path) -> anyhow::Result<()> {
         deb.display()
     );
 
-    for script in ["postinst", "prerm", "postrm"] {
-        check_output(
-            &format!("sh -n {script}"),
-            Command::new("sh").arg("-n").arg(
-                super::workspace_root()
-                    .join("packaging/debian")
-                    .join(script),
-            ),
-        )?;
-    }
+    crate::dist::check_scripts("packaging/debian", &["postinst", "prerm", "postrm"])?;
     if super::succeeds(Command::new("lintian").arg("--version")) {
         check_output(
             "lintian",

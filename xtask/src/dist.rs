@@ -201,6 +201,18 @@ fn write_tarball(out: &Path, entries: &[Entry], mtime: u64) -> anyhow::Result<()
     Ok(())
 }
 
+/// `sh -n` of each of a package's maintainer scripts in `dir` (packaging/debian, packaging/rpm).
+pub(crate) fn check_scripts(dir: &str, scripts: &[&str]) -> anyhow::Result<()> {
+    let dir = super::workspace_root().join(dir);
+    for script in scripts {
+        check_output(
+            &format!("sh -n {}", dir.join(script).display()),
+            Command::new("sh").arg("-n").arg(dir.join(script)),
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs `cmd` and fails with its output if it fails.
 pub(crate) fn check_output(what: &str, cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd

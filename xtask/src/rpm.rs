@@ -70,14 +70,7 @@ pub fn verify(package: &Path, scratch: &Path) -> anyhow::Result<()> {
     if !scripts.contains("fwd detach --config /etc/fwd/fwd.toml") {
         bail!("the package's preuninstall does not detach fwd:\n{scripts}");
     }
-    for script in ["post", "preun", "postun"] {
-        check_output(
-            &format!("sh -n packaging/rpm/{script}"),
-            Command::new("sh")
-                .arg("-n")
-                .arg(super::workspace_root().join("packaging/rpm").join(script)),
-        )?;
-    }
+    crate::dist::check_scripts("packaging/rpm", &["post", "preun", "postun"])?;
 
     let _ = std::fs::remove_dir_all(scratch);
     let root = scratch.join("root");

@@ -214,16 +214,12 @@ fn earlier_rule_counters(path: &Path) -> Vec<(u32, Counter)> {
     else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for index in 0..map.len() {
-        let Ok(values) = map.get(&index, 0) else {
-            continue;
-        };
-        let sum = values.iter().fold(Counter::default(), |a, c| a + *c);
-        if sum != Counter::default() {
-            out.push((index, sum));
-        }
-    }
+    let out: Vec<(u32, Counter)> = (0..map.len())
+        .filter_map(|index| {
+            let sum = super::counters::sum_cpus(&map, index, "RULE_COUNTERS").ok()?;
+            (sum != Counter::default()).then_some((index, sum))
+        })
+        .collect();
     if !out.is_empty() {
         info!(
             counters = out.len(),
