@@ -52,7 +52,9 @@ const METHOD: &[&str] = &[
      flows, then one uncounted round lets the flow table recycle its nodes; counted rounds \
      refresh the flows, as established traffic does. The thread stays on one CPU.",
     "Established flows: the frames as they are, after a checked pass created their flows: an \
-     allowed packet takes the flow fast path (one flow-table lookup, no policy lookup). New \
+     allowed packet takes the flow fast path (one flow-table lookup, no policy lookup); \
+     `allowed_*` are over the allowed frames only (the established-flow figure), `denied_*` \
+     over the denied ones (judged by the tables every time), `fwd_ns` over all. New \
      flows: every frame with a source address and port never seen before, so each is judged \
      by the policy tables and records its flow (the first packet of every connection).",
     "Frames: 7 of 8 allowed (a random address in a random installed prefix, the rule's \
@@ -408,19 +410,37 @@ fn run(
     })
 }
 
-/// Mean ns per packet over one pass of `frames`, each run `repeat` times.
+/// Mean ns per packet over one pass of `frames`: over all of them, over the allowed ones and
+/// over the denied ones (an allowed frame of an established flow takes the flow fast path; a
+/// denied one is judged by the policy tables every time).
+#[derive(Clone, Copy)]
+struct Means {
+    all: f64,
+    allowed: f64,
+    denied: f64,
+}
+
+/// One pass of `frames`, each run `repeat` times.
 fn pass(
     dp: &mut Datapath,
     hook: Hook,
     baseline: bool,
     frames: &[Frame],
     repeat: u32,
-) -> anyhow::Result<f64> {
-    let mut total = 0.0;
+) -> anyhow::Result<Means> {
+    let (mut allowed, mut denied) = ((0.0, 0usize), (0.0, 0usize));
     for f in frames {
-        total += run(dp, hook, baseline, &f.bytes, repeat)?.1.as_nanos() as f64;
+        let ns = run(dp, hook, baseline, &f.bytes, repeat)?.1.as_nanos() as f64;
+        let sum = if f.allowed { &mut allowed } else { &mut denied };
+        sum.0 += ns;
+        sum.1 += 1;
     }
-    Ok(total / frames.len() as f64)
+    let mean = |(total, n): (f64, usize)| total / n.max(1) as f64;
+    Ok(Means {
+        all: (allowed.0 + denied.0) / frames.len().max(1) as f64,
+        allowed: mean(allowed),
+        denied: mean(denied),
+    })
 }
 
 /// Like `pass`, but every frame is the first packet of a new flow (`renew`, numbered on from
@@ -625,7 +645,18 @@ fn measure(
                     Run::Established => pass(&mut setup.dp, hook, false, &setup.frames, 1)?,
                     Run::Baseline => pass(&mut setup.dp, hook, true, &setup.frames, 1)?,
                     Run::NewFlows => {
-                        new_flow_pass(&mut setup.dp, hook, family, &setup.frames, &mut next_flow)?
+                        let ns = new_flow_pass(
+                            &mut setup.dp,
+                            hook,
+                            family,
+                            &setup.frames,
+                            &mut next_flow,
+                        )?;
+                        Means {
+                            all: ns,
+                            allowed: ns,
+                            denied: ns,
+                        }
                     }
                 };
                 if round > 0 {
@@ -641,13 +672,16 @@ fn measure(
         for (s, setup) in setups.iter_mut().enumerate() {
             pass(&mut setup.dp, Hook::Tc, false, &setup.frames, 1)?;
             for (i, baseline) in [false, true].into_iter().enumerate() {
-                repeated[s][i].push(pass(
-                    &mut setup.dp,
-                    Hook::Tc,
-                    baseline,
-                    &setup.frames,
-                    plan.repeat_n,
-                )?);
+                repeated[s][i].push(
+                    pass(
+                        &mut setup.dp,
+                        Hook::Tc,
+                        baseline,
+                        &setup.frames,
+                        plan.repeat_n,
+                    )?
+                    .all,
+                );
             }
         }
     }
@@ -665,7 +699,14 @@ fn measure(
                 &values[s][3 * h + 1],
                 &values[s][3 * h + 2],
             );
-            let (f, n, b) = (median(fwd), median(new), median(base));
+            let all = |v: &[Means]| v.iter().map(|m| m.all).collect::<Vec<_>>();
+            let (fwd_all, new_all, base_all) = (all(fwd), all(new), all(base));
+            let (f, n, b) = (median(&fwd_all), median(&new_all), median(&base_all));
+            let of = |v: &[Means], pick: fn(&Means) -> f64| {
+                median(&v.iter().map(pick).collect::<Vec<_>>())
+            };
+            let (fa, ba) = (of(fwd, |m| m.allowed), of(base, |m| m.allowed));
+            let (fd, bd) = (of(fwd, |m| m.denied), of(base, |m| m.denied));
             let mut result = json!({
                 "program": hook.name(),
                 "family": family.name(),
@@ -678,9 +719,13 @@ fn measure(
                 "difference_ns": f - b,
                 "new_flow_difference_ns": n - b,
                 "ratio": f / b,
-                "fwd_rounds": fwd,
-                "new_flow_rounds": new,
-                "baseline_rounds": base,
+                "allowed_ns": fa,
+                "allowed_difference_ns": fa - ba,
+                "denied_ns": fd,
+                "denied_difference_ns": fd - bd,
+                "fwd_rounds": fwd_all,
+                "new_flow_rounds": new_all,
+                "baseline_rounds": base_all,
             });
             if hook == Hook::Tc && plan.repeat_rounds > 0 {
                 result["repeat_n"] = json!({

@@ -73,8 +73,10 @@ struct Cell {
     family: String,
     shape: String,
     prefixes: u64,
-    /// A packet of an established flow.
+    /// An allowed packet of an established flow (the bench's allowed frames).
     fwd: f64,
+    /// A denied packet (judged by the policy tables every time).
+    denied: f64,
     /// The first packet of a new flow.
     new_flow: f64,
     baseline: f64,
@@ -125,9 +127,11 @@ fn cells(data: &Value) -> anyhow::Result<Vec<Cell>> {
                 prefixes: r["prefixes"]
                     .as_u64()
                     .context("a result without `prefixes`")?,
-                fwd: number(r, "fwd_ns")?,
+                fwd: number(r, "allowed_ns")?,
+                denied: number(r, "denied_ns")?,
                 new_flow: number(r, "new_flow_ns")?,
-                baseline: number(r, "baseline_ns")?,
+                // The allowed frames' baseline: the difference is what fwd adds to them.
+                baseline: number(r, "allowed_ns")? - number(r, "allowed_difference_ns")?,
                 repeat_n,
                 spread: spread(
                     &r["fwd_rounds"]
@@ -161,10 +165,12 @@ fn section(data: Value, json_path: &Path) -> anyhow::Result<Section> {
         data["frames"], data["rounds"]
     ));
     s.note(
-        "cell: new flows / established flows, fwd ns/packet (+ fwd minus baseline); new: every \
-         packet the first of its flow, judged by the policy tables and recorded; established: \
-         a packet of a flow already allowed under the current policy epoch (one flow-table \
-         lookup); baseline: fwd_xdp_parse / fwd_tc_parse, the same parse, then pass",
+        "cell: new flows / established flows / denied, fwd ns/packet (+ fwd minus baseline); \
+         new: every packet the first of its flow, judged by the policy tables and recorded; \
+         established: an allowed packet of a flow already allowed under the current policy \
+         epoch (one flow-table lookup); denied: the 1/8 of frames no rule allows, judged by \
+         the tables every time and sampled; baseline: fwd_xdp_parse / fwd_tc_parse, the same \
+         parse, then pass",
     );
     s.note(
         "each repeat=1 duration holds the kernel's timing overhead, the baseline's too: compare \
@@ -253,11 +259,12 @@ fn section(data: Value, json_path: &Path) -> anyhow::Result<Section> {
         for (_, program, family) in COLUMNS {
             row.push(match find(*prefixes, shape, program, family) {
                 Some(c) => format!(
-                    "{:.0} (+{:.0}) / {:.0} (+{:.0})",
+                    "{:.0} (+{:.0}) / {:.0} (+{:.0}) / {:.0}",
                     c.new_flow,
                     c.new_flow - c.baseline,
                     c.fwd,
-                    c.fwd - c.baseline
+                    c.fwd - c.baseline,
+                    c.denied
                 ),
                 None => "-".into(),
             });
@@ -367,7 +374,8 @@ mod tests {
     fn result(program: &str, family: &str, shape: &str, prefixes: u64, fwd: f64) -> Value {
         json!({
             "program": program, "family": family, "shape": shape, "prefixes": prefixes,
-            "fwd_ns": 150.0, "new_flow_ns": fwd, "baseline_ns": 90.0,
+            "fwd_ns": 170.0, "new_flow_ns": fwd, "baseline_ns": 90.0,
+            "allowed_ns": 150.0, "allowed_difference_ns": 60.0, "denied_ns": 300.0,
             "repeat_n": if program == "tc" { json!({"repeat": 32, "fwd_ns": fwd / 2.0}) } else { Value::Null },
         })
     }
@@ -409,9 +417,9 @@ mod tests {
                 "baseline"
             ]
         );
-        assert_eq!(s.rows[0][1], "400 (+310) / 150 (+60)");
+        assert_eq!(s.rows[0][1], "400 (+310) / 150 (+60) / 300");
         assert_eq!(s.rows[2][1], "-");
-        assert_eq!(s.rows[2][2], "1000 (+910) / 150 (+60)");
+        assert_eq!(s.rows[2][2], "1000 (+910) / 150 (+60) / 300");
         assert_eq!(s.rows[6][1], "90");
         let text = s.text();
         assert!(
