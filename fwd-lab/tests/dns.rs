@@ -688,3 +688,47 @@ fn an_answer_during_a_large_reload_does_not_wait_for_its_compile() {
         (reloaded - answered).as_millis()
     );
 }
+
+#[test]
+fn an_answer_released_just_before_a_crash_is_open_after_the_restart() {
+    if !fwd_lab::can_run_as_root("an_answer_released_just_before_a_crash_is_open_after_the_restart")
+    {
+        return;
+    }
+    let s = setup("dns-crash", "");
+    let mut fwd = start(&s, "fwd.log");
+    let client = &s.lab.client;
+    let sfu = SocketAddr::from((SFU_V4, WEB));
+    assert!(!tcp_probe(client, sfu, TIMEOUT).unwrap());
+    // learned.json is written about once a second; the kill comes well inside that.
+    let resolved = client
+        .run(|| ask_udp(PROXY_V4, "x.sfu.whereby.com", RecordType::A).unwrap())
+        .unwrap();
+    fwd.kill();
+    assert_eq!(resolved.addrs, vec![IpAddr::V4(SFU_V4)]);
+    const JOURNAL: &str = "learned.journal";
+    let state = s.dir.join("state");
+    let written = |file: &str| {
+        std::fs::read_to_string(state.join(file)).is_ok_and(|t| t.contains("x.sfu.whereby.com"))
+    };
+    let (journal, table) = (written(JOURNAL), written("learned.json"));
+    eprintln!("at the kill: in the journal {journal}, in learned.json {table}");
+    assert!(
+        journal || table,
+        "the answer went out before it was written down"
+    );
+    // The new daemon puts in force what the answer opened: the client was told the address.
+    let _fwd = start(&s, "fwd2.log");
+    assert!(is_learned(&s.dir, SFU_V4.into()), "{:?}", learned(&s.dir));
+    assert!(tcp_probe(client, sfu, TIMEOUT).unwrap());
+    assert!(udp_probe(client, (SFU_V4, MEDIA).into(), TIMEOUT).unwrap());
+    assert!(!tcp_probe(client, (OUTSIDE, WEB).into(), TIMEOUT).unwrap());
+    // The next save takes the journal into learned.json and sets it aside.
+    let saved = wait_for(Duration::from_secs(10), || {
+        (written("learned.json") && !written(JOURNAL)).then_some(())
+    });
+    assert!(
+        saved.is_some(),
+        "the journal was not taken into learned.json"
+    );
+}

@@ -47,6 +47,8 @@ struct Daemon {
     dns: dns::DnsTable,
     /// The table changed since `learned.json` was last written.
     dns_dirty: bool,
+    /// What answers opened since `learned.json` was last written, written before they go out.
+    dns_journal: dns::Journal,
     /// The proxy's counters, when it runs.
     dns_stats: Option<Arc<dns::DnsStats>>,
     /// Where the proxy listens, when it runs.
@@ -361,6 +363,11 @@ impl Daemon {
         }
         if observed.opened > 0 {
             self.dns_dirty = true;
+            if let Some(name) = answer.chain.first() {
+                let dns = &self.dns;
+                self.dns_journal
+                    .append(answer.addrs.iter().filter_map(|(a, _)| dns.entry(name, *a)));
+            }
         }
         Ok(observed)
     }
@@ -775,6 +782,7 @@ fn stop(shared: &Shared) -> anyhow::Result<()> {
     tasks::STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut daemon = shared.lock().expect("daemon state lock");
     if std::mem::take(&mut daemon.dns_dirty) {
+        daemon.dns_journal.set_aside();
         save_learned(&daemon.config.state_dir, &daemon.dns.saved());
     }
     match daemon.config.on_exit {

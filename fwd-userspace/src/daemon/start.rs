@@ -143,7 +143,9 @@ pub(super) fn start(
         reloads_error: 0,
         last_reload_unix: unix_now(),
         dns: table,
-        dns_dirty: false,
+        // What was restored is saved once more, so a journal read at start is taken in.
+        dns_dirty: restored > 0,
+        dns_journal: dns::Journal::new(&config.state_dir),
         dns_stats: None,
         dns_listen: Vec::new(),
         interfaces: ifaces,

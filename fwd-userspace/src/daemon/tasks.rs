@@ -162,7 +162,7 @@ pub(super) async fn read_denied_samples(
 }
 
 /// Every second: ends learned entries past their time with no live flow, and writes
-/// `learned.json` if the table changed (so a crash forgets at most a second of answers).
+/// `learned.json` if the table changed (what was learned in between is in the journal).
 pub(super) async fn keep_learned(shared: Shared, state_dir: PathBuf) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -178,7 +178,11 @@ pub(super) async fn keep_learned(shared: Shared, state_dir: PathBuf) {
                 ),
                 Err(err) => warn!("DNS: ending expired learned addresses: {err:#}"),
             }
-            std::mem::take(&mut daemon.dns_dirty).then(|| daemon.dns.saved())
+            std::mem::take(&mut daemon.dns_dirty).then(|| {
+                // The journal so far is in this snapshot.
+                daemon.dns_journal.set_aside();
+                daemon.dns.saved()
+            })
         })
         .await;
         if let Ok(Some(saved)) = saved {
@@ -187,9 +191,13 @@ pub(super) async fn keep_learned(shared: Shared, state_dir: PathBuf) {
     }
 }
 
+/// Writes `learned.json`; once it is written, the journal set aside with its snapshot goes.
 pub(super) fn save_learned(state_dir: &Path, saved: &dns::Saved) {
-    if let Err(err) = dns::save(state_dir, saved) {
-        warn!(dir = %state_dir.display(), %err, "cannot write the learned DNS names; a restart forgets them");
+    match dns::save(state_dir, saved) {
+        Ok(()) => dns::saved(state_dir),
+        Err(err) => {
+            warn!(dir = %state_dir.display(), %err, "cannot write the learned DNS names; the journal keeps them until a save succeeds");
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - `proxy`: listeners, upstream queries, reading answers (hickory-proto).
 //! - `table`: what is learned, the runtime classes it needs, and when entries end.
-//! - `store`: `learned.json`.
+//! - `store`: `learned.json` and the journal of what was learned since.
 //! - here: the counters and what `fwd dns` shows (its reply type is `crate::control`'s).
 
 pub mod proxy;
@@ -12,7 +12,7 @@ mod store;
 pub mod table;
 
 pub use crate::control::{DnsReply, EntryStatus};
-pub use store::{LEARNED_FILE, load, save};
+pub use store::{JOURNAL_FILE, Journal, LEARNED_FILE, load, save, saved};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 

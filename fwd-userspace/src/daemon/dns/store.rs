@@ -1,20 +1,52 @@
-//! `learned.json` under the state directory: the names the proxy learned, kept across a
-//! restart (written atomically).
+//! What the proxy learned, kept across a restart or a crash under the state directory:
+//! - `learned.json`, the whole table, written atomically about once a second;
+//! - `learned.journal`, one line per entry an answer opened, appended before the answer is
+//!   released, so a crash between two writes of `learned.json` forgets nothing a client
+//!   was told. Each save sets the journal aside (`learned.journal.saving`) under the daemon's
+//!   lock with the table it saves, and removes it once `learned.json` is written.
+//!
+//! The journal is not synced to disk: it must outlive the process (a `kill -9`), which
+//! the page cache gives; a power loss also loses the pinned maps it would be checked
+//! against (they are kernel memory), and the next start puts in force what the files hold.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fs::File,
+    io::{BufRead as _, Write as _},
+    path::{Path, PathBuf},
+};
 
-use super::Saved;
+use super::{Saved, table::Entry};
 
 /// The file under `state_dir` that keeps learned names across restarts.
 pub const LEARNED_FILE: &str = "learned.json";
+/// Entries learned since `learned.json` was last written.
+pub const JOURNAL_FILE: &str = "learned.journal";
+/// The journal a save in progress covers.
+const SAVING_FILE: &str = "learned.journal.saving";
 
 pub(super) fn learned_path(state_dir: &Path) -> PathBuf {
     state_dir.join(LEARNED_FILE)
 }
 
-/// The learned names of the last run; `None` if there is no file or it cannot be read
-/// (said in the log: the names are learned again as clients ask).
+/// The learned names of the last run (`learned.json`, then the journal lines written
+/// after it); `None` if there is nothing or it cannot be read (said in the log: the names
+/// are learned again as clients ask).
 pub fn load(state_dir: &Path) -> Option<Saved> {
+    let mut saved = load_table(state_dir);
+    for name in [SAVING_FILE, JOURNAL_FILE] {
+        let path = state_dir.join(name);
+        let entries = read_journal(&path);
+        if !entries.is_empty() {
+            saved
+                .get_or_insert_with(Saved::current)
+                .entries
+                .extend(entries);
+        }
+    }
+    saved
+}
+
+fn load_table(state_dir: &Path) -> Option<Saved> {
     let path = learned_path(state_dir);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -33,6 +65,32 @@ pub fn load(state_dir: &Path) -> Option<Saved> {
     }
 }
 
+/// A journal's entries in order; a line that does not read (the last one, cut by a crash
+/// in the middle of a write) is left out and said in the log.
+fn read_journal(path: &Path) -> Vec<Entry> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(err) => {
+            tracing::warn!(path = %path.display(), %err, "cannot read the learned names' journal; its names are learned again as clients ask");
+            return Vec::new();
+        }
+    };
+    let mut entries = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let parsed = line
+            .map_err(|e| e.to_string())
+            .and_then(|l| serde_json::from_str::<Entry>(&l).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(entry) => entries.push(entry),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), line = n + 1, %err, "a line of the learned names' journal does not read; left out");
+            }
+        }
+    }
+    entries
+}
+
 /// Writes `learned.json` atomically (`atomic_file`).
 pub fn save(state_dir: &Path, saved: &Saved) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
@@ -41,4 +99,167 @@ pub fn save(state_dir: &Path, saved: &Saved) -> std::io::Result<()> {
         crate::atomic_file::Existing::Replace,
         &serde_json::to_vec(saved)?,
     )
+}
+
+/// The journal of entries learned since the last save.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    /// Open for appending once something was written.
+    file: Option<File>,
+    /// The last append failed (said once in the log until one succeeds).
+    failing: bool,
+}
+
+impl Journal {
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            dir: state_dir.to_path_buf(),
+            file: None,
+            failing: false,
+        }
+    }
+
+    /// Appends `entries` with one write, before the answer that opened them is released.
+    /// A failure is logged (once until the journal works again), not returned: the answer
+    /// still goes out, and `learned.json` takes the entries at the next save.
+    pub fn append<'a>(&mut self, entries: impl IntoIterator<Item = &'a Entry>) {
+        let mut buf = Vec::new();
+        for entry in entries {
+            if serde_json::to_writer(&mut buf, entry).is_ok() {
+                buf.push(b'\n');
+            }
+        }
+        if buf.is_empty() {
+            return;
+        }
+        match self.write(&buf) {
+            Ok(()) => self.failing = false,
+            Err(err) => {
+                self.file = None;
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(path = %self.dir.join(JOURNAL_FILE).display(), %err, "cannot append to the learned names' journal; a crash before the next save of learned.json forgets what was learned meanwhile");
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.file.is_none() {
+            std::fs::create_dir_all(&self.dir)?;
+            self.file = Some(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join(JOURNAL_FILE))?,
+            );
+        }
+        self.file.as_mut().expect("opened above").write_all(buf)
+    }
+
+    /// Sets the journal aside for a save of the table as it is now (call it under the lock
+    /// that learning takes, with the snapshot); `saved` removes it once the table is
+    /// written. A journal set aside by a save that failed stays, and so does this one: both
+    /// are read at start, and what they hold is in the next save too.
+    pub fn set_aside(&mut self) {
+        let saving = self.dir.join(SAVING_FILE);
+        if saving.exists() {
+            return;
+        }
+        match std::fs::rename(self.dir.join(JOURNAL_FILE), &saving) {
+            Ok(()) => self.file = None,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(dir = %self.dir.display(), %err, "cannot set the learned names' journal aside; it is kept whole");
+            }
+        }
+    }
+}
+
+/// After `learned.json` was written: the journal it covers is no longer needed.
+pub fn saved(state_dir: &Path) {
+    match std::fs::remove_file(state_dir.join(SAVING_FILE)) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(dir = %state_dir.display(), %err, "cannot remove the learned names' saved journal; it is read again at start (harmless)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, addr: &str, expires_ms: u64) -> Entry {
+        Entry {
+            chain: vec![name.to_string()],
+            addr: addr.parse().unwrap(),
+            expires_ms,
+            rules: Vec::new(),
+            patterns: Vec::new(),
+        }
+    }
+
+    fn names(saved: &Saved) -> Vec<(String, u64)> {
+        saved
+            .entries
+            .iter()
+            .map(|e| (format!("{} {}", e.chain[0], e.addr), e.expires_ms))
+            .collect()
+    }
+
+    #[test]
+    fn the_journal_adds_what_came_after_the_table_and_survives_a_save_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert!(load(d).is_none());
+        let mut journal = Journal::new(d);
+        journal.append([&entry("a.example", "192.0.2.1", 10)]);
+        // Crash before any save: the journal alone.
+        assert_eq!(
+            names(&load(d).unwrap()),
+            [("a.example 192.0.2.1".to_string(), 10)]
+        );
+        // A save: set aside with the snapshot, then written, then removed.
+        journal.set_aside();
+        journal.append([&entry("b.example", "192.0.2.2", 20)]);
+        let snapshot = Saved {
+            entries: vec![entry("a.example", "192.0.2.1", 10)],
+            ..Saved::current()
+        };
+        // Cut short before learned.json was written: nothing lost.
+        let got = names(&load(d).unwrap());
+        assert_eq!(
+            got,
+            [
+                ("a.example 192.0.2.1".to_string(), 10),
+                ("b.example 192.0.2.2".to_string(), 20)
+            ]
+        );
+        save(d, &snapshot).unwrap();
+        saved(d);
+        assert!(!d.join(SAVING_FILE).exists());
+        assert_eq!(names(&load(d).unwrap()), got);
+        // A line cut by a crash in the middle of a write is left out, the rest read.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.join(JOURNAL_FILE))
+            .unwrap()
+            .write_all(b"{\"chain\":[\"c.exa")
+            .unwrap();
+        assert_eq!(names(&load(d).unwrap()), got);
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_written_does_not_fail_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"").unwrap();
+        let mut journal = Journal::new(&file);
+        journal.append([&entry("a.example", "192.0.2.1", 10)]);
+        assert!(journal.failing);
+        journal.append([&entry("a.example", "192.0.2.1", 10)]);
+        assert!(journal.failing);
+    }
 }

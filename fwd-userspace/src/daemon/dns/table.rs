@@ -67,6 +67,16 @@ pub struct Saved {
     pub entries: Vec<Entry>,
 }
 
+impl Saved {
+    /// An empty table of the current format.
+    pub fn current() -> Self {
+        Self {
+            version: 1,
+            entries: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct ClassUse {
     number: u32,
@@ -382,22 +392,39 @@ impl DnsTable {
 
     /// Puts back what `saved` holds (entries past their end too: the first sweep keeps
     /// those with live flows); `rebuild` then computes rules and classes.
+    /// Takes in the entries of a saved table; an entry seen twice (the table, then the
+    /// journal) keeps its later end, the one a client was told last.
     pub fn restore(&mut self, saved: Saved) {
         for entry in saved.entries {
             let Some(name) = entry.chain.first().cloned() else {
                 continue;
             };
-            if learnable(entry.addr) {
-                self.entries.insert((name, entry.addr), entry);
+            if !learnable(entry.addr) {
+                continue;
+            }
+            match self.entries.entry((name, entry.addr)) {
+                std::collections::btree_map::Entry::Occupied(mut known) => {
+                    if entry.expires_ms >= known.get().expires_ms {
+                        known.insert(entry);
+                    }
+                }
+                std::collections::btree_map::Entry::Vacant(place) => {
+                    place.insert(entry);
+                }
             }
         }
     }
 
     pub fn saved(&self) -> Saved {
         Saved {
-            version: 1,
             entries: self.entries.values().cloned().collect(),
+            ..Saved::current()
         }
+    }
+
+    /// The entry of `name` (the question's) and `addr`, if learned.
+    pub fn entry(&self, name: &str, addr: IpAddr) -> Option<&Entry> {
+        self.entries.get(&(name.to_string(), addr))
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
