@@ -13,8 +13,10 @@ mod authority;
 pub mod https;
 pub mod packet;
 mod site;
+mod supervisor;
 pub use authority::Authority;
 pub use site::{SiteConfig, toml_str};
+pub use supervisor::Supervisor;
 
 use std::{
     fs::File,
@@ -550,16 +552,26 @@ impl FwdProcess {
         log: &std::path::Path,
         metrics: SocketAddr,
     ) -> anyhow::Result<FwdProcess> {
+        let mut cmd = ns.command(fwd)?;
+        cmd.args(["run", "--config"]).arg(config);
+        Self::spawn(ns, cmd, log, metrics)
+    }
+
+    /// Like `start`, with the command made by the caller (in `ns`, as `Netns::command`
+    /// makes it): for a test that plays the service manager's part.
+    pub fn spawn(
+        ns: &Netns,
+        mut cmd: Command,
+        log: &std::path::Path,
+        metrics: SocketAddr,
+    ) -> anyhow::Result<FwdProcess> {
         let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let child = ns
-            .command(fwd)?
-            .args(["run", "--config"])
-            .arg(config)
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
-            .with_context(|| format!("starting {}", fwd.display()))?;
+            .with_context(|| format!("starting {cmd:?}"))?;
         let mut process = FwdProcess {
             child,
             log: log.to_path_buf(),

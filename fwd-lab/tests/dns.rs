@@ -18,7 +18,8 @@ use std::{
 
 use fwd_lab::{
     Authority, FwdProcess, GATEWAY_LAN_IF, GATEWAY_LAN_V4, GATEWAY_LAN_V6, Lab, Netns, Pins, Sink,
-    SiteConfig, VENDOR_WAN_V4, fwd_bin, fwd_json, scrape, scratch, tcp_probe, udp_probe, wait_for,
+    SiteConfig, Supervisor, VENDOR_WAN_V4, fwd_bin, fwd_json, scrape, scratch, tcp_probe,
+    udp_probe, wait_for,
 };
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query},
@@ -205,9 +206,19 @@ fn ask_udp(server: SocketAddr, name: &str, rtype: RecordType) -> std::io::Result
 
 /// Asks `server` over TCP.
 fn ask_tcp(server: SocketAddr, name: &str, rtype: RecordType) -> std::io::Result<Resolved> {
+    ask_tcp_waiting(server, name, rtype, Duration::from_secs(5))
+}
+
+/// Asks `server` over TCP, waiting up to `wait` for the answer.
+fn ask_tcp_waiting(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    wait: Duration,
+) -> std::io::Result<Resolved> {
     let query = query_message(name, rtype).to_vec().unwrap();
     let mut stream = TcpStream::connect_timeout(&server, TIMEOUT)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(wait))?;
     let mut framed = (query.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&query);
     stream.write_all(&framed)?;
@@ -731,4 +742,221 @@ fn an_answer_released_just_before_a_crash_is_open_after_the_restart() {
         saved.is_some(),
         "the journal was not taken into learned.json"
     );
+}
+
+/// A steady UDP query load from one socket: a query every `LOAD_EVERY`, each with its own
+/// ID, answers matched by ID as they come.
+struct Load {
+    socket: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    sender: JoinHandle<Vec<Instant>>,
+    receiver: JoinHandle<std::collections::BTreeMap<u16, Instant>>,
+}
+
+const LOAD_EVERY: Duration = Duration::from_millis(20);
+
+fn query_with_id(id: u16) -> Vec<u8> {
+    let mut query = query_message("x.sfu.whereby.com", RecordType::A);
+    query.metadata.id = id;
+    query.to_vec().unwrap()
+}
+
+impl Load {
+    fn start(client: &Netns) -> Load {
+        let socket = client
+            .run(|| {
+                let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+                socket.connect(PROXY_V4).unwrap();
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                socket
+            })
+            .unwrap();
+        let socket = Arc::new(socket);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, st) = (socket.clone(), stop.clone());
+        let sender = std::thread::spawn(move || {
+            let mut sent = Vec::new();
+            // Bounded: at most 1,000 queries (20 s).
+            while !st.load(Ordering::Relaxed) && sent.len() < 1000 {
+                sent.push(Instant::now());
+                let _ = tx.send(&query_with_id(sent.len() as u16 - 1));
+                std::thread::sleep(LOAD_EVERY);
+            }
+            sent
+        });
+        let (rx, st) = (socket.clone(), stop.clone());
+        let receiver = std::thread::spawn(move || {
+            let mut answered = std::collections::BTreeMap::new();
+            let mut buf = [0u8; 4096];
+            let mut idle_since: Option<Instant> = None;
+            loop {
+                match rx.recv(&mut buf) {
+                    Ok(n) => {
+                        idle_since = None;
+                        if let Ok(m) = Message::from_vec(&buf[..n])
+                            && addresses(&m) == [IpAddr::V4(SFU_V4)]
+                        {
+                            answered.entry(m.metadata.id).or_insert_with(Instant::now);
+                        }
+                    }
+                    Err(_) if st.load(Ordering::Relaxed) => {
+                        // Stopped: wait up to 3 s of quiet for the last answers.
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(3) {
+                            return answered;
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        Load {
+            socket,
+            stop,
+            sender,
+            receiver,
+        }
+    }
+
+    /// Stops sending, then asks once more (as a stub resolver does after its timeout) for
+    /// what got no answer: (sent times, answered times, IDs asked again).
+    fn finish(
+        self,
+    ) -> (
+        Vec<Instant>,
+        std::collections::BTreeMap<u16, Instant>,
+        Vec<u16>,
+    ) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.sender.join().unwrap();
+        let mut answered = self.receiver.join().unwrap();
+        let again: Vec<u16> = (0..sent.len() as u16)
+            .filter(|id| !answered.contains_key(id))
+            .collect();
+        let mut buf = [0u8; 4096];
+        for &id in &again {
+            self.socket.send(&query_with_id(id)).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(n) = self.socket.recv(&mut buf)
+                    && let Ok(m) = Message::from_vec(&buf[..n])
+                    && addresses(&m) == [IpAddr::V4(SFU_V4)]
+                {
+                    answered.entry(m.metadata.id).or_insert_with(Instant::now);
+                    if m.metadata.id == id {
+                        break;
+                    }
+                }
+            }
+        }
+        (sent, answered, again)
+    }
+}
+
+/// The daemon under the test's own supervisor: it hands its DNS sockets to the store and
+/// gets them back at the next start, as under systemd with `FileDescriptorStoreMax=`.
+fn start_supervised(s: &Setup, supervisor: &mut Supervisor, log: &str) -> FwdProcess {
+    let config = s.dir.join("fwd.toml");
+    let cmd = supervisor
+        .command(
+            &s.lab.gateway,
+            &fwd_bin(),
+            &["run", "--config", config.to_str().unwrap()],
+        )
+        .unwrap();
+    FwdProcess::spawn(
+        &s.lab.gateway,
+        cmd,
+        &s.dir.join(log),
+        METRICS.parse().unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn dns_is_answered_through_a_crash_and_a_restart() {
+    if !fwd_lab::can_run_as_root("dns_is_answered_through_a_crash_and_a_restart") {
+        return;
+    }
+    let s = setup("dns-restart", "");
+    let mut supervisor = Supervisor::new(&s.dir).unwrap();
+    let mut fwd = start_supervised(&s, &mut supervisor, "fwd.log");
+    let names = [
+        format!("dns-udp-{GATEWAY_LAN_V4}-53"),
+        format!("dns-tcp-{GATEWAY_LAN_V4}-53"),
+    ];
+    let stored = wait_for(Duration::from_secs(10), || {
+        supervisor.collect().unwrap();
+        let stored = supervisor.stored();
+        names.iter().all(|n| stored.contains(n)).then_some(stored)
+    });
+    assert!(
+        stored.is_some(),
+        "the proxy's sockets were not stored: {:?}",
+        supervisor.messages
+    );
+
+    let load = Load::start(&s.lab.client);
+    std::thread::sleep(Duration::from_millis(600));
+    fwd.kill();
+    let killed = Instant::now();
+    // While nothing runs: a TCP client connects (the kernel queues it) and asks.
+    let tcp = s
+        .lab
+        .client
+        .spawn(|| {
+            ask_tcp_waiting(
+                PROXY_V4,
+                "x.sfu.whereby.com",
+                RecordType::A,
+                Duration::from_secs(20),
+            )
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let fwd2 = start_supervised(&s, &mut supervisor, "fwd2.log");
+    let back = Instant::now();
+    std::thread::sleep(Duration::from_millis(600));
+    let (sent, answered, again) = load.finish();
+    let tcp = tcp.join().unwrap().unwrap().unwrap().addrs;
+
+    let down: Vec<usize> = (0..sent.len())
+        .filter(|&i| sent[i] > killed && sent[i] < back)
+        .collect();
+    // Of the queries answered the first time they were asked.
+    let longest = (0..sent.len())
+        .filter(|&i| !again.contains(&(i as u16)))
+        .filter_map(|i| answered.get(&(i as u16)).map(|a| *a - sent[i]))
+        .max()
+        .unwrap();
+    eprintln!(
+        "{} queries, {} sent while fwd was down ({:?}), {} asked again (read by the killed process), longest wait of the others {longest:?}",
+        sent.len(),
+        down.len(),
+        back - killed,
+        again.len()
+    );
+    assert!(
+        fwd2.log_text().contains("passed by the service manager"),
+        "{}",
+        fwd2.log_text()
+    );
+    assert_eq!(tcp, [IpAddr::V4(SFU_V4)], "the TCP query made while down");
+    assert!(
+        down.len() >= 5,
+        "the restart was too quick to test anything"
+    );
+    let unanswered: Vec<usize> = (0..sent.len())
+        .filter(|&i| !answered.contains_key(&(i as u16)))
+        .collect();
+    assert!(unanswered.is_empty(), "never answered: {unanswered:?}");
+    // Queries sent while nothing ran waited in the socket: none needed asking again. Only
+    // one the killed process had read and not yet answered can have been lost.
+    assert!(
+        down.iter().all(|i| !again.contains(&(*i as u16))),
+        "asked again: {again:?}, down: {down:?}"
+    );
+    assert!(again.len() <= 1, "asked again: {again:?}");
 }

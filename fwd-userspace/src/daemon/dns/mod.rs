@@ -2,11 +2,13 @@
 //! names before the answer reaches the client, so the first packet finds them in place.
 //!
 //! - `proxy`: listeners, upstream queries, reading answers (hickory-proto).
+//! - `sockets`: the listening sockets, kept by the service manager across restarts.
 //! - `table`: what is learned, the runtime classes it needs, and when entries end.
 //! - `store`: `learned.json` and the journal of what was learned since.
 //! - here: the counters and what `fwd dns` shows (its reply type is `crate::control`'s).
 
 pub mod proxy;
+mod sockets;
 pub mod steer;
 mod store;
 pub mod table;

@@ -22,7 +22,7 @@ use tokio::{
 use tracing::{debug, warn};
 
 use super::{
-    DnsStats,
+    DnsStats, sockets,
     table::{Answer, Observed},
 };
 
@@ -104,19 +104,37 @@ impl Proxy {
         self
     }
 
-    /// Binds every address (UDP and TCP) and serves them until the runtime ends. Binding
-    /// errors come back at once, naming the address.
+    /// Serves every address (UDP and TCP) until the runtime ends, on the sockets the
+    /// service manager passed where it passed one (`sockets`), else bound here; each is
+    /// handed to the service manager's store for the next run. Binding errors come back at
+    /// once, naming the address.
     pub async fn serve(self: Arc<Self>, listen: &[SocketAddr]) -> anyhow::Result<()> {
+        let mut passed = sockets::Inherited::take();
         for &addr in listen {
-            let udp = UdpSocket::bind(addr).await.with_context(|| {
-                format!("binding the DNS proxy to udp {addr} (in use by another resolver, or not an address of this host?)")
-            })?;
-            let tcp = TcpListener::bind(addr).await.with_context(|| {
-                format!("binding the DNS proxy to tcp {addr} (in use by another resolver, or not an address of this host?)")
-            })?;
+            let udp = match passed.udp(addr) {
+                Some(socket) => {
+                    socket.set_nonblocking(true)?;
+                    UdpSocket::from_std(socket)?
+                }
+                None => UdpSocket::bind(addr).await.with_context(|| {
+                    format!("binding the DNS proxy to udp {addr} (in use by another resolver, or not an address of this host?)")
+                })?,
+            };
+            let tcp = match passed.tcp(addr) {
+                Some(listener) => {
+                    listener.set_nonblocking(true)?;
+                    TcpListener::from_std(listener)?
+                }
+                None => TcpListener::bind(addr).await.with_context(|| {
+                    format!("binding the DNS proxy to tcp {addr} (in use by another resolver, or not an address of this host?)")
+                })?,
+            };
+            sockets::store_socket(&udp, "udp", addr);
+            sockets::store_socket(&tcp, "tcp", addr);
             tokio::spawn(self.clone().serve_udp(udp));
             tokio::spawn(self.clone().serve_tcp(tcp));
         }
+        passed.release_rest();
         Ok(())
     }
 
