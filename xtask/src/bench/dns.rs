@@ -32,6 +32,9 @@ use crate::{
 const PROXY: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 53), 53));
 /// Where dnsmasq listens (all of 127/8 is local on `lo`; no address to add).
 const UPSTREAM: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 53));
+/// Where a second dnsmasq forwards every query to `UPSTREAM`: the plain forwarder fwd's
+/// proxy is measured against (it does what the proxy does, minus reading and opening).
+const FORWARDER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), 53));
 /// dnsmasq's answer for every name under `bench.example` (the domain rule's names).
 const BENCH_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// And under `other.example`, which no rule names.
@@ -82,15 +85,23 @@ fn in_netns<T: Send>(
     })
 }
 
-/// dnsmasq in the bench namespace, answering `bench.example` and `other.example` itself.
-/// Dropping it stops it (SIGTERM, then SIGKILL).
+/// A dnsmasq in the bench namespace: the authority (answering `bench.example` and
+/// `other.example` itself) or the plain forwarder in front of it. Dropping it stops it
+/// (SIGTERM, then SIGKILL).
 struct Dnsmasq {
     child: Option<Child>,
     log: PathBuf,
 }
 
+/// What a dnsmasq of the bench does.
+#[derive(Clone, Copy)]
+enum Role {
+    Authority,
+    Forwarder,
+}
+
 impl Dnsmasq {
-    fn start(netns_path: &str, log: &Path) -> anyhow::Result<Dnsmasq> {
+    fn start(netns_path: &str, role: Role, log: &Path) -> anyhow::Result<Dnsmasq> {
         if !Path::new(DNSMASQ).exists() {
             bail!("no {DNSMASQ} (Debian dnsmasq-base; `cargo xtask setup` installs it)");
         }
@@ -106,20 +117,32 @@ impl Dnsmasq {
             "--no-hosts",
             "--bind-interfaces",
             "--port=53",
+            // Every name is asked once: a cache would only cost.
             "--cache-size=0",
-            "--local-ttl=300",
             "--pid-file=",
             "--user=root",
-        ])
-        .arg(format!("--listen-address={}", UPSTREAM.ip()))
-        .arg(format!("--address=/bench.example/{BENCH_ADDR}"))
-        .arg(format!("--address=/other.example/{OTHER_ADDR}"))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
+        ]);
+        let listen = match role {
+            Role::Authority => {
+                cmd.arg("--local-ttl=300")
+                    .arg(format!("--address=/bench.example/{BENCH_ADDR}"))
+                    .arg(format!("--address=/other.example/{OTHER_ADDR}"));
+                UPSTREAM
+            }
+            Role::Forwarder => {
+                // As many queries in flight as the proxy allows (dnsmasq's default is 150).
+                cmd.arg(format!("--server={}#{}", UPSTREAM.ip(), UPSTREAM.port()))
+                    .arg("--dns-forward-max=1024");
+                FORWARDER
+            }
+        };
+        cmd.arg(format!("--listen-address={}", listen.ip()))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
         command_in_netns(&mut cmd, netns);
         eprintln!(
-            "xtask: starting dnsmasq on {UPSTREAM} in the bench namespace (log: {})",
+            "xtask: starting dnsmasq on {listen} in the bench namespace (log: {})",
             log.display()
         );
         let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
@@ -131,6 +154,10 @@ impl Dnsmasq {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Fails with dnsmasq's log if it has exited.
@@ -197,6 +224,59 @@ fn wrong(reply: &Message, expect: Ipv4Addr) -> Option<String> {
         return None;
     }
     Some(format!("no A {expect} in the answer: {:?}", reply.answers))
+}
+
+/// The goal: the proxy's p99 over asking the authority directly, below this (µs).
+const P99_ADDED_US: f64 = 500.0;
+
+/// One server the rounds ask, and what they measured of it.
+struct Side {
+    name: &'static str,
+    target: SocketAddr,
+    /// The process that answers it (its CPU time is read around each round).
+    pid: u32,
+    ok: u64,
+    /// CPU time (user + system, all threads) of `pid` per right answer, in µs.
+    cpu_us: Vec<f64>,
+    qps: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+impl Side {
+    fn new(name: &'static str, target: SocketAddr, pid: u32) -> Self {
+        Self {
+            name,
+            target,
+            pid,
+            ok: 0,
+            cpu_us: Vec::new(),
+            qps: Vec::new(),
+            p50: Vec::new(),
+            p99: Vec::new(),
+        }
+    }
+}
+
+/// The CPU time `pid` has used (user + system, every thread), in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = stat
+        .rsplit_once(')')
+        .context("an unreadable /proc/PID/stat")?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i - 3)
+            .context("a short /proc/PID/stat")?
+            .parse::<f64>()?)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks(14)? + ticks(15)?) / hz)
 }
 
 /// One closed-loop run against one server.
@@ -509,8 +589,13 @@ pub fn dns_bench(
     let (ready, _) = daemon.wait_ready()?;
     let netns_path = daemon.netns_path();
     let netns = File::open(&netns_path).with_context(|| format!("opening {netns_path}"))?;
-    // Declared after the daemon, so it stops before the namespace goes.
-    let mut dnsmasq = Dnsmasq::start(&netns_path, &scratch.join("dnsmasq.log"))?;
+    // Declared after the daemon, so they stop before the namespace goes.
+    let mut authority = Dnsmasq::start(&netns_path, Role::Authority, &scratch.join("dnsmasq.log"))?;
+    let mut forwarder = Dnsmasq::start(
+        &netns_path,
+        Role::Forwarder,
+        &scratch.join("dnsmasq-forwarder.log"),
+    )?;
     eprintln!(
         "xtask: daemon ready after {:.2} s; {rounds} rounds of at most {per_round} queries or {} s \
          each way, {CLIENTS} clients",
@@ -519,29 +604,45 @@ pub fn dns_bench(
     );
     let next = AtomicU64::new(0);
     wait_answering(&netns, UPSTREAM, &next)
-        .map_err(|e| e.context(format!("dnsmasq's log:\n{}", dnsmasq.log_text())))?;
+        .map_err(|e| e.context(format!("dnsmasq's log:\n{}", authority.log_text())))?;
+    wait_answering(&netns, FORWARDER, &next).map_err(|e| {
+        e.context(format!(
+            "the forwarding dnsmasq's log:\n{}",
+            forwarder.log_text()
+        ))
+    })?;
     wait_answering(&netns, PROXY, &next)
         .map_err(|e| e.context(format!("the daemon's log:\n{}", daemon.log_text())))?;
+    let mut sides = [
+        Side::new("proxy", PROXY, daemon.pid()),
+        Side::new("forwarder", FORWARDER, forwarder.pid()),
+        Side::new("direct", UPSTREAM, authority.pid()),
+    ];
     // A warm-up each way, not counted.
-    round(&netns, PROXY, &next, 1_000, limit)?;
-    round(&netns, UPSTREAM, &next, 1_000, limit)?;
+    for side in &sides {
+        round(&netns, side.target, &next, 1_000, limit)?;
+    }
 
     let before = scrape(&netns, daemon.metrics_port())?;
-    let (mut proxy_qps, mut proxy_p50, mut proxy_p99) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut direct_qps, mut direct_p50, mut direct_p99) = (Vec::new(), Vec::new(), Vec::new());
     let (mut wrong, mut lost) = (0, 0);
     let mut first_wrong = None;
-    let mut proxy_ok = 0;
     let started = Instant::now();
     for i in 0..rounds {
-        for (side, target) in [("proxy", PROXY), ("direct", UPSTREAM)] {
-            let r = round(&netns, target, &next, per_round, limit)?;
+        // Each round in another order: no side always follows the same one.
+        let n = sides.len();
+        for k in 0..n {
+            let side = &mut sides[(i + k) % n];
+            let cpu_before = cpu_seconds(side.pid)?;
+            let r = round(&netns, side.target, &next, per_round, limit)?;
+            let cpu = cpu_seconds(side.pid)? - cpu_before;
             eprintln!(
-                "xtask: dns round {}/{rounds} {side}: {} answers in {:.2} s, {} qps, p50 {}, p99 {}{}",
+                "xtask: dns round {}/{rounds} {}: {} answers in {:.2} s, {} qps, {:.0} µs CPU each, p50 {}, p99 {}{}",
                 i + 1,
+                side.name,
                 r.ok,
                 r.elapsed.as_secs_f64(),
                 rate(r.qps()),
+                cpu * 1e6 / r.ok.max(1) as f64,
                 duration(r.quantile_us(0.5)),
                 duration(r.quantile_us(0.99)),
                 if r.wrong + r.lost > 0 {
@@ -552,31 +653,31 @@ pub fn dns_bench(
             );
             if r.ok == 0 {
                 bail!(
-                    "no right answer from {side} ({target}): {}",
+                    "no right answer from {} ({}): {}",
+                    side.name,
+                    side.target,
                     r.first_wrong
                         .unwrap_or_else(|| "every query timed out".into())
                 );
             }
-            let (qps, p50, p99) = if target == PROXY {
-                proxy_ok += r.ok;
-                (&mut proxy_qps, &mut proxy_p50, &mut proxy_p99)
-            } else {
-                (&mut direct_qps, &mut direct_p50, &mut direct_p99)
-            };
-            qps.push(r.qps());
-            p50.push(r.quantile_us(0.5));
-            p99.push(r.quantile_us(0.99));
+            side.ok += r.ok;
+            side.cpu_us.push(cpu * 1e6 / r.ok as f64);
+            side.qps.push(r.qps());
+            side.p50.push(r.quantile_us(0.5));
+            side.p99.push(r.quantile_us(0.99));
             wrong += r.wrong;
             lost += r.lost;
             if first_wrong.is_none() {
-                first_wrong = r.first_wrong.map(|w| format!("{side}: {w}"));
+                first_wrong = r.first_wrong.map(|w| format!("{}: {w}", side.name));
             }
         }
-        dnsmasq.check_alive()?;
+        authority.check_alive()?;
+        forwarder.check_alive()?;
     }
     let measured = started.elapsed();
     let after = scrape(&netns, daemon.metrics_port())?;
-    drop(dnsmasq);
+    drop(forwarder);
+    drop(authority);
     drop(daemon);
     if let Some(w) = first_wrong.filter(|_| wrong > 0) {
         bail!("{wrong} wrong answers, e.g. {w}");
@@ -591,15 +692,14 @@ pub fn dns_bench(
     let (opened, not_covered) = (answers("opened"), answers("not_covered"));
     let servfail = total(&after, "fwd_dns_queries_total", "result=\"servfail\"")
         - total(&before, "fwd_dns_queries_total", "result=\"servfail\"");
+    let [proxy, forwarder, direct] = &sides;
     eprintln!(
         "xtask: dns bench: {:.1} s measured; the daemon counted {opened} answers opened, \
-         {not_covered} not covered, {servfail} SERVFAIL; {proxy_ok} right answers through \
+         {not_covered} not covered, {servfail} SERVFAIL; {} right answers through \
          the proxy",
-        measured.as_secs_f64()
+        measured.as_secs_f64(),
+        proxy.ok
     );
-    let (pq, dq) = (median(&proxy_qps), median(&direct_qps));
-    let (p50, d50) = (median(&proxy_p50), median(&direct_p50));
-    let (p99, d99) = (median(&proxy_p99), median(&direct_p99));
     let insert = if inserts.count > 0.0 {
         format!(
             "answer->insert mean {}, p50 {}, p99 {} ({:.0} answers, {opened:.0} opened)",
@@ -619,42 +719,85 @@ pub fn dns_bench(
             format!("-{}", duration(-us))
         }
     };
+    let (pq, fq, dq) = (
+        median(&proxy.qps),
+        median(&forwarder.qps),
+        median(&direct.qps),
+    );
+    let quantiles = |side: &Side| (median(&side.p50), median(&side.p99));
+    let ((p50, p99), (f50, f99), (d50, d99)) =
+        (quantiles(proxy), quantiles(forwarder), quantiles(direct));
     let mut section = crate::bench::report::Section::new(
         "dns",
-        "DNS proxy: fwd's proxy against dnsmasq answering directly",
+        "DNS proxy: fwd's proxy against a dnsmasq forwarder and dnsmasq answering directly",
     );
     section
         .note(format!(
             "{CLIENTS} closed-loop UDP clients, every name new, every 8th not covered by a rule; \
              median of {rounds} interleaved rounds"
         ))
+        .note(
+            "forwarder: a second dnsmasq forwarding every query to the same authority \
+             (--cache-size=0, --dns-forward-max=1024), the fair anchor: it relays as the proxy \
+             does, without reading answers or opening addresses; added: over asking the \
+             authority directly; CPU per answer: user + system time of the answering process \
+             (fwd's whole daemon, the forwarding dnsmasq, the authority) over the round, per \
+             right answer (for fwd and the forwarder, the authority's share is not in it)",
+        )
         .note(insert)
-        .columns(&["", "through fwd", "dnsmasq directly", "difference"])
+        .columns(&[
+            "",
+            "through fwd",
+            "dnsmasq forwarder",
+            "dnsmasq directly",
+            "fwd / forwarder",
+        ])
         .row(vec![
             "queries per second".into(),
             rate(pq),
+            rate(fq),
             rate(dq),
-            crate::bench::report::ratio(pq / dq),
+            crate::bench::report::ratio(pq / fq),
         ])
         .row(vec![
-            "p50 latency".into(),
-            duration(p50),
+            "CPU per answer (its process)".into(),
+            format!("{:.0} µs", median(&proxy.cpu_us)),
+            format!("{:.0} µs", median(&forwarder.cpu_us)),
+            format!("{:.0} µs", median(&direct.cpu_us)),
+            crate::bench::report::ratio(median(&proxy.cpu_us) / median(&forwarder.cpu_us)),
+        ])
+        .row(vec![
+            "p50 latency (added)".into(),
+            format!("{} ({})", duration(p50), signed(p50 - d50)),
+            format!("{} ({})", duration(f50), signed(f50 - d50)),
             duration(d50),
-            signed(p50 - d50),
+            signed(p50 - f50),
         ])
         .row(vec![
-            "p99 latency".into(),
-            duration(p99),
+            "p99 latency (added)".into(),
+            format!("{} ({})", duration(p99), signed(p99 - d99)),
+            format!("{} ({})", duration(f99), signed(f99 - d99)),
             duration(d99),
-            signed(p99 - d99),
+            signed(p99 - f99),
         ]);
     if lost > 0 || servfail > 0.0 {
         section.note(format!("{lost} queries unanswered, {servfail:.0} SERVFAIL"));
     }
+    section.goals.push(crate::bench::report::Goal::new(
+        format!("the proxy answers at least as many queries per second as a dnsmasq forwarder ({CLIENTS} clients)"),
+        format!("{} ({} against {})", crate::bench::report::ratio(pq / fq), rate(pq), rate(fq)),
+        Some(pq >= fq),
+    ));
+    section.goals.push(crate::bench::report::Goal::new(
+        "the proxy's p99 added latency under 0.5 ms".to_string(),
+        signed(p99 - d99),
+        Some(p99 - d99 < P99_ADDED_US),
+    ));
     section.data = serde_json::json!({
-        "qps": {"proxy": proxy_qps, "direct": direct_qps},
-        "p50_us": {"proxy": proxy_p50, "direct": direct_p50},
-        "p99_us": {"proxy": proxy_p99, "direct": direct_p99},
+        "qps": {"proxy": proxy.qps, "forwarder": forwarder.qps, "direct": direct.qps},
+        "cpu_us_per_answer": {"proxy": proxy.cpu_us, "forwarder": forwarder.cpu_us, "direct": direct.cpu_us},
+        "p50_us": {"proxy": proxy.p50, "forwarder": forwarder.p50, "direct": direct.p50},
+        "p99_us": {"proxy": proxy.p99, "forwarder": forwarder.p99, "direct": direct.p99},
         "insert_mean_us": if inserts.count > 0.0 { inserts.sum / inserts.count * 1e6 } else { f64::NAN },
         "unanswered": lost,
         "servfail": servfail,

@@ -349,7 +349,7 @@ impl BenchDaemon {
         Ok(daemon)
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
