@@ -340,7 +340,9 @@ impl Daemon {
         }
     }
 
-    /// Opens what a DNS answer opens (the proxy calls this before it answers the client).
+    /// Opens what a DNS answer opens (the proxy calls this before it answers the client);
+    /// what it opened is staged in the journal, which `DaemonLearner` flushes before the
+    /// answers go out.
     fn learn(&mut self, answer: &dns::Answer) -> anyhow::Result<dns::Observed> {
         let image = self
             .datapath
@@ -366,7 +368,7 @@ impl Daemon {
             if let Some(name) = answer.chain.first() {
                 let dns = &self.dns;
                 self.dns_journal
-                    .append(answer.addrs.iter().filter_map(|(a, _)| dns.entry(name, *a)));
+                    .stage(answer.addrs.iter().filter_map(|(a, _)| dns.entry(name, *a)));
             }
         }
         Ok(observed)
@@ -514,19 +516,31 @@ fn reload_reply(
 /// The daemon as the DNS proxy's learner.
 struct DaemonLearner {
     shared: Shared,
+    /// `[dns] max_ttl` as of the last answer learned (read without the lock).
+    max_ttl: std::sync::atomic::AtomicU32,
 }
 
 impl dns::Learner for DaemonLearner {
     fn learn(&self, answer: dns::Answer) -> anyhow::Result<dns::Observed> {
-        self.shared
-            .lock()
-            .expect("daemon state lock")
-            .learn(&answer)
+        self.learn_all(vec![answer])
+            .pop()
+            .expect("a result for each answer")
+    }
+
+    /// One lock and one journal write for the batch.
+    fn learn_all(&self, answers: Vec<dns::Answer>) -> Vec<anyhow::Result<dns::Observed>> {
+        let mut daemon = self.shared.lock().expect("daemon state lock");
+        let results = answers.iter().map(|a| daemon.learn(a)).collect();
+        daemon.dns_journal.flush();
+        self.max_ttl.store(
+            daemon.dns.limits().max_ttl,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        results
     }
 
     fn max_ttl(&self) -> u32 {
-        let daemon = self.shared.lock().expect("daemon state lock");
-        daemon.dns.limits().max_ttl
+        self.max_ttl.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -563,6 +577,7 @@ async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow:
     let stats = Arc::new(dns::DnsStats::new());
     let learner = Arc::new(DaemonLearner {
         shared: shared.clone(),
+        max_ttl: d.limits.max_ttl.into(),
     });
     let proxy = Arc::new(
         dns::Proxy::new(

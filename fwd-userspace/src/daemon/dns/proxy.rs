@@ -30,6 +30,12 @@ use super::{
 pub trait Learner: Send + Sync + 'static {
     /// An error keeps the answer back (the client gets SERVFAIL and asks again).
     fn learn(&self, answer: Answer) -> anyhow::Result<Observed>;
+    /// Several answers at once, in order, a result for each (as `learn` gives it). The
+    /// proxy hands over what arrived while the previous batch was learned, so a learner
+    /// can take its lock and write its journal once for all of them.
+    fn learn_all(&self, answers: Vec<Answer>) -> Vec<anyhow::Result<Observed>> {
+        answers.into_iter().map(|a| self.learn(a)).collect()
+    }
     /// TTLs above this (seconds) are lowered in answers that opened something, so clients
     /// do not keep an address longer than fwd does.
     fn max_ttl(&self) -> u32;
@@ -62,6 +68,8 @@ pub struct Proxy {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
     learner: Arc<dyn Learner>,
+    /// To the learning thread (`learning`).
+    learning: std::sync::mpsc::Sender<LearnJob>,
     stats: Arc<DnsStats>,
     in_flight: Arc<Semaphore>,
     /// Answer the DoH canary domain with NXDOMAIN.
@@ -71,6 +79,44 @@ pub struct Proxy {
 /// Firefox asks for this name before it turns on DNS over HTTPS by itself; NXDOMAIN says
 /// "this network filters DNS: do not" (Mozilla's canary domain).
 pub const DOH_CANARY: &str = "use-application-dns.net";
+
+/// An answer to learn, and where its result goes.
+type LearnJob = (
+    Answer,
+    tokio::sync::oneshot::Sender<anyhow::Result<Observed>>,
+);
+
+/// At most this many answers are learned in one batch.
+const LEARN_BATCH: usize = 256;
+
+/// The learning thread: answers are learned off the runtime's workers (a learner may
+/// wait for a lock a reload holds), in batches of what arrived meanwhile, in order. It
+/// ends when the proxy is dropped.
+fn learning(learner: Arc<dyn Learner>) -> std::sync::mpsc::Sender<LearnJob> {
+    let (tx, rx) = std::sync::mpsc::channel::<LearnJob>();
+    let spawned = std::thread::Builder::new()
+        .name("fwd-dns-learn".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut jobs = vec![first];
+                while jobs.len() < LEARN_BATCH
+                    && let Ok(job) = rx.try_recv()
+                {
+                    jobs.push(job);
+                }
+                let (answers, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+                let results = learner.learn_all(answers);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+        });
+    if let Err(err) = spawned {
+        // Every answer then fails to learn and is answered SERVFAIL (said per answer).
+        warn!(%err, "DNS proxy: cannot start the learning thread");
+    }
+    tx
+}
 
 /// Why no upstream answer came.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +136,7 @@ impl Proxy {
         Self {
             upstreams,
             timeout,
+            learning: learning(learner.clone()),
             learner,
             stats,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
@@ -248,8 +295,11 @@ impl Proxy {
         let answer = read_answer(&request.queries[0], &reply);
         if !answer.addrs.is_empty() {
             let started = Instant::now();
-            let learner = self.learner.clone();
-            let learned = tokio::task::spawn_blocking(move || learner.learn(answer)).await;
+            let (reply_to, learned) = tokio::sync::oneshot::channel();
+            let learned = match self.learning.send((answer, reply_to)) {
+                Ok(()) => learned.await,
+                Err(_) => Ok(Err(anyhow::anyhow!("the learning thread has ended"))),
+            };
             self.stats
                 .insert_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -347,9 +397,11 @@ impl Proxy {
             .await
             .map_err(|e| fail(format!("sending: {e}")))?;
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut buf = vec![0u8; 65_535];
+        // Room for the largest datagram, not zeroed (`recv_buf` fills spare capacity).
+        let mut buf = Vec::with_capacity(65_535);
         loop {
-            let n = match timeout_at(deadline, socket.recv(&mut buf)).await {
+            buf.clear();
+            let n = match timeout_at(deadline, socket.recv_buf(&mut buf)).await {
                 Err(_) => return Err(fail(format!("no answer within {:?}", self.timeout))),
                 Ok(Err(e)) => return Err(fail(format!("receiving: {e}"))),
                 Ok(Ok(n)) => n,

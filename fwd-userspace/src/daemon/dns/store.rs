@@ -109,6 +109,8 @@ pub struct Journal {
     file: Option<File>,
     /// The last append failed (said once in the log until one succeeds).
     failing: bool,
+    /// Lines for the next `flush`.
+    staged: Vec<u8>,
 }
 
 impl Journal {
@@ -117,22 +119,27 @@ impl Journal {
             dir: state_dir.to_path_buf(),
             file: None,
             failing: false,
+            staged: Vec::new(),
         }
     }
 
-    /// Appends `entries` with one write, before the answer that opened them is released.
-    /// A failure is logged (once until the journal works again), not returned: the answer
-    /// still goes out, and `learned.json` takes the entries at the next save.
-    pub fn append<'a>(&mut self, entries: impl IntoIterator<Item = &'a Entry>) {
-        let mut buf = Vec::new();
+    /// Adds `entries` to what the next `flush` writes.
+    pub fn stage<'a>(&mut self, entries: impl IntoIterator<Item = &'a Entry>) {
         for entry in entries {
-            if serde_json::to_writer(&mut buf, entry).is_ok() {
-                buf.push(b'\n');
+            if serde_json::to_writer(&mut self.staged, entry).is_ok() {
+                self.staged.push(b'\n');
             }
         }
-        if buf.is_empty() {
+    }
+
+    /// Appends what was staged with one write, before the answers that opened it are
+    /// released. A failure is logged (once until the journal works again), not returned:
+    /// the answers still go out, and `learned.json` takes the entries at the next save.
+    pub fn flush(&mut self) {
+        if self.staged.is_empty() {
             return;
         }
+        let buf = std::mem::take(&mut self.staged);
         match self.write(&buf) {
             Ok(()) => self.failing = false,
             Err(err) => {
@@ -142,6 +149,12 @@ impl Journal {
                 }
             }
         }
+    }
+
+    /// `stage`, then `flush`.
+    pub fn append<'a>(&mut self, entries: impl IntoIterator<Item = &'a Entry>) {
+        self.stage(entries);
+        self.flush();
     }
 
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
