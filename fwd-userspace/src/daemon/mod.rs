@@ -588,7 +588,7 @@ async fn start_dns(shared: &Shared, config: &Config, d: &config::Dns) -> anyhow:
         )
         .with_doh_canary(d.doh_canary),
     );
-    proxy.serve(&listen).await?;
+    proxy.serve_on_own_thread(&listen)?;
     if d.steer {
         let gateways = config.gateway_interfaces();
         let port = listen.first().map_or(53, std::net::SocketAddr::port);

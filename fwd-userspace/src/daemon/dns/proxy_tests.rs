@@ -235,6 +235,8 @@ type Responder = dyn Fn(&Message, Transport) -> Option<Message> + Send + Sync;
 struct Upstream {
     addr: SocketAddr,
     udp_log: Arc<Mutex<Vec<Message>>>,
+    /// Where each UDP query came from.
+    udp_from: Arc<Mutex<Vec<SocketAddr>>>,
     tcp_log: Arc<Mutex<Vec<Message>>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -282,10 +284,12 @@ impl Upstream {
         let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().expect("udp address");
         let udp_log = Arc::new(Mutex::new(Vec::new()));
+        let udp_from = Arc::new(Mutex::new(Vec::new()));
         let tcp_log = Arc::new(Mutex::new(Vec::new()));
         let udp_task = {
             let respond = respond.clone();
             let log = udp_log.clone();
+            let from = udp_from.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65_535];
                 loop {
@@ -296,6 +300,7 @@ impl Upstream {
                         continue;
                     };
                     log.lock().expect("log lock").push(request.clone());
+                    from.lock().expect("log lock").push(peer);
                     if let Some(reply) = respond(&request, Transport::Udp) {
                         let _ = udp.send_to(&wire(&reply), peer).await;
                     }
@@ -330,6 +335,7 @@ impl Upstream {
         Self {
             addr,
             udp_log,
+            udp_from,
             tcp_log,
             tasks: vec![udp_task, tcp_task],
         }
@@ -342,6 +348,16 @@ impl Upstream {
 
     fn udp_queries(&self) -> Vec<Message> {
         self.udp_log.lock().expect("log lock").clone()
+    }
+
+    /// The source port of each UDP query, in order.
+    fn udp_ports(&self) -> Vec<u16> {
+        self.udp_from
+            .lock()
+            .expect("log lock")
+            .iter()
+            .map(SocketAddr::port)
+            .collect()
     }
 
     fn tcp_queries(&self) -> Vec<Message> {
@@ -384,6 +400,54 @@ fn assert_servfail(reply: &Message, request: &Message) {
     assert_eq!(reply.metadata.message_type, MessageType::Response);
     assert_eq!(reply.queries, request.queries, "the question is echoed");
     assert!(reply.answers.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// 0. Upstream sockets.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sockets_carry_a_bounded_number_of_queries_and_none_after_a_timeout() {
+    let up = Upstream::start(|q, _| {
+        (q.queries[0].name().to_ascii() != "lost.example.")
+            .then(|| reply_to(q, vec![a("reuse.example.", 60, "192.0.2.1")]))
+    })
+    .await;
+    let learner = Recorder::opening(1, 3600);
+    let (proxy, _) = proxy(vec![up.addr], Duration::from_millis(300), &learner);
+    let uses = super::SOCKET_USES as usize;
+    for id in 0..=uses {
+        let request = query(id as u16, "reuse.example.", RecordType::A);
+        let reply = ask(&proxy, &request, Transport::Udp)
+            .await
+            .expect("a reply");
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    }
+    let ports = up.udp_ports();
+    assert_eq!(ports.len(), uses + 1);
+    assert!(
+        ports[..uses].iter().all(|&p| p == ports[0]),
+        "one socket for the first {uses} queries: {ports:?}"
+    );
+    assert_ne!(ports[uses], ports[0], "then another socket");
+    // A query that timed out leaves its socket out: a late answer would wait in it.
+    let lost = query(1000, "lost.example.", RecordType::A);
+    let reply = ask(&proxy, &lost, Transport::Udp).await.expect("a reply");
+    assert_servfail(&reply, &lost);
+    let request = query(1001, "reuse.example.", RecordType::A);
+    ask(&proxy, &request, Transport::Udp)
+        .await
+        .expect("a reply");
+    let ports = up.udp_ports();
+    let lost_port = ports[uses + 1];
+    assert_eq!(
+        lost_port, ports[uses],
+        "the lost query reused the spare socket"
+    );
+    assert_ne!(
+        ports[uses + 2],
+        lost_port,
+        "the socket that timed out was closed"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
