@@ -529,7 +529,35 @@ impl dns::Learner for DaemonLearner {
 
     /// One lock and one journal write for the batch.
     fn learn_all(&self, answers: Vec<dns::Answer>) -> Vec<anyhow::Result<dns::Observed>> {
-        let mut daemon = self.shared.lock().expect("daemon state lock");
+        let daemon = self.shared.lock().expect("daemon state lock");
+        self.learn_locked(daemon, &answers)
+    }
+
+    fn try_learn(&self, answer: dns::Answer) -> Result<anyhow::Result<dns::Observed>, dns::Answer> {
+        let daemon = match self.shared.try_lock() {
+            Ok(daemon) => daemon,
+            Err(std::sync::TryLockError::WouldBlock) => return Err(answer),
+            Err(std::sync::TryLockError::Poisoned(p)) => panic!("daemon state lock: {p}"),
+        };
+        Ok(self
+            .learn_locked(daemon, std::slice::from_ref(&answer))
+            .pop()
+            .expect("a result for each answer"))
+    }
+
+    fn max_ttl(&self) -> u32 {
+        self.max_ttl.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl DaemonLearner {
+    /// Learns `answers` in order, then writes what they opened to the journal with one
+    /// write, before any of them is released.
+    fn learn_locked(
+        &self,
+        mut daemon: std::sync::MutexGuard<'_, Daemon>,
+        answers: &[dns::Answer],
+    ) -> Vec<anyhow::Result<dns::Observed>> {
         let results = answers.iter().map(|a| daemon.learn(a)).collect();
         daemon.dns_journal.flush();
         self.max_ttl.store(
@@ -537,10 +565,6 @@ impl dns::Learner for DaemonLearner {
             std::sync::atomic::Ordering::Relaxed,
         );
         results
-    }
-
-    fn max_ttl(&self) -> u32 {
-        self.max_ttl.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -36,6 +36,11 @@ pub trait Learner: Send + Sync + 'static {
     fn learn_all(&self, answers: Vec<Answer>) -> Vec<anyhow::Result<Observed>> {
         answers.into_iter().map(|a| self.learn(a)).collect()
     }
+    /// `learn`, if that can be done now without waiting (its lock is free); else the
+    /// answer comes back and goes to the learning thread. The proxy's thread calls it.
+    fn try_learn(&self, answer: Answer) -> Result<anyhow::Result<Observed>, Answer> {
+        Err(answer)
+    }
     /// TTLs above this (seconds) are lowered in answers that opened something, so clients
     /// do not keep an address longer than fwd does.
     fn max_ttl(&self) -> u32;
@@ -393,10 +398,17 @@ impl Proxy {
         let answer = read_answer(&request.queries[0], &reply);
         if !answer.addrs.is_empty() {
             let started = Instant::now();
-            let (reply_to, learned) = tokio::sync::oneshot::channel();
-            let learned = match self.learning.send((answer, reply_to)) {
-                Ok(()) => learned.await,
-                Err(_) => Ok(Err(anyhow::anyhow!("the learning thread has ended"))),
+            // On this thread when nothing holds the learner's lock (no hand-over, no
+            // wake-up); else on the learning thread, which may wait for it.
+            let learned = match self.learner.try_learn(answer) {
+                Ok(learned) => Ok(learned),
+                Err(answer) => {
+                    let (reply_to, learned) = tokio::sync::oneshot::channel();
+                    match self.learning.send((answer, reply_to)) {
+                        Ok(()) => learned.await,
+                        Err(_) => Ok(Err(anyhow::anyhow!("the learning thread has ended"))),
+                    }
+                }
             };
             self.stats
                 .insert_seconds
