@@ -21,8 +21,10 @@ pub struct ReloadReply {
     /// Why the reload was rejected (`file:line:col: message` for bad input).
     pub error: Option<String>,
     pub warnings: Vec<String>,
-    /// How long the accepted reload took: reading and compiling the policy, filling the
-    /// inactive slot, and flipping to it (with the grace period and clearing the old slot).
+    /// How long the accepted reload took: reading and compiling the policy and building
+    /// the slot's tables (without the daemon's lock), filling the inactive slot, and
+    /// flipping to it (the grace period and clearing the old slot come after, without the
+    /// lock, and are in none of these).
     #[serde(default)]
     pub compile_ms: f64,
     #[serde(default)]

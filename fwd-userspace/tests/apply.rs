@@ -220,3 +220,50 @@ fn a_failed_apply_changes_no_setting() {
     dp.unpin_all().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With `defer_slot_clear` (the daemon's reloads) an install flips and returns, and the
+/// slot it left is cleared by `finish_install` after `SLOT_GRACE`, so the caller need not
+/// hold its lock meanwhile. An install that comes before then waits out the rest of the
+/// grace before it writes that slot, which programs may still be reading.
+#[test]
+fn a_deferred_install_leaves_the_old_slot_alone_for_the_grace() {
+    if !fwd_lab::can_run_as_root("a_deferred_install_leaves_the_old_slot_alone_for_the_grace") {
+        return;
+    }
+    let dir = PathBuf::from(format!(
+        "/sys/fs/bpf/fwd-test-apply-defer-{}",
+        std::process::id()
+    ));
+    let mut dp = pinned_datapath(&dir);
+    dp.install(&image(0), 1).unwrap();
+    dp.defer_slot_clear(true);
+    dp.install(&image(1), 2).unwrap();
+    let flipped = std::time::Instant::now();
+    assert!(
+        dp.install_pending(),
+        "the old slot is left for finish_install"
+    );
+    // The next install writes the slot just left: not before the grace has passed.
+    dp.install(&image(2), 3).unwrap();
+    assert!(
+        flipped.elapsed() >= fwd::datapath::SLOT_GRACE,
+        "the slot was written {:?} after the flip away from it",
+        flipped.elapsed()
+    );
+    assert!(dp.install_pending());
+    dp.finish_install().unwrap();
+    assert!(!dp.install_pending());
+    // Generation 3's policy is in force: its port passes, the others' do not.
+    const XDP_DROP: u32 = 1;
+    const XDP_PASS: u32 = 2;
+    for (port, verdict) in [(1002, XDP_PASS), (1001, XDP_DROP), (1000, XDP_DROP)] {
+        let frame = packet::to("192.0.2.7".parse().unwrap(), packet::tcp(40000, port));
+        assert_eq!(
+            dp.test_run_xdp(&frame, 1).unwrap().0,
+            verdict,
+            "port {port}"
+        );
+    }
+    dp.unpin_all().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -104,7 +104,7 @@ impl Daemon {
             ids: p.ids,
         };
         let was = p.generation;
-        match self.put_in_force(p.config, &compiled, p.views) {
+        match self.put_in_force(p.config, &compiled, p.views, None) {
             Ok((generation, _)) => {
                 self.rollbacks += 1;
                 warn!(

@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, Action, Config, OnExit};
 use crate::{
     compile::{Compiled, RuleIds},
-    datapath::{Datapath, InstallTimings},
+    datapath::{Datapath, InstallTimings, PreparedTables},
     policy,
 };
 
@@ -104,6 +104,8 @@ struct Prepared {
     compile_time: Duration,
     /// The rule ids it kept: if another reload changed them meanwhile, it is compiled again.
     from_ids: RuleIds,
+    /// The slot's tables, built here too (most of an install's time at a large policy).
+    tables: PreparedTables,
 }
 
 /// What a reload compiles from, read under the lock.
@@ -129,12 +131,14 @@ impl ReloadInput {
         if let Some(listen) = self.metrics_override {
             config.metrics_listen = listen;
         }
+        let tables = PreparedTables::build(&compiled.image, &start::exemptions(&config));
         Ok(Prepared {
             config,
             compiled,
             views,
             compile_time: started.elapsed(),
             from_ids: self.rule_ids,
+            tables,
         })
     }
 }
@@ -162,6 +166,7 @@ impl Daemon {
             compiled,
             views,
             compile_time,
+            tables,
             ..
         } = prepared;
         let restart_needed = [
@@ -190,7 +195,7 @@ impl Daemon {
                 warn!("{key} changed: it takes effect when fwd restarts");
             }
         }
-        let (generation, timings) = self.put_in_force(config, &compiled, views)?;
+        let (generation, timings) = self.put_in_force(config, &compiled, views, Some(tables))?;
         info!(
             generation,
             rules = compiled.image.rules.len(),
@@ -239,6 +244,7 @@ impl Daemon {
         config: Config,
         compiled: &Compiled,
         views: Vec<crate::diff::RuleView>,
+        tables: Option<PreparedTables>,
     ) -> anyhow::Result<(u32, InstallTimings)> {
         let generation = self.generation.wrapping_add(1).max(1);
         // The table changes only if the install succeeds.
@@ -253,6 +259,7 @@ impl Daemon {
             compiled,
             &mut table,
             generation,
+            tables,
         )?;
         self.dns = table;
         self.dns_dirty = true;
@@ -458,6 +465,15 @@ fn reload_and_report(shared: &Shared) -> control::ReloadReply {
     let mut daemon = shared.lock().expect("daemon state lock");
     let result = prepared.and_then(|p| daemon.install_prepared(p));
     let reply = reload_reply(&mut daemon, result);
+    // The old slot is cleared once programs are done with it, without the lock meanwhile.
+    if daemon.datapath.install_pending() {
+        drop(daemon);
+        std::thread::sleep(crate::datapath::SLOT_GRACE);
+        daemon = shared.lock().expect("daemon state lock");
+        if let Err(err) = daemon.datapath.finish_install() {
+            warn!("clearing the slot the reload left: {err:#}");
+        }
+    }
     let status = if reply.ok {
         format!(
             "generation {} in force, {} rules",
@@ -661,6 +677,7 @@ pub async fn run(
     tokio::spawn(control::serve(control, samples.clone(), request_tx));
     tokio::spawn(read_denied_samples(denied, shared.clone(), samples));
     tokio::spawn(interfaces::follow(shared.clone()));
+    tokio::spawn(tasks::finish_installs(shared.clone()));
     if !config.feeds.is_empty() {
         tokio::spawn(tasks::refresh_feeds(shared.clone()));
     }

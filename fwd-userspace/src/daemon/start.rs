@@ -102,7 +102,17 @@ pub(super) fn start(
     {
         interfaces::set_forwarding(&mut ifaces, false);
     }
-    apply(&mut datapath, &config, &compiled, &mut table, generation)?;
+    apply(
+        &mut datapath,
+        &config,
+        &compiled,
+        &mut table,
+        generation,
+        None,
+    )?;
+    // Later installs (reloads) leave the old slot's clean-up to their caller, which waits
+    // for the programs without holding the daemon's lock.
+    datapath.defer_slot_clear(true);
     let restored = table.addresses_active();
     if restored > 0 {
         info!(
@@ -169,14 +179,16 @@ pub(super) fn apply(
     compiled: &Compiled,
     table: &mut dns::DnsTable,
     generation: u32,
+    tables: Option<crate::datapath::PreparedTables>,
 ) -> Result<InstallTimings, crate::datapath::DatapathError> {
     let learned = table.rebuild(&compiled.image);
-    datapath.apply(
+    datapath.apply_prepared(
         &compiled.image,
         generation,
         learned,
         &exemptions(config),
         config.action == Action::Audit,
+        tables,
     )
 }
 

@@ -161,6 +161,26 @@ pub(super) async fn read_denied_samples(
     }
 }
 
+/// Clears the slot an install left once programs are done with it, for installs whose
+/// caller did not (an unconfirmed reload rolled back, a reload of another trigger): every
+/// 250 ms, the lock taken only when one is due.
+pub(super) async fn finish_installs(shared: Shared) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut daemon = shared.lock().expect("daemon state lock");
+            if daemon.datapath.install_pending()
+                && let Err(err) = daemon.datapath.finish_install()
+            {
+                warn!("clearing the slot an install left: {err:#}");
+            }
+        })
+        .await;
+    }
+}
+
 /// Every second: ends learned entries past their time with no live flow, and writes
 /// `learned.json` if the table changed (what was learned in between is in the journal).
 pub(super) async fn keep_learned(shared: Shared, state_dir: PathBuf) {

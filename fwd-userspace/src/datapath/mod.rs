@@ -34,7 +34,7 @@ use fwd_common::{Counter, FLOWS_CAPACITY, FwdConfig};
 use ipnet::IpNet;
 use mmap::MmapArray;
 pub use pins::{Adoption, Persistence};
-pub use slots::TableCapacity;
+pub use slots::{PreparedTables, TableCapacity};
 use slots::{SlotMaps, SlotState};
 use tracing::{debug, info};
 
@@ -45,7 +45,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// How long in-flight programs may still read the old slot after a flip. XDP and TC
 /// programs run under RCU and finish in microseconds; this is a wide margin.
-const SLOT_GRACE: Duration = Duration::from_millis(50);
+pub const SLOT_GRACE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -190,6 +190,11 @@ pub struct Datapath {
     /// The slot an earlier layout's programs read through their own config map: the first
     /// install leaves it as it is (they may still hold the hooks).
     earlier_slot: Option<usize>,
+    /// Installs leave the previous slot's clean-up for `finish_install` instead of waiting
+    /// `SLOT_GRACE` themselves (`defer_slot_clear`).
+    defer_clear: bool,
+    /// The slot an install flipped away from, not yet cleared, and when.
+    pending_clear: Option<(usize, std::time::Instant)>,
     /// The lock on `pin_dir`, held while this datapath lives.
     _pin_lock: Option<crate::lock::Lock>,
 }
@@ -291,6 +296,8 @@ impl Datapath {
             persistence,
             adopted_rules: None,
             earlier_slot: None,
+            defer_clear: false,
+            pending_clear: None,
             _pin_lock: pin_lock,
         };
         let prog_err = |name| move |source| DatapathError::Program { name, source };

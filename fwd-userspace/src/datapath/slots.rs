@@ -216,6 +216,24 @@ impl SlotMaps {
     }
 }
 
+/// A slot's tables built ahead of an install, for example by a reload without the daemon's
+/// lock: `SlotTables::build` is most of an install's time at a large policy. They are
+/// used if the install's exemptions are the ones they were built with, else built again.
+pub struct PreparedTables {
+    tables: SlotTables,
+    exemptions: Vec<IpNet>,
+}
+
+impl PreparedTables {
+    /// The tables of `image` with `exemptions`; install them with the same `image`.
+    pub fn build(image: &MapImage, exemptions: &[IpNet]) -> Self {
+        Self {
+            tables: SlotTables::build(image, exemptions),
+            exemptions: exemptions.to_vec(),
+        }
+    }
+}
+
 /// What one slot holds.
 #[derive(Default)]
 pub(super) struct SlotState {
@@ -279,17 +297,7 @@ impl Datapath {
         exemptions: &[IpNet],
         audit: bool,
     ) -> Result<InstallTimings, DatapathError> {
-        let before = (self.exemptions.clone(), self.mode);
-        // The flip is the one CONFIG write that moves the epoch on during an install.
-        let epoch = self.read_config()?.epoch;
-        self.stage_exemptions(exemptions);
-        self.stage_audit(audit);
-        let result = self.install_with_learned(image, generation, learned);
-        let flipped = self.read_config().is_ok_and(|c| c.epoch != epoch);
-        if result.is_err() && !flipped {
-            (self.exemptions, self.mode) = before;
-        }
-        result
+        self.apply_prepared(image, generation, learned, exemptions, audit, None)
     }
 
     /// Whether `image` (with `exemptions`) fits the tables this datapath was loaded with,
@@ -327,7 +335,69 @@ impl Datapath {
         generation: u32,
         learned: Learned,
     ) -> Result<InstallTimings, DatapathError> {
+        self.install_tables(image, generation, learned, None)
+    }
+
+    /// `apply` with tables built ahead (`PreparedTables::build` of the same `image`).
+    pub fn apply_prepared(
+        &mut self,
+        image: &MapImage,
+        generation: u32,
+        learned: Learned,
+        exemptions: &[IpNet],
+        audit: bool,
+        prepared: Option<PreparedTables>,
+    ) -> Result<InstallTimings, DatapathError> {
+        let before = (self.exemptions.clone(), self.mode);
+        let epoch = self.read_config()?.epoch;
+        self.stage_exemptions(exemptions);
+        self.stage_audit(audit);
+        let result = self.install_tables(image, generation, learned, prepared);
+        let flipped = self.read_config().is_ok_and(|c| c.epoch != epoch);
+        if result.is_err() && !flipped {
+            (self.exemptions, self.mode) = before;
+        }
+        result
+    }
+
+    /// From now on an install flips and returns; the slot it left is cleared by
+    /// `finish_install` once `SLOT_GRACE` has passed (the caller need not hold its lock
+    /// while programs finish with the old slot). An install that comes first waits out
+    /// the rest of the grace before it writes that slot.
+    pub fn defer_slot_clear(&mut self, on: bool) {
+        self.defer_clear = on;
+    }
+
+    /// Clears the slot the last install left, once `SLOT_GRACE` has passed since its flip
+    /// (waiting for the rest of it); nothing if no clean-up is due.
+    pub fn finish_install(&mut self) -> Result<(), DatapathError> {
+        let Some((slot, flipped)) = self.pending_clear.take() else {
+            return Ok(());
+        };
+        if let Some(rest) = SLOT_GRACE.checked_sub(flipped.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        if slot != self.active {
+            self.clear_slot(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Whether an install's clean-up of the slot it left is still due.
+    pub fn install_pending(&self) -> bool {
+        self.pending_clear.is_some()
+    }
+
+    fn install_tables(
+        &mut self,
+        image: &MapImage,
+        generation: u32,
+        learned: Learned,
+        prepared: Option<PreparedTables>,
+    ) -> Result<InstallTimings, DatapathError> {
         let started = Instant::now();
+        // The slot to fill may still be read by programs of the last flip.
+        self.finish_install()?;
         // The active slot is free only before the first install of a fresh datapath; an
         // adopted one is in force and is left alone until the flip.
         let active = &self.state[self.active];
@@ -337,7 +407,10 @@ impl Datapath {
             1 - self.active
         };
         self.clear_slot(target)?;
-        let tables = SlotTables::build(image, &self.exemptions);
+        let tables = match prepared {
+            Some(p) if p.exemptions == self.exemptions => p.tables,
+            _ => SlotTables::build(image, &self.exemptions),
+        };
         self.slots[target].write_tables(&tables)?;
         self.state[target] = SlotState::new(image, tables.sizes());
         // Runtime classes before the hosts that use them.
@@ -361,8 +434,10 @@ impl Datapath {
         // An earlier layout's slot keeps its hosts (and stays `unknown`, so the install
         // that next writes it clears them).
         if previous != target && self.earlier_slot.take() != Some(previous) {
-            std::thread::sleep(SLOT_GRACE);
-            self.clear_slot(previous)?;
+            self.pending_clear = Some((previous, Instant::now()));
+            if !self.defer_clear {
+                self.finish_install()?;
+            }
         }
         self.adopted_rules = None;
         Ok(InstallTimings {
