@@ -362,7 +362,7 @@ impl Proxy {
     pub async fn answer(&self, request: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let Ok(request) = Message::from_vec(request) else {
             self.stats.query(transport, "formerr");
-            return None;
+            return header_formerr(request);
         };
         if request.metadata.message_type != MessageType::Query {
             // An answer sent to the listener: nobody asked for it here.
@@ -556,14 +556,36 @@ impl Proxy {
     /// (wrong ID or question, or garbage) is counted and ignored; the real answer is still
     /// awaited.
     fn reply_to(&self, bytes: &[u8], id: u16, request: &Message) -> Option<Message> {
-        match Message::from_vec(bytes) {
-            Ok(reply) if answers(&reply, id, request) => Some(reply),
-            _ => {
-                self.stats.answer("mismatch");
-                None
-            }
-        }
+        let why = match Message::from_vec(bytes) {
+            Ok(reply) => match mismatch(&reply, id, request) {
+                None => return Some(reply),
+                Some(why) => why,
+            },
+            Err(_) => "undecodable",
+        };
+        debug!(
+            why,
+            "DNS proxy: an upstream reply that does not answer the query, ignored"
+        );
+        self.stats.answer("mismatch");
+        None
     }
+}
+
+/// A header-only FORMERR for a query that does not decode, if it has a header (12 bytes)
+/// and is a query: its ID, opcode and RD flag back, no sections (RFC 1035 4.1.1).
+fn header_formerr(request: &[u8]) -> Option<Vec<u8>> {
+    let header = request.get(..12)?;
+    if header[2] & 0x80 != 0 {
+        // A response sent to the listener: nothing to answer.
+        return None;
+    }
+    let mut reply = vec![0u8; 12];
+    reply[..2].copy_from_slice(&header[..2]);
+    // QR = 1, the opcode and RD as asked; RA = 1, RCODE = FORMERR (1).
+    reply[2] = 0x80 | (header[2] & 0x79);
+    reply[3] = 0x80 | 1;
+    Some(reply)
 }
 
 /// The client's message under a fresh random ID, encoded; EDNS goes along unchanged.
@@ -574,16 +596,25 @@ fn outgoing(request: &Message) -> Result<(u16, Vec<u8>), hickory_proto::ProtoErr
     Ok((id, query.to_vec()?))
 }
 
-/// Whether `reply` answers the query sent with `id` for `request`'s question.
-fn answers(reply: &Message, id: u16, request: &Message) -> bool {
-    reply.metadata.id == id
-        && reply.metadata.message_type == MessageType::Response
-        && reply.queries.len() == request.queries.len()
+/// Why `reply` does not answer the query sent with `id` for `request`'s question, or
+/// `None` if it does.
+fn mismatch(reply: &Message, id: u16, request: &Message) -> Option<&'static str> {
+    if reply.metadata.id != id {
+        return Some("another ID");
+    }
+    if reply.metadata.message_type != MessageType::Response {
+        return Some("not a response");
+    }
+    if reply.queries.is_empty() {
+        return Some("no question section");
+    }
+    let same = reply.queries.len() == request.queries.len()
         && reply.queries.iter().zip(&request.queries).all(|(a, b)| {
             a.name() == b.name()
                 && a.query_type() == b.query_type()
                 && a.query_class() == b.query_class()
-        })
+        });
+    (!same).then_some("another question")
 }
 
 fn error_reply(request: &Message, code: ResponseCode) -> Message {

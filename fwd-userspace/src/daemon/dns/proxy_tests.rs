@@ -534,8 +534,11 @@ async fn mismatched_upstream_answers_are_ignored() {
             &query(id, NAME, RecordType::AAAA),
             vec![a(NAME, 60, "192.0.2.3"), aaaa(NAME, 60, "2001:db8::3")],
         );
+        // No question section at all, the right ID and an A record of the name.
+        let mut no_question = reply_to(&q, vec![a(NAME, 60, "192.0.2.5")]);
+        no_question.queries.clear();
         let right = reply_to(&q, vec![a(NAME, 60, "192.0.2.4")]);
-        for reply in [wrong_id, wrong_name, wrong_type, right] {
+        for reply in [wrong_id, wrong_name, wrong_type, no_question, right] {
             socket.send_to(&wire(&reply), peer).await.expect("sending");
         }
         socket
@@ -556,7 +559,7 @@ async fn mismatched_upstream_answers_are_ignored() {
     assert_eq!(reply.metadata.id, request.metadata.id);
     assert_eq!(addrs_of(&reply), vec![ip("192.0.2.4")]);
     assert_eq!(learner.addrs(), vec![ip("192.0.2.4")]);
-    assert_eq!(answers_total(&stats, "mismatch"), 3);
+    assert_eq!(answers_total(&stats, "mismatch"), 4);
     assert_eq!(queries_total(&stats, "udp", "answered"), 1);
 }
 
@@ -1037,13 +1040,33 @@ async fn responses_and_garbage_get_nothing_other_opcodes_notimp() {
     assert!(ask(&proxy, &response, Transport::Udp).await.is_none());
     assert!(ask(&proxy, &response, Transport::Tcp).await.is_none());
 
-    // Garbage (deliberately hand-written bytes).
+    // Garbage (deliberately hand-written bytes): too short for a header, no reply.
     for garbage in [&b""[..], &b"\xde\xad\xbe"[..], &b"\x12\x34\x01"[..]] {
         assert!(
             ask_bytes(&proxy, garbage, Transport::Udp).await.is_none(),
             "a reply to {garbage:?}"
         );
     }
+    // A query header that promises a question and ends: a header-only FORMERR with its ID,
+    // opcode and RD; the same as a response: nothing.
+    let cut: &[u8] = &[0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    let reply = decode(
+        &ask_bytes(&proxy, cut, Transport::Udp)
+            .await
+            .expect("a FORMERR to a query that does not decode"),
+    );
+    assert_eq!(reply.metadata.id, 0x1234);
+    assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(reply.metadata.message_type, MessageType::Response);
+    assert_eq!(reply.metadata.op_code, OpCode::Query);
+    assert!(reply.metadata.recursion_desired);
+    assert!(reply.queries.is_empty() && reply.answers.is_empty());
+    let cut_response: &[u8] = &[0x12, 0x35, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+    assert!(
+        ask_bytes(&proxy, cut_response, Transport::Udp)
+            .await
+            .is_none()
+    );
 
     // Other opcodes.
     for op_code in [OpCode::Status, OpCode::Notify, OpCode::Update] {
@@ -1083,7 +1106,7 @@ async fn responses_and_garbage_get_nothing_other_opcodes_notimp() {
     assert!(learner.answers().is_empty());
     assert_eq!(queries_total(&stats, "udp", "dropped"), 1);
     assert_eq!(queries_total(&stats, "tcp", "dropped"), 1);
-    assert_eq!(queries_total(&stats, "udp", "formerr"), 3 + 2);
+    assert_eq!(queries_total(&stats, "udp", "formerr"), 3 + 2 + 2);
     assert_eq!(queries_total(&stats, "udp", "notimp"), 3);
     assert_eq!(
         metric(&stats, "fwd_dns_queries_total", &[("result", "answered")]),
