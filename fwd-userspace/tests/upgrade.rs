@@ -257,6 +257,16 @@ fn the_previous_layouts_slot_is_left_alone_until_the_links_move() {
     // SAFETY: as above.
     unsafe { libc::close(counters) };
 
+    // `fwd stats` over them before this version's daemon has run says what they are.
+    let err = fwd::datapath::PinnedState::open(&dir)
+        .err()
+        .expect("the earlier layout read as this one")
+        .to_string();
+    assert!(
+        err.contains("earlier fwd version (a 40-byte config"),
+        "{err}"
+    );
+
     let mut dp = Datapath::load_with(&options).expect("loading over the earlier pins");
     assert_eq!(dp.adoption().generation, 9, "the generation carries on");
     let carried = dp.rule_counters([web]).unwrap()[0];

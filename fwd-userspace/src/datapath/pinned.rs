@@ -35,6 +35,23 @@ impl PinnedState {
             let data = MapData::from_pin(&path).map_err(map_err(name))?;
             aya::maps::Map::from_map_data(data).map_err(map_err(name))
         };
+        // An earlier version's pins (an upgrade whose daemon has not started yet) have
+        // another config layout: say so rather than fail on a size.
+        let config_path = dir.join(pins::MAPS).join("CONFIG");
+        if let Ok(info) = aya::maps::MapInfo::from_pin(&config_path) {
+            let size = info.value_size() as usize;
+            if size != std::mem::size_of::<FwdConfig>() {
+                return Err(pins::pin_error(
+                    &config_path,
+                    format!(
+                        "pinned by an earlier fwd version (a {size}-byte config; this version's is {}): \
+                         start this version's daemon once (it takes the pins over without a gap in \
+                         enforcement, and the counters carry on), or read them with the earlier fwd binary",
+                        std::mem::size_of::<FwdConfig>()
+                    ),
+                ));
+            }
+        }
         let conv = |name: &'static str| {
             move |e| DatapathError::Map {
                 map: name,
