@@ -79,7 +79,12 @@ impl Supervisor {
             let name = field("FDNAME=").unwrap_or_else(|| "stored".into());
             if text.lines().any(|l| l == "FDSTORE=1") {
                 for fd in fds {
-                    self.stored.push((name.clone(), fd));
+                    // As systemd does: a descriptor of a file already stored is not added
+                    // again (the next run stores what it was passed).
+                    let known = self.stored.iter().any(|(_, s)| same_file(s, &fd));
+                    if !known {
+                        self.stored.push((name.clone(), fd));
+                    }
                 }
             } else if text.lines().any(|l| l == "FDSTOREREMOVE=1") {
                 self.stored.retain(|(n, _)| *n != name);
@@ -136,5 +141,13 @@ impl Supervisor {
             });
         }
         Ok(cmd)
+    }
+}
+
+/// Whether two descriptors refer to the same file (for sockets, the same socket).
+fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
+    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
+        (Ok(x), Ok(y)) => (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino),
+        _ => false,
     }
 }

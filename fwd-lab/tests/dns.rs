@@ -934,11 +934,12 @@ fn dns_is_answered_through_a_crash_and_a_restart() {
         let stored = supervisor.stored();
         names.iter().all(|n| stored.contains(n)).then_some(stored)
     });
-    assert!(
-        stored.is_some(),
-        "the proxy's sockets were not stored: {:?}",
-        supervisor.messages
-    );
+    let Some(first_stored) = stored else {
+        panic!(
+            "the proxy's sockets were not stored: {:?}",
+            supervisor.messages
+        );
+    };
 
     let load = Load::start(&s.lab.client);
     std::thread::sleep(Duration::from_millis(600));
@@ -1001,4 +1002,24 @@ fn dns_is_answered_through_a_crash_and_a_restart() {
         "asked again: {again:?}, down: {down:?}"
     );
     assert!(again.len() <= 1, "asked again: {again:?}");
+
+    // The new process stored what it was passed again (a no-op for systemd, which keeps
+    // one copy): the sockets outlive a second crash too.
+    supervisor.collect().unwrap();
+    assert_eq!(supervisor.stored(), first_stored, "one copy of each socket");
+    let mut fwd2 = fwd2;
+    fwd2.kill();
+    let asked = s
+        .lab
+        .client
+        .spawn(|| ask_udp(PROXY_V4, "x.sfu.whereby.com", RecordType::A))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _fwd3 = start_supervised(&s, &mut supervisor, "fwd3.log");
+    let resolved = asked.join().unwrap().unwrap().unwrap();
+    assert_eq!(
+        resolved.addrs,
+        vec![IpAddr::V4(SFU_V4)],
+        "asked while down again"
+    );
 }

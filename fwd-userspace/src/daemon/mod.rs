@@ -667,8 +667,11 @@ pub async fn run(
     let config = daemon.config.clone();
     let shared: Shared = Arc::new(Mutex::new(daemon));
 
-    if let Some(d) = &config.dns {
-        start_dns(&shared, &config, d).await?;
+    match &config.dns {
+        Some(d) => start_dns(&shared, &config, d).await?,
+        // Sockets an earlier run with a proxy left in the service manager's store: closed
+        // and taken out, or they would hold port 53 with nobody answering.
+        None => dns::release_passed_sockets(),
     }
 
     let (samples, _) = tokio::sync::broadcast::channel(1024);

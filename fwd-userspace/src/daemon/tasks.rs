@@ -163,7 +163,8 @@ pub(super) async fn read_denied_samples(
 
 /// Clears the slot an install left once programs are done with it, for installs whose
 /// caller did not (an unconfirmed reload rolled back, a reload of another trigger): every
-/// 250 ms, the lock taken only when one is due.
+/// 250 ms, briefly under the lock, and only once the grace has passed (it never waits
+/// holding the lock).
 pub(super) async fn finish_installs(shared: Shared) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -171,9 +172,7 @@ pub(super) async fn finish_installs(shared: Shared) {
         let shared = shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let mut daemon = shared.lock().expect("daemon state lock");
-            if daemon.datapath.install_pending()
-                && let Err(err) = daemon.datapath.finish_install()
-            {
+            if let Err(err) = daemon.datapath.finish_install_if_due() {
                 warn!("clearing the slot an install left: {err:#}");
             }
         })

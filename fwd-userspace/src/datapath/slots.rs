@@ -227,11 +227,22 @@ pub struct PreparedTables {
 impl PreparedTables {
     /// The tables of `image` with `exemptions`; install them with the same `image`.
     pub fn build(image: &MapImage, exemptions: &[IpNet]) -> Self {
+        // In the form the install compares with (`stage_exemptions`).
+        let exemptions = normal_exemptions(exemptions);
         Self {
-            tables: SlotTables::build(image, exemptions),
-            exemptions: exemptions.to_vec(),
+            tables: SlotTables::build(image, &exemptions),
+            exemptions,
         }
     }
+}
+
+/// Exemptions as the datapath keeps them: each network's host bits cleared, sorted, once.
+fn normal_exemptions(nets: &[IpNet]) -> Vec<IpNet> {
+    nets.iter()
+        .map(IpNet::trunc)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// What one slot holds.
@@ -388,6 +399,17 @@ impl Datapath {
         self.pending_clear.is_some()
     }
 
+    /// `finish_install` if the grace has passed, without waiting; whether it cleared.
+    pub fn finish_install_if_due(&mut self) -> Result<bool, DatapathError> {
+        match self.pending_clear {
+            Some((_, flipped)) if flipped.elapsed() >= SLOT_GRACE => {
+                self.finish_install()?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn install_tables(
         &mut self,
         image: &MapImage,
@@ -478,12 +500,7 @@ impl Datapath {
     /// Sets the exemptions the next install puts in force, without installing; returns
     /// whether they changed.
     fn stage_exemptions(&mut self, nets: &[IpNet]) -> bool {
-        let wanted: Vec<IpNet> = nets
-            .iter()
-            .map(IpNet::trunc)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let wanted = normal_exemptions(nets);
         if wanted == self.exemptions {
             return false;
         }

@@ -19,6 +19,7 @@ pub use store::{JOURNAL_FILE, Journal, LEARNED_FILE, load, save, saved};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 
 pub use proxy::{Learner, Proxy, Transport};
+pub use sockets::release_passed_sockets;
 pub use table::{Answer, Change, DnsTable, Limits, Observed, Saved};
 
 use crate::compile::MapImage;

@@ -41,6 +41,12 @@ impl Inherited {
     /// (removing them is not safe once threads run); programs fwd starts ignore them, as
     /// `LISTEN_PID` names fwd, and do not get the descriptors (close-on-exec).
     pub fn take() -> Self {
+        // Once per process: the variables stay set, and a second take would own the same
+        // descriptors twice.
+        static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Self { passed: Vec::new() };
+        }
         let fds: Vec<(RawFd, String)> = match sd_notify::listen_fds_with_names(false) {
             Ok(fds) => fds.collect(),
             Err(err) => {
@@ -108,6 +114,12 @@ impl Inherited {
             }
         }
     }
+}
+
+/// With the proxy off: closes the passed sockets and takes the stored ones out of the
+/// store.
+pub fn release_passed_sockets() {
+    Inherited::take().release_rest();
 }
 
 /// Hands `fd` to the service manager's file descriptor store under `name` (nothing

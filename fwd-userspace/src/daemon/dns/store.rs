@@ -78,6 +78,9 @@ fn read_journal(path: &Path) -> Vec<Entry> {
     };
     let mut entries = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        if line.as_ref().is_ok_and(String::is_empty) {
+            continue;
+        }
         let parsed = line
             .map_err(|e| e.to_string())
             .and_then(|l| serde_json::from_str::<Entry>(&l).map_err(|e| e.to_string()));
@@ -89,6 +92,19 @@ fn read_journal(path: &Path) -> Vec<Entry> {
         }
     }
     entries
+}
+
+/// Whether the file at `path` is empty or ends with a newline.
+fn ends_a_line(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 /// Writes `learned.json` atomically (`atomic_file`).
@@ -160,14 +176,20 @@ impl Journal {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
         if self.file.is_none() {
             std::fs::create_dir_all(&self.dir)?;
-            self.file = Some(
-                File::options()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.join(JOURNAL_FILE))?,
-            );
+            let path = self.dir.join(JOURNAL_FILE);
+            let mut file = File::options().create(true).append(true).open(&path)?;
+            // A line cut by a crash or a failed write is ended, so the next entry is a
+            // line of its own.
+            if !ends_a_line(&path)? {
+                file.write_all(b"\n")?;
+            }
+            self.file = Some(file);
         }
-        self.file.as_mut().expect("opened above").write_all(buf)
+        let file = self.file.as_mut().expect("opened above");
+        file.write_all(buf).inspect_err(|_| {
+            // What went out of a failed write may end in the middle of a line.
+            self.file = None;
+        })
     }
 
     /// Sets the journal aside for a save of the table as it is now (call it under the lock
@@ -262,6 +284,20 @@ mod tests {
             .write_all(b"{\"chain\":[\"c.exa")
             .unwrap();
         assert_eq!(names(&load(d).unwrap()), got);
+        // The next run's first entry after the cut line is read, not glued to it.
+        Journal::new(d).append([&entry("d.example", "192.0.2.4", 40)]);
+        let mut more = got.clone();
+        more.push(("d.example 192.0.2.4".to_string(), 40));
+        assert_eq!(names(&load(d).unwrap()), more);
+        // A save that failed leaves its set-aside journal: the next one keeps the journal
+        // whole beside it, and both are read.
+        let mut journal = Journal::new(d);
+        journal.set_aside();
+        journal.append([&entry("e.example", "192.0.2.5", 50)]);
+        journal.set_aside();
+        assert!(d.join(SAVING_FILE).exists() && d.join(JOURNAL_FILE).exists());
+        more.push(("e.example 192.0.2.5".to_string(), 50));
+        assert_eq!(names(&load(d).unwrap()), more);
     }
 
     #[test]
