@@ -753,7 +753,8 @@ fn an_answer_released_just_before_a_crash_is_open_after_the_restart() {
     let client = &s.lab.client;
     let sfu = SocketAddr::from((SFU_V4, WEB));
     assert!(!tcp_probe(client, sfu, TIMEOUT).unwrap());
-    // learned.json is written about once a second; the kill comes well inside that.
+    // What an answer opens goes to the journal; learned.json is rewritten for it only once
+    // the journal holds half the table (at least 1,024 lines).
     let resolved = client
         .run(|| ask_udp(PROXY_V4, "x.sfu.whereby.com", RecordType::A).unwrap())
         .unwrap();
@@ -766,10 +767,7 @@ fn an_answer_released_just_before_a_crash_is_open_after_the_restart() {
     };
     let (journal, table) = (written(JOURNAL), written("learned.json"));
     eprintln!("at the kill: in the journal {journal}, in learned.json {table}");
-    assert!(
-        journal || table,
-        "the answer went out before it was written down"
-    );
+    assert!(journal, "the answer went out before it was written down");
     // The new daemon puts in force what the answer opened: the client was told the address.
     let _fwd = start(&s, "fwd2.log");
     assert!(is_learned(&s.dir, SFU_V4.into()), "{:?}", learned(&s.dir));

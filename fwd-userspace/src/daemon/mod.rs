@@ -45,7 +45,8 @@ struct Daemon {
     last_reload_unix: i64,
     /// Names the DNS proxy learned (empty when it is off).
     dns: dns::DnsTable,
-    /// The table changed since `learned.json` was last written.
+    /// The table changed since `learned.json` was last written in a way the journal does
+    /// not hold (a reload, entries ended, a restore): saved within a second.
     dns_dirty: bool,
     /// What answers opened since `learned.json` was last written, written before they go out.
     dns_journal: dns::Journal,
@@ -370,13 +371,14 @@ impl Daemon {
                 "DNS: this name pattern holds as many addresses as it may; more are answered but not opened until some expire (raise [dns] max_addresses)"
             );
         }
-        if observed.opened > 0 {
-            self.dns_dirty = true;
-            if let Some(name) = answer.chain.first() {
-                let dns = &self.dns;
-                self.dns_journal
-                    .stage(answer.addrs.iter().filter_map(|(a, _)| dns.entry(name, *a)));
-            }
+        // What opened is in the journal; an entry ended is not, and is saved.
+        self.dns_dirty |= observed.dropped > 0;
+        if observed.opened > 0
+            && let Some(name) = answer.chain.first()
+        {
+            let dns = &self.dns;
+            self.dns_journal
+                .stage(answer.addrs.iter().filter_map(|(a, _)| dns.entry(name, *a)));
         }
         Ok(observed)
     }
@@ -840,7 +842,7 @@ async fn answer(shared: &Shared, request: control::Request) {
 fn stop(shared: &Shared) -> anyhow::Result<()> {
     tasks::STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut daemon = shared.lock().expect("daemon state lock");
-    if std::mem::take(&mut daemon.dns_dirty) {
+    if std::mem::take(&mut daemon.dns_dirty) || daemon.dns_journal.lines() > 0 {
         daemon.dns_journal.set_aside();
         save_learned(&daemon.config.state_dir, &daemon.dns.saved());
     }

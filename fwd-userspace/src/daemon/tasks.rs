@@ -181,7 +181,8 @@ pub(super) async fn finish_installs(shared: Shared) {
 }
 
 /// Every second: ends learned entries past their time with no live flow, and writes
-/// `learned.json` if the table changed (what was learned in between is in the journal).
+/// `learned.json` if the table changed in a way the journal does not hold, or the journal
+/// grew to half the table (`dns::journal_due`).
 pub(super) async fn keep_learned(shared: Shared, state_dir: PathBuf) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -197,7 +198,9 @@ pub(super) async fn keep_learned(shared: Shared, state_dir: PathBuf) {
                 ),
                 Err(err) => warn!("DNS: ending expired learned addresses: {err:#}"),
             }
-            std::mem::take(&mut daemon.dns_dirty).then(|| {
+            let due = std::mem::take(&mut daemon.dns_dirty)
+                || dns::journal_due(daemon.dns_journal.lines(), daemon.dns.entry_count());
+            due.then(|| {
                 // The journal so far is in this snapshot.
                 daemon.dns_journal.set_aside();
                 daemon.dns.saved()

@@ -14,7 +14,7 @@ mod store;
 pub mod table;
 
 pub use crate::control::{DnsReply, EntryStatus};
-pub use store::{JOURNAL_FILE, Journal, LEARNED_FILE, load, save, saved};
+pub use store::{JOURNAL_FILE, Journal, LEARNED_FILE, journal_due, load, save, saved};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 

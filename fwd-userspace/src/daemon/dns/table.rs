@@ -37,6 +37,9 @@ pub struct Observed {
     pub covered: bool,
     /// Addresses the answer opened (new, or kept longer).
     pub opened: usize,
+    /// Entries the answer ended (learned before, no room under a pattern's cap now): a
+    /// change the journal does not hold.
+    pub dropped: usize,
     /// Name patterns whose address cap kept an address of this answer out.
     pub capped: Vec<String>,
     /// Name patterns that reached their cap with this answer (for the log, once).
@@ -170,10 +173,12 @@ impl DnsTable {
             };
             self.admit(&named, &mut entry, &mut out);
             // A refresh with the same rules leaves the address's class as it is.
-            let unchanged = old.is_some_and(|o| o.rules == entry.rules);
+            let unchanged = old.as_ref().is_some_and(|o| o.rules == entry.rules);
             if !entry.rules.is_empty() {
                 self.entries.insert(key, entry);
                 out.opened += 1;
+            } else if old.is_some() {
+                out.dropped += 1;
             }
             if !unchanged {
                 let changes = self.rehost(image, addr);
@@ -425,6 +430,11 @@ impl DnsTable {
     /// The entry of `name` (the question's) and `addr`, if learned.
     pub fn entry(&self, name: &str, addr: IpAddr) -> Option<&Entry> {
         self.entries.get(&(name.to_string(), addr))
+    }
+
+    /// Entries (a name and an address each).
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
@@ -750,6 +760,24 @@ remote = ["*.meet.example", "198.51.100.0/24"]
         );
         assert_eq!(turn.opened, 1);
         assert_eq!(turn.capped, vec!["*.meet.example".to_string()]);
+        assert_eq!(turn.dropped, 0);
+        // Under a lower cap, a refresh of an address that no longer has room ends its
+        // entry: a change the journal does not hold, so the daemon saves the table.
+        table.set_limits(Limits {
+            max_addresses: 1,
+            ..table.limits()
+        });
+        let ended = table.observe(
+            &image,
+            &answer(&["a.sfu.meet.example"], &[("203.0.113.1", 60)]),
+            0,
+        );
+        assert_eq!((ended.opened, ended.dropped), (0, 1));
+        assert!(
+            table
+                .entry("a.sfu.meet.example", "203.0.113.1".parse().unwrap())
+                .is_none()
+        );
     }
 
     #[test]
