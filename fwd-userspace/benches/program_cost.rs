@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p fwd-userspace --bench program_cost -- [--quick] --json FILE`; needs root
 //! (BPF). `cargo xtask bench` runs it and prints the table; the method is in `METHOD`.
-//! Experiments: `--frames N`, `--rounds N`, `--prefixes 10,1000`.
+//! Experiments: `--frames N`, `--hot-frames N`, `--rounds N`, `--prefixes 10,1000`.
 
 use std::{
     collections::HashSet,
@@ -57,6 +57,11 @@ const METHOD: &[&str] = &[
      over the denied ones (judged by the tables every time), `fwd_ns` over all. New \
      flows: every frame with a source address and port never seen before, so each is judged \
      by the policy tables and records its flow (the first packet of every connection).",
+    "In cache (`hot`): the same passes, in the same rounds, over the first `hot_frames` \
+     frames only, right after an uncounted pass over them: their flows, table entries and \
+     counters stay in the caches and the TLB, so the difference to the full pass is what \
+     the memory hierarchy costs (a few thousand flows and a large policy do not fit in a \
+     shared VM's caches), and the rest is instructions.",
     "Frames: 7 of 8 allowed (a random address in a random installed prefix, the rule's \
      protocol and a port it allows), 1 of 8 denied (half to addresses no prefix covers, half \
      to an installed address on TCP port 23, which no rule opens). Policies: 100 prefixes \
@@ -502,11 +507,16 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Frames of the in-cache passes: 224 allowed flows and their table entries fit in L2.
+const HOT_FRAMES: usize = 256;
+
 /// The sizes of the run.
 struct Plan {
     quick: bool,
     prefixes: Vec<usize>,
     frames: usize,
+    /// The frames of the in-cache passes (the first of `frames`).
+    hot_frames: usize,
     rounds: usize,
     /// Rounds of the repeat=N comparison, and N.
     repeat_rounds: usize,
@@ -609,6 +619,29 @@ const ORDER: [(Hook, Run); 6] = [
     (Hook::Tc, Run::Baseline),
 ];
 
+/// One counted pass of `what`.
+fn one_pass(
+    dp: &mut Datapath,
+    hook: Hook,
+    what: Run,
+    family: Family,
+    frames: &[Frame],
+    next_flow: &mut u32,
+) -> anyhow::Result<Means> {
+    Ok(match what {
+        Run::Established => pass(dp, hook, false, frames, 1)?,
+        Run::Baseline => pass(dp, hook, true, frames, 1)?,
+        Run::NewFlows => {
+            let ns = new_flow_pass(dp, hook, family, frames, next_flow)?;
+            Means {
+                all: ns,
+                allowed: ns,
+                denied: ns,
+            }
+        }
+    })
+}
+
 /// Measures every setup of one family and shape, interleaved: each round runs every
 /// program on every setup, so drifting load falls on small and large policies alike.
 /// Returns one JSON result per setup and hook.
@@ -621,6 +654,7 @@ fn measure(
     let started = Instant::now();
     // [setup][ORDER index] -> ns per round.
     let mut values = vec![vec![Vec::with_capacity(plan.rounds); ORDER.len()]; setups.len()];
+    let mut hot_values = values.clone();
     // New flows are numbered on across rounds and hooks: none repeats.
     let mut next_flow = 1u32;
     // Round 0 is not counted: the flow table's first updates after the warm-up take nodes
@@ -638,29 +672,17 @@ fn measure(
             // used, so each counted pass finds what its own traffic left there (else the
             // first program after the switch pays for it, the next one not).
             let (first, _) = ORDER[turn[0]];
-            pass(&mut setup.dp, first, false, &setup.frames, 1)?;
-            for i in turn {
-                let (hook, what) = ORDER[i];
-                let ns = match what {
-                    Run::Established => pass(&mut setup.dp, hook, false, &setup.frames, 1)?,
-                    Run::Baseline => pass(&mut setup.dp, hook, true, &setup.frames, 1)?,
-                    Run::NewFlows => {
-                        let ns = new_flow_pass(
-                            &mut setup.dp,
-                            hook,
-                            family,
-                            &setup.frames,
-                            &mut next_flow,
-                        )?;
-                        Means {
-                            all: ns,
-                            allowed: ns,
-                            denied: ns,
-                        }
+            let hot = plan.hot_frames.min(setup.frames.len());
+            let all = setup.frames.len();
+            for (frames, values) in [(..all, &mut values), (..hot, &mut hot_values)] {
+                let frames = &setup.frames[frames];
+                pass(&mut setup.dp, first, false, frames, 1)?;
+                for i in turn {
+                    let (hook, what) = ORDER[i];
+                    let ns = one_pass(&mut setup.dp, hook, what, family, frames, &mut next_flow)?;
+                    if round > 0 {
+                        values[s][i].push(ns);
                     }
-                };
-                if round > 0 {
-                    values[s][i].push(ns);
                 }
             }
         }
@@ -707,6 +729,9 @@ fn measure(
             };
             let (fa, ba) = (of(fwd, |m| m.allowed), of(base, |m| m.allowed));
             let (fd, bd) = (of(fwd, |m| m.denied), of(base, |m| m.denied));
+            let hot = |i: usize| &hot_values[s][3 * h + i];
+            let (hot_allowed, hot_base) = (of(hot(0), |m| m.allowed), of(hot(2), |m| m.allowed));
+            let hot_new = of(hot(1), |m| m.all);
             let mut result = json!({
                 "program": hook.name(),
                 "family": family.name(),
@@ -726,6 +751,12 @@ fn measure(
                 "fwd_rounds": fwd_all,
                 "new_flow_rounds": new_all,
                 "baseline_rounds": base_all,
+                "hot": {
+                    "allowed_ns": hot_allowed,
+                    "allowed_difference_ns": hot_allowed - hot_base,
+                    "new_flow_ns": hot_new,
+                    "baseline_ns": of(hot(2), |m| m.all),
+                },
             });
             if hook == Hook::Tc && plan.repeat_rounds > 0 {
                 result["repeat_n"] = json!({
@@ -746,6 +777,7 @@ struct Args {
     quick: bool,
     json: Option<PathBuf>,
     frames: Option<usize>,
+    hot_frames: Option<usize>,
     rounds: Option<usize>,
     prefixes: Option<Vec<usize>>,
 }
@@ -755,6 +787,7 @@ fn parse_args() -> anyhow::Result<Args> {
         quick: false,
         json: None,
         frames: None,
+        hot_frames: None,
         rounds: None,
         prefixes: None,
     };
@@ -769,6 +802,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--quick" => args.quick = true,
             "--json" => args.json = Some(it.next().context("--json needs a file")?.into()),
             "--frames" => args.frames = Some(number(it.next(), "--frames")?),
+            "--hot-frames" => args.hot_frames = Some(number(it.next(), "--hot-frames")?),
             "--rounds" => args.rounds = Some(number(it.next(), "--rounds")?),
             "--prefixes" => {
                 let list = it.next().context("--prefixes needs a list like 10,1000")?;
@@ -782,7 +816,7 @@ fn parse_args() -> anyhow::Result<Args> {
             // cargo bench passes --bench to every bench binary.
             "--bench" => {}
             other => bail!(
-                "unknown argument `{other}`; usage: program_cost [--quick] [--json FILE] [--frames N] [--rounds N] [--prefixes 10,1000]"
+                "unknown argument `{other}`; usage: program_cost [--quick] [--json FILE] [--frames N] [--hot-frames N] [--rounds N] [--prefixes 10,1000]"
             ),
         }
     }
@@ -816,6 +850,7 @@ fn main() -> anyhow::Result<()> {
             quick: true,
             prefixes: vec![10, 1_000, 100_000],
             frames: 4096,
+            hot_frames: HOT_FRAMES,
             rounds: 3,
             repeat_rounds: 1,
             repeat_n: 32,
@@ -825,12 +860,17 @@ fn main() -> anyhow::Result<()> {
             quick: false,
             prefixes: vec![10, 1_000, 100_000, 1_000_000],
             frames: 4096,
+            hot_frames: HOT_FRAMES,
             rounds: 21,
             repeat_rounds: 3,
             repeat_n: 32,
         }
     };
     plan.frames = args.frames.unwrap_or(plan.frames).max(8);
+    plan.hot_frames = args
+        .hot_frames
+        .unwrap_or(plan.hot_frames)
+        .clamp(8, plan.frames);
     plan.rounds = args.rounds.unwrap_or(plan.rounds).max(1);
     if let Some(p) = args.prefixes {
         plan.prefixes = p;
@@ -867,6 +907,7 @@ fn main() -> anyhow::Result<()> {
         "mode": if plan.quick { "quick" } else { "full" },
         "cpu": cpu,
         "frames": plan.frames,
+        "hot_frames": plan.hot_frames,
         "rounds": plan.rounds,
         "prefixes": plan.prefixes,
         "method": METHOD,
