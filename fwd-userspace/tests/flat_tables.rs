@@ -125,6 +125,35 @@ fn edges(set: &PolicySet) -> Vec<IpAddr> {
     out
 }
 
+/// Sends an egress TCP SYN or UDP datagram through `fwd_xdp` and checks its verdict is
+/// the evaluator's; returns it.
+fn judged_as_explain_says(
+    dp: &Datapath,
+    ev: &Evaluator,
+    addr: IpAddr,
+    tcp: bool,
+    src_port: u16,
+    port: u16,
+) -> u32 {
+    let probe = Probe {
+        direction: Direction::Egress,
+        protocol: if tcp { proto::TCP } else { proto::UDP },
+        remote: addr,
+        port,
+        local_port: 0,
+    };
+    let expected = match ev.evaluate(&probe) {
+        Verdict::Allow { .. } => XDP_PASS,
+        _ => XDP_DROP,
+    };
+    let (kernel, _) = dp
+        .test_run_xdp(&frame(addr, tcp, src_port, port), 1)
+        .unwrap();
+    let protocol = if tcp { "tcp" } else { "udp" };
+    assert_eq!(kernel, expected, "{addr} {protocol} {port}");
+    kernel
+}
+
 #[test]
 fn every_range_edge_is_judged_as_explain_says() {
     if !fwd_lab::can_run_as_root("every_range_edge_is_judged_as_explain_says") {
@@ -151,28 +180,9 @@ fn every_range_edge_is_judged_as_explain_says() {
             (false, 3000),
             (false, 3001),
         ] {
-            let probe = Probe {
-                direction: Direction::Egress,
-                protocol: if tcp { proto::TCP } else { proto::UDP },
-                remote: addr,
-                port,
-                local_port: 0,
-            };
-            let expected = match ev.evaluate(&probe) {
-                Verdict::Allow { .. } => XDP_PASS,
-                _ => XDP_DROP,
-            };
             // A new flow each time: the policy tables decide, not the flow cache.
             src_port += 1;
-            let (kernel, _) = dp
-                .test_run_xdp(&frame(addr, tcp, src_port, port), 1)
-                .unwrap();
-            assert_eq!(
-                kernel,
-                expected,
-                "{addr} {} {port}",
-                if tcp { "tcp" } else { "udp" }
-            );
+            judged_as_explain_says(&dp, &ev, addr, tcp, src_port, port);
             checked += 1;
         }
     }
@@ -415,4 +425,83 @@ fn crowded_chunks_are_judged_as_explain_says() {
         }
     }
     assert!(pass > 300 && drop > 300, "pass {pass}, drop {drop}");
+}
+
+/// Two classes: one whose egress lists fit in its record (8 ranges in all), one whose do
+/// not (10), so they stay in the port table.
+const PORT_LISTS: &str = r#"
+[vendor]
+id = "v"
+name = "V"
+
+[[rule]]
+id = "fits-tcp"
+service = "s"
+protocol = "tcp"
+ports = [443, "1000-2000"]
+remote = ["192.0.2.0/24"]
+
+[[rule]]
+id = "fits-udp"
+service = "s"
+protocol = "udp"
+ports = [3478]
+remote = ["192.0.2.0/24"]
+
+[[rule]]
+id = "long-tcp"
+service = "s"
+protocol = "tcp"
+ports = [443, 8443, "1000-2000"]
+remote = ["198.51.100.0/24"]
+
+[[rule]]
+id = "long-udp"
+service = "s"
+protocol = "udp"
+ports = [3478]
+remote = ["198.51.100.0/24"]
+"#;
+
+#[test]
+fn port_lists_in_and_out_of_the_class_record_are_judged_as_explain_says() {
+    if !fwd_lab::can_run_as_root(
+        "port_lists_in_and_out_of_the_class_record_are_judged_as_explain_says",
+    ) {
+        return;
+    }
+    use fwd_common::tables::ClassRecord;
+    let set = policy(PORT_LISTS);
+    let compiled = compile(&set, &today()).unwrap();
+    // Both kinds of record are there.
+    let tables = fwd::compile::tables::SlotTables::build(&compiled.image, &[]);
+    let inline = |r: &ClassRecord| r.flags & ClassRecord::FLAG_INLINE_EGRESS != 0;
+    assert_eq!(
+        (
+            tables.classes.iter().filter(|r| inline(r)).count(),
+            tables.classes.iter().filter(|r| !inline(r)).count()
+        ),
+        (1, 1)
+    );
+    let ev = Evaluator::new(&compiled.image);
+    let mut dp = Datapath::load().expect("loading the programs (needs root)");
+    dp.install(&compiled.image, 1).unwrap();
+    let mut src_port = 1024;
+    let mut allowed = 0;
+    for addr in ["192.0.2.1", "198.51.100.1"] {
+        let addr: IpAddr = addr.parse().unwrap();
+        for tcp in [true, false] {
+            // Every range's first and last port and their neighbours.
+            for port in [
+                0, 1, 442, 443, 444, 999, 1000, 2000, 2001, 3477, 3478, 3479, 8442, 8443, 8444,
+                65535,
+            ] {
+                src_port += 1;
+                let verdict = judged_as_explain_says(&dp, &ev, addr, tcp, src_port, port);
+                allowed += usize::from(verdict == XDP_PASS);
+            }
+        }
+    }
+    // 443, 1000, 2000 and 3478 (UDP) open for both classes, 8443 for the long one.
+    assert_eq!(allowed, 4 * 2 + 1, "the probes saw the rules");
 }

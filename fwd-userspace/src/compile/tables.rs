@@ -11,10 +11,10 @@ use std::net::IpAddr;
 use fwd_common::{
     CLASS_AUDIT, PortVerdict,
     tables::{
-        ClassRecord, DIRECTIONS, INDEX_BITS, INDEX_ENTRIES, IndexEntry, LEAF_RANGES,
-        LIST_PROTOCOLS, MAX_DEPTH4, MAX_DEPTH6, NODE, NODE_BITS, NODE_ENTRIES, PortList, PortRange,
-        Range4, Range6, SEARCH_STEPS4, SEARCH_STEPS6, chunk_class, chunk4, chunk6, class, descend,
-        node_byte4, node_byte6,
+        ClassRecord, DIRECTIONS, INDEX_BITS, INDEX_ENTRIES, INLINE_PORT_RANGES, IndexEntry,
+        LEAF_RANGES, LIST_PROTOCOLS, MAX_DEPTH4, MAX_DEPTH6, NODE, NODE_BITS, NODE_ENTRIES,
+        PortList, PortRange, Range4, Range6, SEARCH_STEPS4, SEARCH_STEPS6, chunk_class, chunk4,
+        chunk6, class, descend, node_byte4, node_byte6,
     },
 };
 use ipnet::IpNet;
@@ -207,6 +207,8 @@ pub fn class_record(entries: &[PortEntry], audit: bool, ports: &mut Vec<PortRang
     }
     for dir in 0..DIRECTIONS {
         let any = record.any[dir];
+        // This direction's lists, each as (protocol's place, ranges).
+        let mut lists: Vec<(usize, Vec<PortRange>)> = Vec::new();
         for (p, &protocol) in LIST_PROTOCOLS.iter().enumerate() {
             let blocks: Vec<(u128, u8, PortVerdict)> = entries
                 .iter()
@@ -226,16 +228,37 @@ pub fn class_record(entries: &[PortEntry], audit: bool, ports: &mut Vec<PortRang
             if blocks.is_empty() {
                 continue;
             }
-            let ranges = disjoint(blocks, 16, any);
+            let ranges = disjoint(blocks, 16, any)
+                .into_iter()
+                .map(|(start, v)| PortRange {
+                    start: start as u16,
+                    flags: v.flags as u16,
+                    rule: v.rule,
+                })
+                .collect();
+            lists.push((p, ranges));
+        }
+        // Egress lists that fit go into the record itself.
+        let total: usize = lists.iter().map(|(_, r)| r.len()).sum();
+        let inline = dir == usize::from(fwd_common::direction::EGRESS)
+            && total > 0
+            && total <= INLINE_PORT_RANGES;
+        if inline {
+            record.flags |= ClassRecord::FLAG_INLINE_EGRESS;
+        }
+        let mut next = 0;
+        for (p, ranges) in lists {
+            let base = if inline { next } else { ports.len() };
             record.lists[dir][p] = PortList {
-                base: ports.len() as u32,
+                base: base as u32,
                 count: ranges.len() as u32,
             };
-            ports.extend(ranges.iter().map(|&(start, v)| PortRange {
-                start: start as u16,
-                flags: v.flags as u16,
-                rule: v.rule,
-            }));
+            if inline {
+                record.inline[next..next + ranges.len()].copy_from_slice(&ranges);
+                next += ranges.len();
+            } else {
+                ports.extend(ranges);
+            }
         }
     }
     record

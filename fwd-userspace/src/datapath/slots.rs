@@ -650,9 +650,7 @@ impl Datapath {
         let mut record = class_record(entries, false, &mut ranges);
         let state = &mut self.state[slot];
         let base = state.next_port;
-        for list in record.lists.iter_mut().flatten() {
-            list.base += base;
-        }
+        record.rebase(base);
         let index = match state.records.get(&class) {
             Some(&i) => i,
             None => state.free_records.pop().unwrap_or(state.next_record),
