@@ -68,6 +68,7 @@ pub fn program_bench(root: &Path, quick: bool) -> anyhow::Result<Vec<Section>> {
 }
 
 /// One measured (program, family, shape, prefixes).
+#[derive(Clone)]
 struct Cell {
     program: String,
     family: String,
@@ -317,13 +318,8 @@ fn hot_note(cells: &[Cell], hot_frames: &Value) -> Option<String> {
         .iter()
         .filter_map(|c| {
             c.hot.map(|(_, new_flow)| Cell {
-                program: c.program.clone(),
-                family: c.family.clone(),
-                shape: c.shape.clone(),
                 new_flow,
-                installed: Value::Null,
-                hot: None,
-                ..*c
+                ..c.clone()
             })
         })
         .collect();
