@@ -19,6 +19,7 @@ use std::{
     fs::File,
     io::{BufRead as _, Write as _},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use super::{Saved, table::Entry};
@@ -56,7 +57,7 @@ pub fn load(state_dir: &Path) -> Option<Saved> {
             saved
                 .get_or_insert_with(Saved::current)
                 .entries
-                .extend(entries);
+                .extend(entries.into_iter().map(Arc::new));
         }
     }
     saved
@@ -287,7 +288,7 @@ mod tests {
         journal.set_aside();
         journal.append([&entry("b.example", "192.0.2.2", 20)]);
         let snapshot = Saved {
-            entries: vec![entry("a.example", "192.0.2.1", 10)],
+            entries: vec![Arc::new(entry("a.example", "192.0.2.1", 10))],
             ..Saved::current()
         };
         // Cut short before learned.json was written: nothing lost.

@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use fwd_common::CLASS_AUDIT;
@@ -67,7 +68,9 @@ pub struct Entry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saved {
     pub version: u32,
-    pub entries: Vec<Entry>,
+    /// Shared with the table that was saved: taking a snapshot under the daemon's lock
+    /// copies pointers, not names (the file is written after the lock is let go).
+    pub entries: Vec<Arc<Entry>>,
 }
 
 impl Saved {
@@ -87,12 +90,81 @@ struct ClassUse {
     refs: usize,
 }
 
+/// An entry's key: the question's name and the address.
+type Key = (String, IpAddr);
+
+/// The entries by key, and their keys by end: finding what is due costs what is due, not
+/// the whole table (the daemon looks every second, holding the lock answers wait for).
+/// Entries are shared with the snapshots being written (`DnsTable::saved`); one changed
+/// while a snapshot holds it is copied first.
+#[derive(Clone, Debug, Default)]
+struct Entries {
+    by_key: BTreeMap<Key, Arc<Entry>>,
+    by_end: BTreeSet<(u64, Key)>,
+}
+
+impl Entries {
+    fn get(&self, key: &Key) -> Option<&Entry> {
+        self.by_key.get(key).map(|e| &**e)
+    }
+
+    fn insert(&mut self, key: Key, entry: Arc<Entry>) {
+        self.by_end.insert((entry.expires_ms, key.clone()));
+        if let Some(old) = self.by_key.insert(key.clone(), entry) {
+            self.by_end.remove(&(old.expires_ms, key));
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Arc<Entry>> {
+        let old = self.by_key.remove(key)?;
+        self.by_end.remove(&(old.expires_ms, key.clone()));
+        Some(old)
+    }
+
+    fn set_end(&mut self, key: &Key, expires_ms: u64) {
+        if let Some(e) = self.by_key.get_mut(key) {
+            self.by_end.remove(&(e.expires_ms, key.clone()));
+            Arc::make_mut(e).expires_ms = expires_ms;
+            self.by_end.insert((expires_ms, key.clone()));
+        }
+    }
+
+    /// The keys of entries that end at `now_ms` or before, soonest first.
+    fn due(&self, now_ms: u64) -> impl Iterator<Item = &Key> {
+        self.by_end
+            .iter()
+            .take_while(move |(end, _)| *end <= now_ms)
+            .map(|(_, key)| key)
+    }
+
+    fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.by_key.values()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.by_key.keys()
+    }
+}
+
+impl IntoIterator for Entries {
+    type Item = (Key, Arc<Entry>);
+    type IntoIter = std::collections::btree_map::IntoIter<Key, Arc<Entry>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.by_key.into_iter()
+    }
+}
+
 /// The learned names and the runtime classes they need.
 #[derive(Clone, Debug, Default)]
 pub struct DnsTable {
     limits: Limits,
     /// (question name, address) -> entry.
-    entries: BTreeMap<(String, IpAddr), Entry>,
+    entries: Entries,
     /// Address -> rule -> entries giving the address that rule.
     addr_rules: BTreeMap<IpAddr, BTreeMap<u32, usize>>,
     /// Address -> (class members, map value).
@@ -175,7 +247,7 @@ impl DnsTable {
             // A refresh with the same rules leaves the address's class as it is.
             let unchanged = old.as_ref().is_some_and(|o| o.rules == entry.rules);
             if !entry.rules.is_empty() {
-                self.entries.insert(key, entry);
+                self.entries.insert(key, Arc::new(entry));
                 out.opened += 1;
             } else if old.is_some() {
                 out.dropped += 1;
@@ -318,11 +390,7 @@ impl DnsTable {
 
     /// The addresses of entries that end at `now_ms` or before.
     pub fn due(&self, now_ms: u64) -> BTreeSet<IpAddr> {
-        self.entries
-            .values()
-            .filter(|e| e.expires_ms <= now_ms)
-            .map(|e| e.addr)
-            .collect()
+        self.entries.due(now_ms).map(|(_, addr)| *addr).collect()
     }
 
     /// Ends the entries due at `now_ms`, except those whose address is in `live` (a flow
@@ -334,19 +402,12 @@ impl DnsTable {
         live: &BTreeSet<IpAddr>,
         grace_ms: u64,
     ) -> (Vec<Change>, usize) {
-        let due: Vec<(String, IpAddr)> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.expires_ms <= now_ms)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due: Vec<Key> = self.entries.due(now_ms).cloned().collect();
         let mut touched = BTreeSet::new();
         let mut ended = 0;
         for key in due {
             if live.contains(&key.1) {
-                if let Some(e) = self.entries.get_mut(&key) {
-                    e.expires_ms = now_ms + grace_ms;
-                }
+                self.entries.set_end(&key, now_ms + grace_ms);
                 continue;
             }
             if let Some(old) = self.entries.remove(&key) {
@@ -370,15 +431,16 @@ impl DnsTable {
         *self = Self::new(self.limits);
         let mut scratch = Observed::default();
         let mut addrs = BTreeSet::new();
-        for ((name, addr), mut entry) in entries {
+        for ((name, addr), mut shared) in entries {
+            let entry = Arc::make_mut(&mut shared);
             let named = named_rules(image, &entry.chain);
             entry.rules.clear();
             entry.patterns.clear();
-            self.admit(&named, &mut entry, &mut scratch);
+            self.admit(&named, entry, &mut scratch);
             if entry.rules.is_empty() {
                 continue;
             }
-            self.entries.insert((name, addr), entry);
+            self.entries.insert((name, addr), shared);
             addrs.insert(addr);
         }
         for addr in addrs {
@@ -407,15 +469,13 @@ impl DnsTable {
             if !learnable(entry.addr) {
                 continue;
             }
-            match self.entries.entry((name, entry.addr)) {
-                std::collections::btree_map::Entry::Occupied(mut known) => {
-                    if entry.expires_ms >= known.get().expires_ms {
-                        known.insert(entry);
-                    }
-                }
-                std::collections::btree_map::Entry::Vacant(place) => {
-                    place.insert(entry);
-                }
+            let key = (name, entry.addr);
+            if self
+                .entries
+                .get(&key)
+                .is_none_or(|known| entry.expires_ms >= known.expires_ms)
+            {
+                self.entries.insert(key, entry);
             }
         }
     }
@@ -438,7 +498,7 @@ impl DnsTable {
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.values()
+        self.entries.values().map(|e| &**e)
     }
 
     /// Question names with at least one entry.
@@ -857,6 +917,16 @@ remote = ["*.meet.example", "198.51.100.0/24"]
                     apply(&mut model, &seen.changes);
                 }
                 prop_assert_eq!(&model, &table.learned());
+                // The index by end holds every entry once, at its end: what is due is
+                // what a scan of the whole table finds.
+                prop_assert_eq!(table.entries.by_end.len(), table.entry_count());
+                for later in [now, now + 20_000, now + 60_000] {
+                    let scanned: BTreeSet<IpAddr> = table.entries()
+                        .filter(|e| e.expires_ms <= later)
+                        .map(|e| e.addr)
+                        .collect();
+                    prop_assert_eq!(table.due(later), scanned);
+                }
                 for (pattern, held) in table.pattern_use() {
                     prop_assert!(held <= 3, "{} holds {}", pattern, held);
                 }
