@@ -53,6 +53,9 @@ enum Filter {
     None,
     /// A reference, not a filter: an XDP program that passes everything, on lan0.
     XdpPass,
+    /// A reference, measured on the denied flood only: an XDP program that drops
+    /// everything, on lan0; the floor under any filter's drop (trafgen's send, veth, XDP).
+    XdpDrop,
     Fwd,
     /// `fwd export nftables` of fwd's policy.
     Nftables,
@@ -64,9 +67,10 @@ enum Filter {
 }
 
 impl Filter {
-    const ALL: [Filter; 7] = [
+    const ALL: [Filter; 8] = [
         Filter::None,
         Filter::XdpPass,
+        Filter::XdpDrop,
         Filter::Fwd,
         Filter::Nftables,
         Filter::NftConcat,
@@ -78,6 +82,7 @@ impl Filter {
         match self {
             Filter::None => "none",
             Filter::XdpPass => "xdp-pass",
+            Filter::XdpDrop => "xdp-drop",
             Filter::Fwd => "fwd",
             Filter::Nftables => "nftables",
             Filter::NftConcat => "nftables-concat",
@@ -88,13 +93,19 @@ impl Filter {
 
     /// Whether it filters (the others must deliver every packet).
     fn filters(self) -> bool {
-        !matches!(self, Filter::None | Filter::XdpPass)
+        !matches!(self, Filter::None | Filter::XdpPass | Filter::XdpDrop)
+    }
+
+    /// Whether it is measured on the denied flood alone.
+    fn flood_only(self) -> bool {
+        self == Filter::XdpDrop
     }
 
     fn label(self) -> &'static str {
         match self {
             Filter::None => "no filter",
             Filter::XdpPass => "XDP pass (reference)",
+            Filter::XdpDrop => "XDP drop (reference)",
             Filter::Fwd => "fwd (XDP)",
             Filter::Nftables => "nftables (fwd export)",
             Filter::NftConcat => "nftables (concatenated set)",
@@ -539,16 +550,21 @@ impl Capture {
     }
 }
 
-/// An XDP program that passes every packet (`r0 = XDP_PASS; exit`), attached to an
-/// interface in driver mode with a BPF link: the cost of veth's XDP mode without any
-/// filtering. Detached when dropped (the link's last fd closes).
-struct XdpPass {
+/// An XDP program that returns one action for every packet (`r0 = action; exit`),
+/// attached to an interface in driver mode with a BPF link: with `XDP_PASS` the cost of
+/// veth's XDP mode without any filtering, with `XDP_DROP` the cheapest possible drop.
+/// Detached when dropped (the link's last fd closes).
+struct XdpReference {
     _link: OwnedFd,
     _prog: OwnedFd,
 }
 
-impl XdpPass {
-    fn attach(ns: &Netns, dev: &str) -> anyhow::Result<XdpPass> {
+/// The XDP actions the references return.
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+impl XdpReference {
+    fn attach(ns: &Netns, dev: &str, action: u32) -> anyhow::Result<XdpReference> {
         /// The start of `union bpf_attr` for BPF_PROG_LOAD (the kernel takes a prefix).
         #[repr(C)]
         struct ProgLoad {
@@ -576,13 +592,23 @@ impl XdpPass {
         const BPF_PROG_TYPE_XDP: u32 = 6;
         const BPF_XDP: u32 = 37;
         const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-        // mov64 r0, 2 (XDP_PASS); exit
-        let insns: [u64; 2] = [0x0000_0002_0000_00b7, 0x0000_0000_0000_0095];
+        // mov64 r0, action; exit
+        let insns: [u64; 2] = [(u64::from(action) << 32) | 0xb7, 0x0000_0000_0000_0095];
+        let what = if action == XDP_DROP {
+            "XDP_DROP"
+        } else {
+            "XDP_PASS"
+        };
         let license = c"GPL";
         let dev = std::ffi::CString::new(dev)?;
         let fds = ns.run(move || -> anyhow::Result<(OwnedFd, OwnedFd)> {
             let mut name = [0u8; 16];
-            name[..8].copy_from_slice(b"xdp_pass");
+            let short = if action == XDP_DROP {
+                b"xdp_drop"
+            } else {
+                b"xdp_pass"
+            };
+            name[..8].copy_from_slice(short);
             let attr = ProgLoad {
                 prog_type: BPF_PROG_TYPE_XDP,
                 insn_cnt: insns.len() as u32,
@@ -606,7 +632,7 @@ impl XdpPass {
             };
             if prog < 0 {
                 bail!(
-                    "loading an XDP_PASS program: {}",
+                    "loading an {what} program: {}",
                     std::io::Error::last_os_error()
                 );
             }
@@ -634,14 +660,14 @@ impl XdpPass {
             };
             if link < 0 {
                 bail!(
-                    "attaching the XDP_PASS program to {dev:?}: {}",
+                    "attaching the {what} program to {dev:?}: {}",
                     std::io::Error::last_os_error()
                 );
             }
             // SAFETY: a fresh fd nobody else owns.
             Ok((unsafe { OwnedFd::from_raw_fd(link as i32) }, prog))
         })??;
-        Ok(XdpPass {
+        Ok(XdpReference {
             _link: fds.0,
             _prog: fds.1,
         })
@@ -787,7 +813,7 @@ struct Gateway {
     filter: Filter,
     daemon: Option<FwdProcess>,
     pins: Option<Pins>,
-    xdp_pass: Option<XdpPass>,
+    xdp_reference: Option<XdpReference>,
     gw_dev: NetDev,
     client_dev: NetDev,
     vendor_dev: NetDev,
@@ -876,7 +902,7 @@ impl Gateway {
             filter,
             daemon: None,
             pins: None,
-            xdp_pass: None,
+            xdp_reference: None,
             gw_dev: NetDev::open(&lab.gateway)?,
             client_dev: NetDev::open(&lab.client)?,
             vendor_dev: NetDev::open(&lab.vendor)?,
@@ -907,7 +933,12 @@ impl Gateway {
         let gw = &self.lab.gateway;
         match self.filter {
             Filter::None => {}
-            Filter::XdpPass => self.xdp_pass = Some(XdpPass::attach(gw, GATEWAY_LAN_IF)?),
+            Filter::XdpPass => {
+                self.xdp_reference = Some(XdpReference::attach(gw, GATEWAY_LAN_IF, XDP_PASS)?);
+            }
+            Filter::XdpDrop => {
+                self.xdp_reference = Some(XdpReference::attach(gw, GATEWAY_LAN_IF, XDP_DROP)?);
+            }
             Filter::Fwd => {
                 let pins = Pins::new(prefix);
                 let config = write_fwd_config(&self.dir, s.dir, &pins)?;
@@ -1208,6 +1239,9 @@ impl Gateway {
         if self.r.problem.is_some() {
             return f64::NAN;
         }
+        if self.filter.flood_only() {
+            return self.measure_flood_round(round, load, machine);
+        }
         let result = (|| -> anyhow::Result<(LoadRun, LoadRun, LoadRun, LoadRun, MaxRun)> {
             let mix = self.cpu_at_load(&self.mix_cfg, load.rate, load.window, machine, "mix")?;
             let allowed = self.cpu_at_load(
@@ -1274,22 +1308,42 @@ impl Gateway {
                 }));
                 mix.ns_per_packet
             }
-            Err(err) => {
-                eprintln!(
-                    "xtask: datapath round {}: {} failed: {err:#}",
-                    round + 1,
-                    self.filter.label()
-                );
-                let err = format!("round {}: {err:#}", round + 1);
-                self.r.rounds.push(json!({ "error": err }));
-                self.r.failed_rounds += 1;
-                // One bad round is noise; a second takes the configuration out.
-                if self.r.failed_rounds >= 2 {
-                    self.r.problem = Some(format!("failed in two rounds, last {err}"));
-                }
-                f64::NAN
-            }
+            Err(err) => self.round_failed(round, &err),
         }
+    }
+
+    /// A round of a flood-only reference: CPU per packet of the denied flood.
+    fn measure_flood_round(&mut self, round: usize, load: &Load, machine: &Machine) -> f64 {
+        match self.cpu_at_load(&self.flood_cfg, load.rate, load.window, machine, "flood") {
+            Ok(flood) => {
+                eprintln!(
+                    "xtask: datapath round {}: {:<27} {:>7.0} ns/packet (denied flood)",
+                    round + 1,
+                    self.filter.label(),
+                    flood.ns_per_packet,
+                );
+                self.r.cpu_flood.push(flood.ns_per_packet);
+                self.r.rounds.push(json!({ "denied_flood": flood.detail }));
+                flood.ns_per_packet
+            }
+            Err(err) => self.round_failed(round, &err),
+        }
+    }
+
+    fn round_failed(&mut self, round: usize, err: &anyhow::Error) -> f64 {
+        eprintln!(
+            "xtask: datapath round {}: {} failed: {err:#}",
+            round + 1,
+            self.filter.label()
+        );
+        let err = format!("round {}: {err:#}", round + 1);
+        self.r.rounds.push(json!({ "error": err }));
+        self.r.failed_rounds += 1;
+        // One bad round is noise; a second takes the configuration out.
+        if self.r.failed_rounds >= 2 {
+            self.r.problem = Some(format!("failed in two rounds, last {err}"));
+        }
+        f64::NAN
     }
 }
 
@@ -1465,13 +1519,16 @@ fn run_size(
         bail!("the gateway without a filter could not be set up");
     }
     // Verdicts first: a filter that lets denied packets through, or loses allowed ones, is
-    // reported broken and not measured; no filter and XDP pass must deliver everything.
+    // reported broken and not measured; no filter and XDP pass must deliver everything,
+    // XDP drop nothing.
     for gw in &mut gateways {
         match gw.check_verdicts(&mix) {
             Ok(v) => {
                 let leaked = v.leaked_address + v.leaked_port;
                 let ok = if gw.filter.filters() {
                     v.ok()
+                } else if gw.filter == Filter::XdpDrop {
+                    v.delivered == 0 && v.unknown == 0
                 } else {
                     v.missing == 0
                         && v.duplicates == 0
@@ -1492,7 +1549,10 @@ fn run_size(
             Err(err) => gw.r.problem = Some(format!("verdict check failed: {err:#}")),
         }
     }
-    for gw in gateways.iter_mut().filter(|g| g.r.problem.is_none()) {
+    for gw in gateways
+        .iter_mut()
+        .filter(|g| g.r.problem.is_none() && !g.filter.flood_only())
+    {
         match gw.max_rate(&gw.mix_cfg.clone(), plan.max_window, machine, "probe") {
             Ok(m) => {
                 gw.r.probe_pps = m.pps;
@@ -1514,7 +1574,7 @@ fn run_size(
             .map_or(f64::NAN, |g| g.r.probe_pps);
         let slowest = gateways
             .iter()
-            .filter(|g| g.r.problem.is_none())
+            .filter(|g| g.r.problem.is_none() && !g.filter.flood_only())
             .map(|g| g.r.probe_pps)
             .fold(f64::INFINITY, f64::min);
         let rate = round_down_2((none_max / 4.0).min(slowest / 2.0));
@@ -1607,6 +1667,15 @@ fn medians(size: &SizeResult, filter: Filter) -> Option<Medians> {
         })
 }
 
+/// The median CPU per packet of the denied flood, for every configuration measured on it
+/// (the flood-only references too).
+fn flood_median(size: &SizeResult, filter: Filter) -> Option<f64> {
+    size.gateways
+        .iter()
+        .find(|g| g.filter == filter && g.r.problem.is_none() && !g.r.cpu_flood.is_empty())
+        .map(|g| med(&g.r.cpu_flood))
+}
+
 fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) -> Vec<Section> {
     let mut main = Section::new(
         "datapath",
@@ -1649,14 +1718,50 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
         "ns/packet",
         "x no filter",
         "x nftables (fwd export)",
+        "over XDP drop",
+        "x nftables' over XDP drop",
     ]);
     let mut problems = Vec::new();
     let mut program_cost = Vec::new();
     let mut data = Vec::new();
     for size in sizes {
         let base = medians(size, Filter::None);
+        let floor = flood_median(size, Filter::XdpDrop);
+        let nft_flood = flood_median(size, Filter::Nftables);
+        // A configuration's flood cost above the floor, and that over nftables'.
+        let over_floor = |x: f64| {
+            floor.map_or(["-".to_string(), "-".to_string()], |d| {
+                [
+                    signed(x - d),
+                    nft_flood.map_or("-".into(), |n| ratio((x - d) / (n - d))),
+                ]
+            })
+        };
         for g in &size.gateways {
             let label = format!("{} {}", thousands(size.prefixes as u64), g.filter.label());
+            if g.filter.flood_only() {
+                match (&g.r.problem, flood_median(size, g.filter), base) {
+                    (None, Some(x), Some(b)) => {
+                        let [over, share] = over_floor(x);
+                        flood.row(vec![
+                            label,
+                            ns(x),
+                            ratio(x / b.flood),
+                            nft_flood.map_or("-".into(), |n| ratio(x / n)),
+                            over,
+                            share,
+                        ]);
+                    }
+                    (problem, _, _) => {
+                        let problem = problem.as_deref().unwrap_or("not measured");
+                        let cell = problem.split(':').next().unwrap_or("not measured");
+                        problems.push(format!("{label}: {}", one_line(problem, 300)));
+                        let dash = || "-".to_string();
+                        flood.row(vec![label, cell.into(), dash(), dash(), dash(), dash()]);
+                    }
+                }
+                continue;
+            }
             let added = |x: f64, b: f64| {
                 if g.filter == Filter::None {
                     "-".to_string()
@@ -1686,12 +1791,19 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
                         ratio(m.new / b.new),
                         added(m.new, b.new),
                     ]);
-                    let nft = medians(size, Filter::Nftables);
+                    let [over, share] = if g.filter == Filter::None {
+                        // No filter forwards the flood: nothing of it is a drop.
+                        ["-".to_string(), "-".to_string()]
+                    } else {
+                        over_floor(m.flood)
+                    };
                     flood.row(vec![
                         label,
                         ns(m.flood),
                         ratio(m.flood / b.flood),
-                        nft.map_or("-".into(), |n| ratio(m.flood / n.flood)),
+                        nft_flood.map_or("-".into(), |n| ratio(m.flood / n)),
+                        over,
+                        share,
                     ]);
                 }
                 (problem, _, _) => {
@@ -1709,7 +1821,7 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
                     ]);
                     allowed.row(vec![label.clone(), cell.into(), dash(), dash()]);
                     new_flows.row(vec![label.clone(), cell.into(), dash(), dash()]);
-                    flood.row(vec![label, cell.into(), dash(), dash()]);
+                    flood.row(vec![label, cell.into(), dash(), dash(), dash(), dash()]);
                 }
             }
         }
@@ -1872,7 +1984,7 @@ fn sections(sizes: &[SizeResult], plan: &Plan, machine: &Machine, elapsed: f64) 
     ));
     new_flows.data = json!({ "see": "datapath (cpu_ns_per_packet_new_flows)" });
     flood.note(format!(
-        "The gateways, load and accounting of `datapath`, with {PACKETS} frames each to another address that no rule covers: every filter drops every packet (fwd in XDP before routing and conntrack, the netfilter ones at the forward hook); no filter forwards them all. x nftables: the configuration's CPU per packet over nftables' (the fwd export)."
+        "The gateways, load and accounting of `datapath`, with {PACKETS} frames each to another address that no rule covers: every filter drops every packet (fwd in XDP before routing and conntrack, the netfilter ones at the forward hook); no filter forwards them all. x nftables: the configuration's CPU per packet over nftables' (the fwd export). XDP drop (reference): a program that drops every packet on lan0, measured on the flood alone, the floor under any drop on this path (trafgen's send, veth, its XDP mode); over XDP drop: what the configuration costs above that floor, and that over nftables' cost above it."
     ));
     flood.data = json!({ "see": "datapath (cpu_ns_per_packet_denied_flood)" });
     flow_goals(&mut main, sizes);
@@ -1966,15 +2078,23 @@ fn flow_goals(main: &mut Section, sizes: &[SizeResult]) {
     let text = format!(
         "denied flood: fwd's CPU per packet <= 0.3x nftables' (fwd export) ({prefixes} prefixes)"
     );
+    let floor = largest.and_then(|s| flood_median(s, Filter::XdpDrop));
     match (at(Filter::Fwd), at(Filter::Nftables), at(Filter::Ipset)) {
         (Some(f), Some(n), i) => main.goals.push(Goal::new(
             text,
             format!(
-                "{} ({} vs {} ns/packet; ipset {})",
+                "{} ({} vs {} ns/packet; ipset {}){}",
                 ratio(f.flood / n.flood),
                 ns(f.flood),
                 ns(n.flood),
-                i.map_or("-".into(), |i| ns(i.flood))
+                i.map_or("-".into(), |i| ns(i.flood)),
+                floor.map_or(String::new(), |d| format!(
+                    "; above an XDP drop-everything floor of {}: {} vs {} ({})",
+                    ns(d),
+                    signed(f.flood - d),
+                    signed(n.flood - d),
+                    ratio((f.flood - d) / (n.flood - d))
+                ))
             ),
             Some(f.flood <= 0.3 * n.flood),
         )),
@@ -2047,6 +2167,75 @@ mod tests {
         assert_eq!(
             nft_other(Filter::NftConcat, Some(90.0)),
             ", the cheaper; nftables (fwd export): +90"
+        );
+    }
+
+    /// Results of one configuration: every round the same figures.
+    fn measured(filter: Filter, mix: f64, flood: f64) -> GatewayResult {
+        let rounds = |x: f64| vec![x; 3];
+        let flood_only = filter.flood_only();
+        GatewayResult {
+            filter,
+            r: Results {
+                cpu_mix: if flood_only { Vec::new() } else { rounds(mix) },
+                cpu_allowed: if flood_only { Vec::new() } else { rounds(mix) },
+                cpu_new: if flood_only { Vec::new() } else { rounds(mix) },
+                cpu_flood: rounds(flood),
+                max_pps: if flood_only { Vec::new() } else { rounds(1e5) },
+                ..Results::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_flood_is_shown_above_the_xdp_drop_floor() {
+        let size = SizeResult {
+            prefixes: 100_000,
+            rules: 1000,
+            ipset_elements: 0,
+            concat_elements: 0,
+            rate: Some(1000),
+            gateways: vec![
+                measured(Filter::None, 3000.0, 3500.0),
+                measured(Filter::XdpDrop, 0.0, 2500.0),
+                measured(Filter::Fwd, 4000.0, 2800.0),
+                measured(Filter::Nftables, 6000.0, 5000.0),
+            ],
+        };
+        let machine = Machine {
+            irq_time_accounting: Some(false),
+            ksoftirqd: Vec::new(),
+            ns_per_tick: 1e7,
+        };
+        let sections = sections(&[size], &Plan::new(true), &machine, 1.0);
+        let flood = sections.iter().find(|s| s.id == "datapath_flood").unwrap();
+        let row = |label: &str| {
+            flood
+                .rows
+                .iter()
+                .find(|r| r[0] == format!("100,000 {label}"))
+                .unwrap_or_else(|| panic!("no {label} row in {:?}", flood.rows))
+                .clone()
+        };
+        // fwd: 300 above the floor, nftables 2,500: 0.12x.
+        assert_eq!(row("fwd (XDP)")[4], "+300");
+        assert_eq!(row("fwd (XDP)")[5], "0.12x");
+        assert_eq!(row("nftables (fwd export)")[5], "1.00x");
+        assert_eq!(row("XDP drop (reference)")[1], "2500");
+        assert_eq!(row("no filter")[4], "-");
+        // The reference is measured on the flood only: no row of its own elsewhere.
+        let main = sections.iter().find(|s| s.id == "datapath").unwrap();
+        assert!(!main.rows.iter().any(|r| r[0].contains("XDP drop")));
+        let goal = main
+            .goals
+            .iter()
+            .find(|g| g.text.starts_with("denied flood"))
+            .unwrap();
+        assert_eq!(goal.met, Some(false));
+        assert!(
+            goal.figure.contains("floor of 2500: +300 vs +2500 (0.12x)"),
+            "{}",
+            goal.figure
         );
     }
 
