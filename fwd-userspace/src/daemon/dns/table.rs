@@ -109,10 +109,12 @@ impl Entries {
     }
 
     fn insert(&mut self, key: Key, entry: Arc<Entry>) {
-        self.by_end.insert((entry.expires_ms, key.clone()));
+        // The old end leaves the index before the new one enters: the two may be equal.
+        let end = entry.expires_ms;
         if let Some(old) = self.by_key.insert(key.clone(), entry) {
-            self.by_end.remove(&(old.expires_ms, key));
+            self.by_end.remove(&(old.expires_ms, key.clone()));
         }
+        self.by_end.insert((end, key));
     }
 
     fn remove(&mut self, key: &Key) -> Option<Arc<Entry>> {
@@ -639,6 +641,30 @@ remote = ["*.meet.example", "198.51.100.0/24"]
             })
             .max_by_key(|e| e.prefix_len)
             .map(|e| e.verdict.rule)
+    }
+
+    /// The same entry restored twice with the same end (from `learned.json`, then from
+    /// the journal) is still due at that end.
+    #[test]
+    fn an_entry_restored_twice_at_one_end_is_still_due() {
+        let entry = Arc::new(Entry {
+            chain: vec!["x.sfu.meet.example".into()],
+            addr: "203.0.113.7".parse().unwrap(),
+            expires_ms: 60_000,
+            rules: Vec::new(),
+            patterns: Vec::new(),
+        });
+        let saved = Saved {
+            entries: vec![entry.clone(), entry],
+            ..Saved::current()
+        };
+        let mut table = DnsTable::new(Limits::default());
+        table.restore(saved);
+        assert_eq!(table.entries.by_end.len(), 1);
+        assert_eq!(
+            table.due(60_000),
+            BTreeSet::from(["203.0.113.7".parse::<IpAddr>().unwrap()])
+        );
     }
 
     #[test]
