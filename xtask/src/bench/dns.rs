@@ -814,6 +814,17 @@ pub fn dns_bench(
             format!("-{}", duration(-us))
         }
     };
+    // A latency row: the proxy's and the forwarder's figure with what each adds over
+    // asking directly, the direct figure, and the proxy's over the forwarder's (µs).
+    let latency_row = |label: String, proxy: f64, forwarder: f64, direct: f64| {
+        vec![
+            label,
+            format!("{} ({})", duration(proxy), signed(proxy - direct)),
+            format!("{} ({})", duration(forwarder), signed(forwarder - direct)),
+            duration(direct),
+            signed(proxy - forwarder),
+        ]
+    };
     let (pq, fq, dq) = (
         median(&proxy.qps),
         median(&forwarder.qps),
@@ -869,34 +880,20 @@ pub fn dns_bench(
             format!("{:.0} µs", median(&direct.cpu_us)),
             crate::bench::report::ratio(median(&proxy.cpu_us) / median(&forwarder.cpu_us)),
         ])
-        .row(vec![
-            "p50 latency (added)".into(),
-            format!("{} ({})", duration(p50), signed(p50 - d50)),
-            format!("{} ({})", duration(f50), signed(f50 - d50)),
-            duration(d50),
-            signed(p50 - f50),
-        ])
-        .row(vec![
-            "p99 latency (added)".into(),
-            format!("{} ({})", duration(p99), signed(p99 - d99)),
-            format!("{} ({})", duration(f99), signed(f99 - d99)),
-            duration(d99),
-            signed(p99 - f99),
-        ])
-        .row(vec![
+        .row(latency_row("p50 latency (added)".into(), p50, f50, d50))
+        .row(latency_row("p99 latency (added)".into(), p99, f99, d99))
+        .row(latency_row(
             format!("p50 latency at {} (added)", rate(paced_rate)),
-            format!("{} ({})", duration(pp50), signed(pp50 - dp50)),
-            format!("{} ({})", duration(fp50), signed(fp50 - dp50)),
-            duration(dp50),
-            signed(pp50 - fp50),
-        ])
-        .row(vec![
+            pp50,
+            fp50,
+            dp50,
+        ))
+        .row(latency_row(
             format!("p99 latency at {} (added)", rate(paced_rate)),
-            format!("{} ({})", duration(pp99), signed(pp99 - dp99)),
-            format!("{} ({})", duration(fp99), signed(fp99 - dp99)),
-            duration(dp99),
-            signed(pp99 - fp99),
-        ]);
+            pp99,
+            fp99,
+            dp99,
+        ));
     if lost > 0 || servfail > 0.0 {
         section.note(format!("{lost} queries unanswered, {servfail:.0} SERVFAIL"));
     }
