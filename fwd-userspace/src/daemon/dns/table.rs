@@ -101,6 +101,9 @@ type Key = (String, IpAddr);
 struct Entries {
     by_key: BTreeMap<Key, Arc<Entry>>,
     by_end: BTreeSet<(u64, Key)>,
+    /// Distinct question names among the keys, kept as keys come and go: a metrics scrape
+    /// reads it without walking the table.
+    names: usize,
 }
 
 impl Entries {
@@ -111,8 +114,12 @@ impl Entries {
     fn insert(&mut self, key: Key, entry: Arc<Entry>) {
         // The old end leaves the index before the new one enters: the two may be equal.
         let end = entry.expires_ms;
-        if let Some(old) = self.by_key.insert(key.clone(), entry) {
-            self.by_end.remove(&(old.expires_ms, key.clone()));
+        match self.by_key.insert(key.clone(), entry) {
+            Some(old) => {
+                self.by_end.remove(&(old.expires_ms, key.clone()));
+            }
+            None if self.keys_of(&key.0) == 1 => self.names += 1,
+            None => {}
         }
         self.by_end.insert((end, key));
     }
@@ -120,7 +127,17 @@ impl Entries {
     fn remove(&mut self, key: &Key) -> Option<Arc<Entry>> {
         let old = self.by_key.remove(key)?;
         self.by_end.remove(&(old.expires_ms, key.clone()));
+        if self.keys_of(&key.0) == 0 {
+            self.names -= 1;
+        }
         Some(old)
+    }
+
+    /// Keys of `name`, counted up to 2 (the keys sort by name, then address).
+    fn keys_of(&self, name: &str) -> usize {
+        let first = (name.to_string(), IpAddr::from([0u8; 4]));
+        let last = (name.to_string(), IpAddr::from([0xffu8; 16]));
+        self.by_key.range(first..=last).take(2).count()
     }
 
     fn set_end(&mut self, key: &Key, expires_ms: u64) {
@@ -145,10 +162,6 @@ impl Entries {
 
     fn values(&self) -> impl Iterator<Item = &Arc<Entry>> {
         self.by_key.values()
-    }
-
-    fn keys(&self) -> impl Iterator<Item = &Key> {
-        self.by_key.keys()
     }
 }
 
@@ -505,11 +518,7 @@ impl DnsTable {
 
     /// Question names with at least one entry.
     pub fn names_active(&self) -> usize {
-        self.entries
-            .keys()
-            .map(|(n, _)| n)
-            .collect::<BTreeSet<_>>()
-            .len()
+        self.entries.names
     }
 
     pub fn addresses_active(&self) -> usize {
@@ -946,6 +955,8 @@ remote = ["*.meet.example", "198.51.100.0/24"]
                 // The index by end holds every entry once, at its end: what is due is
                 // what a scan of the whole table finds.
                 prop_assert_eq!(table.entries.by_end.len(), table.entry_count());
+                let names: BTreeSet<&str> = table.entries().map(|e| e.chain[0].as_str()).collect();
+                prop_assert_eq!(table.names_active(), names.len());
                 for later in [now, now + 20_000, now + 60_000] {
                     let scanned: BTreeSet<IpAddr> = table.entries()
                         .filter(|e| e.expires_ms <= later)
