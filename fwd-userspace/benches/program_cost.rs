@@ -25,6 +25,7 @@ use fwd::{
         Vendor, VendorPolicy,
     },
 };
+use fwd_common::tables::{IndexEntry, NODE, chunk4, chunk6, node_byte4, node_byte6};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_json::{Value, json};
 
@@ -302,6 +303,7 @@ fn policy(rules: &[RuleSpec]) -> PolicySet {
 
 struct Frame {
     bytes: Vec<u8>,
+    dst: IpAddr,
     allowed: bool,
 }
 
@@ -369,6 +371,7 @@ fn frames(family: Family, rules: &[RuleSpec], count: usize, rng: &mut Rng) -> Ve
                 let port = range.lo + rng.below(u64::from(range.hi - range.lo) + 1) as u16;
                 Frame {
                     bytes: frame(installed, rule.protocol, src_port, port),
+                    dst: installed,
                     allowed: true,
                 }
             } else if (i / 8) % 2 == 0 {
@@ -378,16 +381,59 @@ fn frames(family: Family, rules: &[RuleSpec], count: usize, rng: &mut Rng) -> Ve
                 };
                 Frame {
                     bytes: frame(unknown, Protocol::Tcp, src_port, 443),
+                    dst: unknown,
                     allowed: false,
                 }
             } else {
                 Frame {
                     bytes: frame(installed, Protocol::Tcp, src_port, DENIED_PORT),
+                    dst: installed,
                     allowed: false,
                 }
             }
         })
         .collect()
+}
+
+/// How deep the address lookups of the allowed frames go in `tables`, as means: node
+/// levels below the direct index, and ranges in the slice searched at the end (0: the
+/// entry gives the class). Each level and each cache line of a slice is a dependent read.
+fn lookup_shape(tables: &SlotTables, frames: &[Frame]) -> Value {
+    let (mut levels, mut ranges, mut n) = (0u64, 0u64, 0u64);
+    for f in frames.iter().filter(|f| f.allowed) {
+        let (mut entry, mut level) = (IndexEntry::default(), 0);
+        let mut down = |e: IndexEntry, byte: &dyn Fn(u32) -> u32, nodes: &[IndexEntry]| {
+            entry = e;
+            while entry.count == NODE {
+                entry = nodes[(entry.base + byte(level)) as usize];
+                level += 1;
+            }
+        };
+        match f.dst {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                down(
+                    tables.idx4[chunk4(a) as usize],
+                    &|l| node_byte4(a, l),
+                    &tables.nodes4,
+                );
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                let (hi, lo) = ((a >> 64) as u64, a as u64);
+                down(
+                    tables.idx6[chunk6(hi) as usize],
+                    &|l| node_byte6(hi, lo, l),
+                    &tables.nodes6,
+                );
+            }
+        }
+        levels += u64::from(level);
+        ranges += u64::from(entry.count);
+        n += 1;
+    }
+    let mean = |sum: u64| sum as f64 / n.max(1) as f64;
+    json!({"node_levels": mean(levels), "slice_ranges": mean(ranges)})
 }
 
 const XDP_DROP: u32 = 1;
@@ -555,7 +601,8 @@ fn setup(
     let image = &compiled.image;
     // Sized as the daemon sizes them, and a flow table that holds every new flow the
     // rounds make (an LRU table that evicts would measure its eviction too).
-    let sizes = SlotTables::build(image, &[]).sizes();
+    let tables = SlotTables::build(image, &[]);
+    let sizes = tables.sizes();
     let mut dp = Datapath::load_with(&DatapathOptions {
         tables: TableCapacity::for_policy(sizes),
         flow_capacity: 1 << 18,
@@ -568,6 +615,8 @@ fn setup(
     }
     let installed_s = started.elapsed().as_secs_f64();
     let frames = frames(family, &rules, plan.frames, &mut rng);
+    let lookups = lookup_shape(&tables, &frames);
+    drop(tables);
     warm_up(&mut dp, &frames)?;
     eprintln!(
         "program_cost: {} {} {prefixes}: compiled in {compiled_s:.1} s, installed in {installed_s:.1} s",
@@ -587,6 +636,7 @@ fn setup(
             Family::V6 => sizes.ranges6,
         },
         "port_ranges": sizes.port_ranges,
+        "lookups": lookups,
         "compile_seconds": compiled_s,
         "install_seconds": installed_s,
     });

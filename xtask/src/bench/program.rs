@@ -232,6 +232,33 @@ fn section(data: Value, json_path: &Path) -> anyhow::Result<Section> {
             thousands(c.installed["classes"].as_u64().unwrap_or(0)),
         ));
     }
+    // How deep the largest policies' lookups go: each node level and each line of the slice
+    // searched is a dependent read, on a page of its own once the tables are large.
+    if let Some(largest) = cells.iter().map(|c| c.prefixes).max() {
+        let mut shapes: Vec<String> = Vec::new();
+        for c in cells
+            .iter()
+            .filter(|c| c.prefixes == largest && c.program == "xdp")
+        {
+            let l = &c.installed["lookups"];
+            if let (Some(levels), Some(ranges)) =
+                (l["node_levels"].as_f64(), l["slice_ranges"].as_f64())
+            {
+                shapes.push(format!(
+                    "{} {} {levels:.1} / {ranges:.1}",
+                    c.family, c.shape
+                ));
+            }
+        }
+        if !shapes.is_empty() {
+            s.note(format!(
+                "lookups of the allowed frames at {} prefixes, node levels below the direct \
+                 index / ranges in the slice searched (means): {}",
+                thousands(largest),
+                shapes.join(", ")
+            ));
+        }
+    }
     if let Some(c) = cells
         .iter()
         .filter(|c| c.spread.is_finite())
