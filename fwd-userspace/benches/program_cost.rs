@@ -25,7 +25,9 @@ use fwd::{
         Vendor, VendorPolicy,
     },
 };
-use fwd_common::tables::{IndexEntry, NODE, chunk4, chunk6, node_byte4, node_byte6};
+use fwd_common::tables::{
+    IndexEntry, MAX_DEPTH4, MAX_DEPTH6, chunk4, chunk6, descend, node_byte4, node_byte6,
+};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_json::{Value, json};
 
@@ -401,33 +403,35 @@ fn frames(family: Family, rules: &[RuleSpec], count: usize, rng: &mut Rng) -> Ve
 fn lookup_shape(tables: &SlotTables, frames: &[Frame]) -> Value {
     let (mut levels, mut ranges, mut n) = (0u64, 0u64, 0u64);
     for f in frames.iter().filter(|f| f.allowed) {
-        let (mut entry, mut level) = (IndexEntry::default(), 0);
-        let mut down = |e: IndexEntry, byte: &dyn Fn(u32) -> u32, nodes: &[IndexEntry]| {
-            entry = e;
-            while entry.count == NODE {
-                entry = nodes[(entry.base + byte(level)) as usize];
-                level += 1;
-            }
+        // `descend` as the kernel walks it, counting the node entries it reads.
+        let level = std::cell::Cell::new(0u32);
+        let node = |nodes: &[IndexEntry], i: u32| {
+            level.set(level.get() + 1);
+            nodes.get(i as usize).copied()
         };
-        match f.dst {
+        let entry = match f.dst {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                down(
-                    tables.idx4[chunk4(a) as usize],
-                    &|l| node_byte4(a, l),
-                    &tables.nodes4,
-                );
+                descend(
+                    &tables.idx4[chunk4(a) as usize],
+                    MAX_DEPTH4,
+                    |l| node_byte4(a, l),
+                    |i| node(&tables.nodes4, i),
+                )
             }
             IpAddr::V6(a) => {
                 let a = u128::from(a);
                 let (hi, lo) = ((a >> 64) as u64, a as u64);
-                down(
-                    tables.idx6[chunk6(hi) as usize],
-                    &|l| node_byte6(hi, lo, l),
-                    &tables.nodes6,
-                );
+                descend(
+                    &tables.idx6[chunk6(hi) as usize],
+                    MAX_DEPTH6,
+                    |l| node_byte6(hi, lo, l),
+                    |i| node(&tables.nodes6, i),
+                )
             }
         }
+        .unwrap_or_default();
+        let level = level.get();
         levels += u64::from(level);
         ranges += u64::from(entry.count);
         n += 1;
